@@ -1,0 +1,146 @@
+//! Server settings: every limit and timeout, as a named default with the
+//! reason for its value. `tandem serve` can override each one.
+
+use std::time::Duration;
+
+/// Largest WebSocket message accepted, in bytes. A big paste (a whole source
+/// file) must fit; anything larger is refused with `too_large` before it is
+/// parsed, so JSON parsing never sees more than this.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest document, in characters. Keeps one document's memory (rope,
+/// snapshots, a full-text `joined`) within a few tens of MB.
+pub const MAX_DOCUMENT_CHARS: usize = 8 * 1024 * 1024;
+/// Most components in one op. Keystrokes have 1-3; a multi-cursor edit or a
+/// restore may have thousands. Bounds the work of transforming one op.
+pub const MAX_OP_COMPONENTS: usize = 20_000;
+/// Most characters one op may insert.
+pub const MAX_INSERT_CHARS: usize = 1024 * 1024;
+/// Most sessions on one document at once (a large class or company).
+pub const MAX_CLIENTS_PER_DOCUMENT: usize = 5_000;
+/// Committed ops each open document keeps in memory. Clients less than this
+/// far behind are transformed and resumed without touching the store.
+pub const HISTORY_WINDOW: usize = 2_000;
+/// How far behind (in revisions) a client may be and still resume or have its
+/// op transformed; beyond this it gets `unknown_rev` and reloads, since
+/// transforming through more history would cost more than a fresh load.
+pub const MAX_CATCHUP_REVISIONS: u64 = 20_000;
+/// Messages queued towards one client before it counts as unable to keep up
+/// and is disconnected (close 1013), so it can never slow the others or
+/// grow memory without bound. It resumes from its last revision.
+pub const OUTBOUND_QUEUE: usize = 4_096;
+/// Commands queued towards one document task; senders wait when it is full,
+/// which is the back-pressure that keeps a flooding client from growing memory.
+pub const DOCUMENT_QUEUE: usize = 1_024;
+/// A snapshot every this many revisions, so opening a document or reading an
+/// old revision replays at most this many ops.
+pub const SNAPSHOT_INTERVAL: u64 = 1_000;
+/// An open document with no session for this long is snapshotted and closed.
+pub const DOCUMENT_IDLE_CLOSE: Duration = Duration::from_secs(60);
+/// The server pings each client this often.
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A client that sends nothing (not even a pong) for this long is closed
+/// with 4408: three missed pings.
+pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Sustained messages per second one connection may send (presence excluded:
+/// it is coalesced instead). High enough for a closed-loop client, low enough
+/// that a runaway client is refused early.
+pub const RATE_LIMIT_PER_SEC: u32 = 5_000;
+/// Burst allowance above the sustained rate.
+pub const RATE_LIMIT_BURST: u32 = 1_000;
+/// Presence is forwarded at most this often per client; newer cursor
+/// positions replace older unsent ones, so a chatty client costs the others
+/// at most 20 presence messages a second.
+pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(50);
+/// Consecutive refused messages after which a connection is closed with 4400:
+/// a client that gets only errors is broken, and answering it forever is waste.
+pub const MAX_CONSECUTIVE_ERRORS: u32 = 100;
+/// Longest user name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+/// Longest language id (Monaco ids are short: `typescript`, `cpp`).
+pub const MAX_LANGUAGE_LEN: usize = 32;
+/// Most ranges in one selection (multi-cursor).
+pub const MAX_SELECTION_RANGES: usize = 256;
+/// How long a store failure may last before clients are told `unavailable`.
+pub const STORE_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Limits applied to what clients send and to each document.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// See [`MAX_MESSAGE_BYTES`].
+    pub max_message_bytes: usize,
+    /// See [`MAX_DOCUMENT_CHARS`].
+    pub max_document_chars: usize,
+    /// See [`MAX_OP_COMPONENTS`].
+    pub max_op_components: usize,
+    /// See [`MAX_INSERT_CHARS`].
+    pub max_insert_chars: usize,
+    /// See [`MAX_CLIENTS_PER_DOCUMENT`].
+    pub max_clients_per_document: usize,
+    /// See [`HISTORY_WINDOW`].
+    pub history_window: usize,
+    /// See [`MAX_CATCHUP_REVISIONS`].
+    pub max_catchup_revisions: u64,
+    /// See [`OUTBOUND_QUEUE`].
+    pub outbound_queue: usize,
+    /// See [`RATE_LIMIT_PER_SEC`].
+    pub rate_limit_per_sec: u32,
+    /// See [`RATE_LIMIT_BURST`].
+    pub rate_limit_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: MAX_MESSAGE_BYTES,
+            max_document_chars: MAX_DOCUMENT_CHARS,
+            max_op_components: MAX_OP_COMPONENTS,
+            max_insert_chars: MAX_INSERT_CHARS,
+            max_clients_per_document: MAX_CLIENTS_PER_DOCUMENT,
+            history_window: HISTORY_WINDOW,
+            max_catchup_revisions: MAX_CATCHUP_REVISIONS,
+            outbound_queue: OUTBOUND_QUEUE,
+            rate_limit_per_sec: RATE_LIMIT_PER_SEC,
+            rate_limit_burst: RATE_LIMIT_BURST,
+        }
+    }
+}
+
+/// Timing of documents and sessions.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// See [`SNAPSHOT_INTERVAL`].
+    pub snapshot_interval: u64,
+    /// See [`DOCUMENT_IDLE_CLOSE`].
+    pub document_idle_close: Duration,
+    /// See [`PING_INTERVAL`].
+    pub ping_interval: Duration,
+    /// See [`CLIENT_IDLE_TIMEOUT`].
+    pub client_idle_timeout: Duration,
+    /// See [`PRESENCE_INTERVAL`].
+    pub presence_interval: Duration,
+    /// See [`STORE_RETRY_LIMIT`].
+    pub store_retry_limit: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            snapshot_interval: SNAPSHOT_INTERVAL,
+            document_idle_close: DOCUMENT_IDLE_CLOSE,
+            ping_interval: PING_INTERVAL,
+            client_idle_timeout: CLIENT_IDLE_TIMEOUT,
+            presence_interval: PRESENCE_INTERVAL,
+            store_retry_limit: STORE_RETRY_LIMIT,
+        }
+    }
+}
+
+/// Everything the server core needs to know, apart from where it listens and
+/// which store it uses.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Limits on input and on each document.
+    pub limits: Limits,
+    /// Snapshot, idle and heartbeat timing.
+    pub timing: Timing,
+}

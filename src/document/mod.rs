@@ -1,0 +1,160 @@
+//! One document's single writer: a task that owns its [`DocumentState`],
+//! takes commands from sessions over a bounded channel, persists through the
+//! store, and fans committed ops out to the sessions.
+//!
+//! The order of one op's life, which is what makes "ack means durable" hold:
+//!
+//! 1. `Command::Op` arrives; the op is sequenced and applied in memory
+//!    (`head` moves on). Nobody is told yet.
+//! 2. When no append is in flight, every op sequenced but not yet sent to the
+//!    store goes out as one batch (group commit sized by what is waiting).
+//! 3. When the store answers `Ok`, the batch is published: `ack` to each
+//!    sender, `op` to everyone else (one serialised frame shared by all),
+//!    then the cursors that came with the ops.
+//!
+//! A session whose outbound queue is full is dropped with close 1013: a slow
+//! reader never slows the task or grows its memory.
+
+mod state;
+mod task;
+
+pub use state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
+pub use task::{spawn, DocumentInfo};
+
+use bytestring::ByteString;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ot::{Selection, TextOp};
+use crate::protocol::{CloseCode, User};
+
+/// Identifies one WebSocket session, so that a late `Leave` from a replaced
+/// session does not remove its successor.
+pub type SessionId = u64;
+
+/// What a session is sent by its document: frames, in order, through a
+/// bounded queue.
+pub type Outbound = mpsc::Sender<ByteString>;
+
+/// How the document tells a session to close (its queue may be full, so
+/// this goes beside it).
+pub type Kick = oneshot::Sender<CloseCode>;
+
+/// A session's request to join.
+pub struct JoinRequest {
+    /// The session.
+    pub session: SessionId,
+    /// Client id to resume, if any.
+    pub client: Option<ClientId>,
+    /// Last revision the client applied, if resuming.
+    pub rev: Option<Revision>,
+    /// Who the user is (validated by the session).
+    pub user_name: String,
+    /// Their colour (validated).
+    pub user_color: String,
+    /// `read`, `write` or `admin`.
+    pub permission: &'static str,
+    /// Frames to the client.
+    pub outbound: Outbound,
+    /// Closes the session.
+    pub kick: Kick,
+}
+
+/// What a joined session learns.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// Its client id.
+    pub client: ClientId,
+    /// The user as the server knows it.
+    pub user: User,
+}
+
+/// Commands to a document task.
+pub enum Command {
+    /// Join or resume; `joined` is sent on the outbound queue.
+    Join {
+        /// The request.
+        req: JoinRequest,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Joined, Refusal>>,
+    },
+    /// Submit an op.
+    Op {
+        /// The session.
+        session: SessionId,
+        /// Its client.
+        client: ClientId,
+        /// Base revision.
+        rev: Revision,
+        /// Client counter.
+        seq: Seq,
+        /// The parsed op.
+        op: TextOp,
+        /// Cursors after it.
+        selection: Option<Selection>,
+    },
+    /// Move cursors.
+    Presence {
+        /// The session.
+        session: SessionId,
+        /// Its client.
+        client: ClientId,
+        /// The revision they are at.
+        rev: Revision,
+        /// The cursors, or none.
+        selection: Option<Selection>,
+    },
+    /// Change the language.
+    Language {
+        /// The session.
+        session: SessionId,
+        /// Its client.
+        client: ClientId,
+        /// Validated language id.
+        language: String,
+    },
+    /// The session ended.
+    Leave {
+        /// The session.
+        session: SessionId,
+        /// Its client.
+        client: ClientId,
+    },
+    /// Read the published state (REST).
+    Info {
+        /// The answer.
+        reply: oneshot::Sender<DocumentInfo>,
+    },
+}
+
+/// A handle to a running document task.
+#[derive(Clone)]
+pub struct DocumentHandle {
+    /// The document.
+    pub id: DocId,
+    /// Which incarnation of the task: the registry removes a closed task's
+    /// entry only if it is still this one.
+    pub generation: u64,
+    tx: mpsc::Sender<Command>,
+}
+
+/// The task has stopped (closed for idleness or failure); open it again.
+#[derive(Debug, thiserror::Error)]
+#[error("document task stopped")]
+pub struct Stopped;
+
+impl DocumentHandle {
+    /// Sends a command, waiting for room in the queue (back-pressure).
+    ///
+    /// # Errors
+    ///
+    /// [`Stopped`] when the task has ended.
+    pub async fn send(&self, cmd: Command) -> Result<(), Stopped> {
+        self.tx.send(cmd).await.map_err(|_| Stopped)
+    }
+
+    /// True when the task has ended.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}

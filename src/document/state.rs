@@ -1,0 +1,426 @@
+//! The sequencer's state, free of I/O: the authoritative text, the revision,
+//! the window of recent ops, `(client, seq)` dedupe and peers' cursors.
+//!
+//! Two revisions matter. `head` is what has been sequenced and applied in
+//! memory; `published` is what the store has made durable and clients have
+//! been told. Clients only ever see published revisions, so a joining client
+//! gets the published text, presence is kept at the published revision, and
+//! ops in `(published, head]` wait for the store before anyone hears of them.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use ropey::Rope;
+
+use crate::ids::{ClientId, Revision, Seq};
+use crate::ot::{OtError, Selection, TextOp};
+use crate::protocol::ErrorCode;
+use crate::store::OpRecord;
+
+/// A refused request: the code and message sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable error code.
+    pub code: ErrorCode,
+    /// Why.
+    pub message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<OtError> for Refusal {
+    fn from(e: OtError) -> Self {
+        let code = match e {
+            OtError::DocumentTooLarge { .. } | OtError::InsertTooLarge { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::BadOp,
+        };
+        Self::new(code, e.to_string())
+    }
+}
+
+/// What the dedupe table says of an incoming `(client, seq)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dedupe {
+    /// Never seen: sequence it.
+    New,
+    /// Committed as this revision; it may not be durable yet.
+    Seen(Revision),
+    /// Older than the client's latest op and not in memory: ask the store.
+    Older,
+}
+
+/// Limits the state enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct StateLimits {
+    /// Ops kept in memory once published.
+    pub history_window: usize,
+    /// Largest document.
+    pub max_document_chars: usize,
+    /// How far behind a base revision may be.
+    pub max_catchup_revisions: u64,
+}
+
+/// An op to sequence.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// Sender.
+    pub client: ClientId,
+    /// Sender's counter.
+    pub seq: Seq,
+    /// Author recorded in history.
+    pub author: String,
+    /// Base revision.
+    pub base: Revision,
+    /// The op, parsed but not yet checked against the document.
+    pub op: TextOp,
+    /// Sender's cursors after the op, at the base revision plus the op.
+    pub selection: Option<Selection>,
+    /// Commit time, Unix ms.
+    pub time_ms: i64,
+}
+
+/// The sequencer state of one document.
+pub struct DocumentState {
+    text: Rope,
+    head: Revision,
+    published_text: Rope,
+    published: Revision,
+    /// Ops in `(head - history.len(), head]`, oldest first. Ops after
+    /// `published` are never evicted.
+    history: VecDeque<Arc<OpRecord>>,
+    /// Each client's latest committed seq and the revision it became.
+    dedupe: HashMap<ClientId, (Seq, Revision)>,
+    /// Cursors of peers, valid at `published`.
+    presence: HashMap<ClientId, Selection>,
+    /// Cursors sent with unpublished ops, valid at that op's revision.
+    op_selections: HashMap<Revision, (ClientId, Selection)>,
+    limits: StateLimits,
+}
+
+impl DocumentState {
+    /// A document at `rev` with `text`, and the ops that led to it (the most
+    /// recent ones, oldest first) for the history window and dedupe.
+    pub fn new(text: Rope, rev: Revision, recent: Vec<OpRecord>, limits: StateLimits) -> Self {
+        let mut dedupe = HashMap::new();
+        for op in &recent {
+            dedupe.insert(op.client.clone(), (op.seq, op.rev));
+        }
+        Self {
+            published_text: text.clone(),
+            text,
+            head: rev,
+            published: rev,
+            history: recent.into_iter().map(Arc::new).collect(),
+            dedupe,
+            presence: HashMap::new(),
+            op_selections: HashMap::new(),
+            limits,
+        }
+    }
+
+    /// The latest sequenced revision.
+    pub fn head(&self) -> Revision {
+        self.head
+    }
+
+    /// The latest durable revision, the one clients know.
+    pub fn published(&self) -> Revision {
+        self.published
+    }
+
+    /// The text at the head revision.
+    pub fn head_text(&self) -> &Rope {
+        &self.text
+    }
+
+    /// The text at the published revision.
+    pub fn published_text(&self) -> &Rope {
+        &self.published_text
+    }
+
+    /// Peers' cursors at the published revision.
+    pub fn presence(&self, client: &ClientId) -> Option<&Selection> {
+        self.presence.get(client)
+    }
+
+    /// The revision just before the oldest op held in memory.
+    fn history_base(&self) -> Revision {
+        Revision(self.head.0 - self.history.len() as u64)
+    }
+
+    /// Checks a client's `(client, seq)` against what is committed.
+    pub fn dedupe(&self, client: &ClientId, seq: Seq) -> Dedupe {
+        match self.dedupe.get(client) {
+            None => Dedupe::New,
+            Some((last, _)) if seq > *last => Dedupe::New,
+            Some((last, rev)) if seq == *last => Dedupe::Seen(*rev),
+            Some(_) => self
+                .history
+                .iter()
+                .rev()
+                .find(|op| op.client == *client && op.seq == seq)
+                .map_or(Dedupe::Older, |op| Dedupe::Seen(op.rev)),
+        }
+    }
+
+    /// Records a client's latest committed op learned from the store (a
+    /// client resuming after the document was reopened).
+    pub fn remember(&mut self, client: &ClientId, seq: Seq, rev: Revision) {
+        let entry = self.dedupe.entry(client.clone()).or_insert((seq, rev));
+        if seq > entry.0 {
+            *entry = (seq, rev);
+        }
+    }
+
+    /// Checks that `base` is a revision a client may work from and says
+    /// which older ops, not held in memory, are needed to go from it to the
+    /// head: `Some((after, upto))` to read from the store.
+    ///
+    /// # Errors
+    ///
+    /// `unknown_rev` when `base` is after the published revision or further
+    /// behind than the catch-up limit.
+    pub fn older_needed(&self, base: Revision) -> Result<Option<(Revision, Revision)>, Refusal> {
+        if base > self.published {
+            return Err(Refusal::new(
+                ErrorCode::UnknownRev,
+                format!("revision {base} is in the future (latest is {})", self.published),
+            ));
+        }
+        if self.published.0 - base.0 > self.limits.max_catchup_revisions {
+            return Err(Refusal::new(
+                ErrorCode::UnknownRev,
+                format!(
+                    "revision {base} is more than {} revisions behind: reload",
+                    self.limits.max_catchup_revisions
+                ),
+            ));
+        }
+        let oldest = self.history_base();
+        Ok((base < oldest).then_some((base, oldest)))
+    }
+
+    /// Ops in `(after, upto]` held in memory, or `None` when some are not.
+    pub fn ops_between(&self, after: Revision, upto: Revision) -> Option<Vec<Arc<OpRecord>>> {
+        let base = self.history_base();
+        if after < base || upto > self.head || after > upto {
+            return None;
+        }
+        let start = (after.0 - base.0) as usize;
+        let end = (upto.0 - base.0) as usize;
+        Some(self.history.range(start..end).cloned().collect())
+    }
+
+    /// Length of the text at `base`, given the older ops the caller fetched.
+    fn len_at(&self, base: Revision, older: &[OpRecord]) -> Option<usize> {
+        if base == self.head {
+            return Some(self.text.len_chars());
+        }
+        let next = base.next();
+        older
+            .iter()
+            .find(|op| op.rev == next)
+            .map(|op| op.op.base_len())
+            .or_else(|| {
+                self.ops_between(base, next)
+                    .and_then(|ops| ops.first().map(|op| op.op.base_len()))
+            })
+    }
+
+    /// Transforms `op`, based on `base`, to apply at the head: through
+    /// `older` (the fetched ops, `(base, history_base]`) then the window.
+    fn rebase(&self, base: Revision, older: &[OpRecord], mut op: TextOp) -> Result<TextOp, Refusal> {
+        let oldest = self.history_base();
+        for past in older.iter().filter(|o| o.rev > base && o.rev <= oldest) {
+            op = op.transform(&past.op)?.0;
+        }
+        let skip = base.0.saturating_sub(oldest.0) as usize;
+        for past in self.history.iter().skip(skip) {
+            op = op.transform(&past.op)?.0;
+        }
+        Ok(op)
+    }
+
+    /// Sequences an op: checks it against the document at its base
+    /// revision, transforms it to the head, applies it and assigns the next
+    /// revision. `older` holds the ops asked for by [`Self::older_needed`].
+    ///
+    /// # Errors
+    ///
+    /// `unknown_rev`, `bad_op` or `too_large`; the state is unchanged.
+    pub fn submit(&mut self, sub: Submission, older: &[OpRecord]) -> Result<Arc<OpRecord>, Refusal> {
+        self.older_needed(sub.base)?;
+        let doc_len = self.len_at(sub.base, older).ok_or_else(|| {
+            Refusal::new(
+                ErrorCode::UnknownRev,
+                format!("history before revision {} is not available", sub.base),
+            )
+        })?;
+        if sub.op.base_len() != doc_len {
+            return Err(OtError::LengthMismatch {
+                op_len: sub.op.base_len(),
+                doc_len,
+            }
+            .into());
+        }
+        if let Some(sel) = &sub.selection
+            && !sel.fits(sub.op.target_len())
+        {
+            return Err(Refusal::new(
+                ErrorCode::BadMessage,
+                "selection is outside the document",
+            ));
+        }
+        let op = self.rebase(sub.base, older, sub.op.clone())?;
+        op.apply(&mut self.text, self.limits.max_document_chars)?;
+        self.head = self.head.next();
+        if let Some(sel) = sub.selection {
+            // The op's own cursor moves through what was committed since its
+            // base: transform it through the same ops, inserted before it.
+            let since = self.rebase_selection(sub.base, older, &sub.op, sel);
+            self.op_selections.insert(self.head, (sub.client.clone(), since));
+        }
+        let record = Arc::new(OpRecord {
+            rev: self.head,
+            client: sub.client.clone(),
+            seq: sub.seq,
+            author: sub.author,
+            op,
+            time_ms: sub.time_ms,
+        });
+        self.dedupe.insert(sub.client, (sub.seq, self.head));
+        self.history.push_back(Arc::clone(&record));
+        Ok(record)
+    }
+
+    /// A selection made after `own` (based on `base`) moved to the head: the
+    /// concurrent ops are transformed against `own` so they apply after it.
+    fn rebase_selection(
+        &self,
+        base: Revision,
+        older: &[OpRecord],
+        own: &TextOp,
+        sel: Selection,
+    ) -> Selection {
+        let oldest = self.history_base();
+        let mut own = own.clone();
+        let mut sel = sel;
+        let concurrent = older
+            .iter()
+            .filter(|o| o.rev > base && o.rev <= oldest)
+            .map(|o| &o.op)
+            .chain(
+                self.history
+                    .iter()
+                    .skip(base.0.saturating_sub(oldest.0) as usize)
+                    .map(|o| &o.op),
+            )
+            // The op just applied is the last in history; it is `own` itself.
+            .take((self.head.0 - 1 - base.0) as usize);
+        for past in concurrent {
+            if let Ok((own2, past2)) = own.transform(past) {
+                sel = sel.transform(&past2);
+                own = own2;
+            }
+        }
+        sel
+    }
+
+    /// Sets a client's cursors, sent at revision `base`, moving them to the
+    /// published revision.
+    ///
+    /// # Errors
+    ///
+    /// `unknown_rev` when the revision is not published or not in memory;
+    /// `bad_message` when a range is outside the document.
+    pub fn set_presence(
+        &mut self,
+        client: &ClientId,
+        base: Revision,
+        selection: Option<Selection>,
+    ) -> Result<Option<&Selection>, Refusal> {
+        let Some(sel) = selection else {
+            self.presence.remove(client);
+            return Ok(None);
+        };
+        if base > self.published {
+            return Err(Refusal::new(ErrorCode::UnknownRev, "revision not known"));
+        }
+        let ops = self.ops_between(base, self.published).ok_or_else(|| {
+            Refusal::new(ErrorCode::UnknownRev, "revision too old for presence")
+        })?;
+        let len = ops
+            .first()
+            .map_or(self.published_text.len_chars(), |o| o.op.base_len());
+        if !sel.fits(len) {
+            return Err(Refusal::new(
+                ErrorCode::BadMessage,
+                "selection is outside the document",
+            ));
+        }
+        let sel = ops.iter().fold(sel, |s, o| s.transform(&o.op));
+        self.presence.insert(client.clone(), sel);
+        Ok(self.presence.get(client))
+    }
+
+    /// Forgets a client's cursors.
+    pub fn clear_presence(&mut self, client: &ClientId) {
+        self.presence.remove(client);
+    }
+
+    /// Ops sequenced after `after`, in order.
+    pub fn unpublished_after(&self, after: Revision) -> Vec<Arc<OpRecord>> {
+        self.ops_between(after, self.head).unwrap_or_default()
+    }
+
+    /// Marks everything up to `upto` durable: `text` is the text at `upto`.
+    /// Moves peers' cursors through the newly published ops and returns the
+    /// cursors that came with those ops (to broadcast, valid at `upto`).
+    pub fn publish(&mut self, upto: Revision, text: Rope) -> Vec<(ClientId, Selection)> {
+        let ops = self.ops_between(self.published, upto).unwrap_or_default();
+        for sel in self.presence.values_mut() {
+            for op in &ops {
+                *sel = sel.transform(&op.op);
+            }
+        }
+        let mut announced = Vec::new();
+        for (i, op) in ops.iter().enumerate() {
+            if let Some((client, sel)) = self.op_selections.remove(&op.rev) {
+                let sel = ops[i + 1..].iter().fold(sel, |s, o| s.transform(&o.op));
+                self.presence.insert(client.clone(), sel.clone());
+                announced.push((client, sel));
+            }
+        }
+        self.published = upto;
+        self.published_text = text;
+        let keep = self.limits.history_window + (self.head.0 - self.published.0) as usize;
+        while self.history.len() > keep {
+            self.history.pop_front();
+        }
+        announced
+    }
+
+    /// Drops everything sequenced after the published revision (the store
+    /// refused it for good): the state is as it was at `published`.
+    pub fn discard_unpublished(&mut self) {
+        let n = (self.head.0 - self.published.0) as usize;
+        for _ in 0..n {
+            if let Some(op) = self.history.pop_back() {
+                self.op_selections.remove(&op.rev);
+            }
+        }
+        self.head = self.published;
+        self.text = self.published_text.clone();
+        self.dedupe.clear();
+        for op in &self.history {
+            self.dedupe.insert(op.client.clone(), (op.seq, op.rev));
+        }
+    }
+}

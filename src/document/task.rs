@@ -1,0 +1,733 @@
+//! The document task: the loop that owns one [`DocumentState`], talks to the
+//! store, and fans out to sessions. See the module doc of `document` for the
+//! order of an op's life.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytestring::ByteString;
+use ropey::Rope;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep, sleep_until};
+use tracing::{debug, info, warn};
+
+use super::state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
+use super::{Command, DocumentHandle, JoinRequest, Joined, Kick, Outbound, SessionId};
+use crate::config::{DOCUMENT_QUEUE, Settings};
+use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ot::{Selection, TextOp};
+use crate::protocol::{
+    CatchUpOp, CloseCode, ErrorCode, PROTOCOL_VERSION, PeerInfo, ServerMsg, User, error_frame,
+};
+use crate::store::{AppendBatch, OpRecord, SharedStore, StoreError, now_ms};
+
+/// Language of a document created by opening it.
+pub const DEFAULT_LANGUAGE: &str = "plaintext";
+/// First delay before retrying a failed append; doubles up to the maximum.
+const RETRY_BASE: Duration = Duration::from_millis(50);
+/// Longest delay between append retries.
+const RETRY_MAX: Duration = Duration::from_secs(2);
+
+/// The published state of a document, for the REST API.
+#[derive(Debug, Clone)]
+pub struct DocumentInfo {
+    /// Published revision.
+    pub rev: Revision,
+    /// Language.
+    pub language: String,
+    /// Text at `rev`.
+    pub text: String,
+}
+
+struct SessionEntry {
+    session: SessionId,
+    user: User,
+    outbound: Outbound,
+    kick: Option<Kick>,
+}
+
+enum Event {
+    Committed(Result<(), StoreError>),
+    Command(Command),
+    Shutdown,
+    Idle,
+    Stop,
+    Nothing,
+}
+
+type AppendFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+struct InFlight {
+    ops: Vec<Arc<OpRecord>>,
+    end: Revision,
+    text: Rope,
+    snapshot: bool,
+    future: AppendFuture,
+    first_failure: Option<Instant>,
+    attempt: u32,
+}
+
+/// Spawns the task for `id` on the current runtime. `on_exit` runs when it
+/// stops, before its queue is dropped, so the registry can forget it.
+pub fn spawn(
+    id: DocId,
+    generation: u64,
+    store: SharedStore,
+    settings: Arc<Settings>,
+    shutdown: watch::Receiver<bool>,
+    on_exit: impl FnOnce() + Send + 'static,
+) -> DocumentHandle {
+    let (tx, rx) = mpsc::channel(DOCUMENT_QUEUE);
+    let handle = DocumentHandle {
+        id: id.clone(),
+        generation,
+        tx,
+    };
+    tokio::spawn(async move {
+        let mut rx = rx;
+        match Task::load(id.clone(), store, settings, shutdown).await {
+            Ok(task) => task.run(&mut rx).await,
+            Err(e) => {
+                warn!(document = %id, error = %e, "could not open document");
+                on_exit();
+                refuse_all(&mut rx, ErrorCode::Unavailable, "the document could not be loaded");
+                return;
+            }
+        }
+        on_exit();
+        // Commands that raced with the exit: joiners retry and reopen.
+        refuse_all(&mut rx, ErrorCode::Unavailable, "document closed; retry");
+    });
+    handle
+}
+
+fn refuse_all(rx: &mut mpsc::Receiver<Command>, code: ErrorCode, message: &str) {
+    rx.close();
+    while let Ok(cmd) = rx.try_recv() {
+        if let Command::Join { reply, .. } = cmd {
+            let _ = reply.send(Err(Refusal::new(code, message)));
+        }
+    }
+}
+
+struct Task {
+    id: DocId,
+    store: SharedStore,
+    settings: Arc<Settings>,
+    shutdown: watch::Receiver<bool>,
+    state: DocumentState,
+    language: String,
+    sessions: HashMap<ClientId, SessionEntry>,
+    in_flight: Option<InFlight>,
+    last_snapshot: Revision,
+    idle_since: Option<Instant>,
+    closing: bool,
+}
+
+impl Task {
+    async fn load(
+        id: DocId,
+        store: SharedStore,
+        settings: Arc<Settings>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self, StoreError> {
+        let meta = match store.document(&id).await? {
+            Some(meta) => meta,
+            None => match store.create_document(&id, DEFAULT_LANGUAGE, "").await {
+                Ok(meta) => meta,
+                Err(StoreError::Conflict(_)) => {
+                    store.document(&id).await?.ok_or(StoreError::NotFound)?
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let snapshot = store
+            .snapshot_at_or_before(&id, meta.rev)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("document {id} has no snapshot")))?;
+        let ops = store.ops(&id, snapshot.rev, meta.rev, usize::MAX).await?;
+        let mut text = Rope::from_str(&snapshot.text);
+        for op in &ops {
+            op.op
+                .apply(&mut text, usize::MAX)
+                .map_err(|e| StoreError::Corrupt(format!("op {} of {id}: {e}", op.rev)))?;
+        }
+        let limits = &settings.limits;
+        let keep = ops.len().saturating_sub(limits.history_window);
+        let state = DocumentState::new(
+            text,
+            meta.rev,
+            ops.into_iter().skip(keep).collect(),
+            StateLimits {
+                history_window: limits.history_window,
+                max_document_chars: limits.max_document_chars,
+                max_catchup_revisions: limits.max_catchup_revisions,
+            },
+        );
+        debug!(document = %id, rev = %meta.rev, "opened");
+        Ok(Self {
+            id,
+            store,
+            settings,
+            shutdown,
+            state,
+            language: meta.language,
+            sessions: HashMap::new(),
+            in_flight: None,
+            last_snapshot: snapshot.rev,
+            idle_since: Some(Instant::now()),
+            closing: false,
+        })
+    }
+
+    async fn run(mut self, rx: &mut mpsc::Receiver<Command>) {
+        if *self.shutdown.borrow() {
+            self.closing = true;
+        }
+        loop {
+            self.start_commit();
+            let settled = self.in_flight.is_none() && self.state.head() == self.state.published();
+            if self.closing && settled {
+                break;
+            }
+            let idle_at = self
+                .idle_since
+                .filter(|_| settled)
+                .map(|t| t + self.settings.timing.document_idle_close);
+            let flight = &mut self.in_flight;
+            let commit = async move {
+                match flight {
+                    Some(f) => (&mut f.future).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let shutdown = &mut self.shutdown;
+            let closing = self.closing;
+            let event = tokio::select! {
+                result = commit => Event::Committed(result),
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => Event::Command(cmd),
+                    None => Event::Stop,
+                },
+                changed = shutdown.changed(), if !closing => {
+                    if changed.is_err() || *shutdown.borrow() { Event::Shutdown } else { Event::Nothing }
+                }
+                () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => Event::Idle,
+            };
+            match event {
+                Event::Committed(result) => {
+                    if !self.on_commit(result) {
+                        break;
+                    }
+                }
+                Event::Command(cmd) => self.handle(cmd).await,
+                Event::Shutdown => {
+                    self.closing = true;
+                    self.kick_all(CloseCode::GoingAway);
+                }
+                Event::Idle | Event::Stop => break,
+                Event::Nothing => {}
+            }
+        }
+        self.stop().await;
+    }
+
+    /// Final snapshot before the task ends, so reopening replays nothing.
+    async fn stop(mut self) {
+        self.kick_all(CloseCode::GoingAway);
+        let rev = self.state.published();
+        if rev > self.last_snapshot && self.state.head() == rev {
+            let text = self.state.published_text().clone();
+            match self.store.put_snapshot(&self.id, rev, text).await {
+                Ok(()) => self.last_snapshot = rev,
+                Err(e) => warn!(document = %self.id, error = %e, "final snapshot failed"),
+            }
+        }
+        debug!(document = %self.id, rev = %rev, "closed");
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join { req, reply } => {
+                let result = self.join(req).await;
+                let _ = reply.send(result);
+            }
+            Command::Op {
+                session,
+                client,
+                rev,
+                seq,
+                op,
+                selection,
+            } => self.op(session, client, rev, seq, op, selection).await,
+            Command::Presence {
+                session,
+                client,
+                rev,
+                selection,
+            } => self.presence(session, &client, rev, selection),
+            Command::Language {
+                session,
+                client,
+                language,
+            } => self.set_language(session, &client, language).await,
+            Command::Leave { session, client } => self.leave(session, &client),
+            Command::Info { reply } => {
+                let _ = reply.send(super::DocumentInfo {
+                    rev: self.state.published(),
+                    language: self.language.clone(),
+                    text: self.state.published_text().to_string(),
+                });
+            }
+        }
+    }
+
+    async fn join(&mut self, req: JoinRequest) -> Result<Joined, Refusal> {
+        if self.closing {
+            return Err(Refusal::new(ErrorCode::Unavailable, "server is shutting down"));
+        }
+        let resuming = req.client.is_some();
+        let client = req.client.unwrap_or_else(ClientId::random);
+        if !self.sessions.contains_key(&client)
+            && self.sessions.len() >= self.settings.limits.max_clients_per_document
+        {
+            return Err(Refusal::new(ErrorCode::Unavailable, "document has too many clients"));
+        }
+        if resuming && self.state.dedupe(&client, Seq(u64::MAX)) == Dedupe::New {
+            match self.store.last_seq(&self.id, &client).await {
+                Ok(Some((seq, rev))) => self.state.remember(&client, seq, rev),
+                Ok(None) => {}
+                Err(e) => return Err(Refusal::new(ErrorCode::Unavailable, e.to_string())),
+            }
+        }
+        let catch_up = match req.rev {
+            Some(rev) if resuming => self.catch_up(rev).await,
+            _ => None,
+        };
+        let user = User {
+            id: client.as_str().to_owned(),
+            name: req.user_name,
+            color: req.user_color,
+        };
+        let published = self.state.published();
+        let frame = {
+            let peers = self
+                .sessions
+                .iter()
+                .filter(|(c, _)| **c != client)
+                .map(|(c, s)| PeerInfo {
+                    client: c,
+                    user: &s.user,
+                    selection: self.state.presence(c),
+                })
+                .collect();
+            let (text, ops) = match &catch_up {
+                Some(ops) => (
+                    None,
+                    Some(
+                        ops.iter()
+                            .map(|o| CatchUpOp {
+                                rev: o.rev,
+                                client: &o.client,
+                                op: &o.op,
+                            })
+                            .collect(),
+                    ),
+                ),
+                None => (Some(self.state.published_text().to_string()), None),
+            };
+            ServerMsg::Joined {
+                client: &client,
+                rev: published,
+                language: &self.language,
+                permission: req.permission,
+                peers,
+                text,
+                ops,
+                protocol: PROTOCOL_VERSION,
+            }
+            .to_frame()
+        };
+        if req.outbound.try_send(frame).is_err() {
+            return Err(Refusal::new(ErrorCode::Unavailable, "session closed"));
+        }
+        let entry = SessionEntry {
+            session: req.session,
+            user: user.clone(),
+            outbound: req.outbound,
+            kick: Some(req.kick),
+        };
+        match self.sessions.insert(client.clone(), entry) {
+            Some(mut old) => {
+                if let Some(kick) = old.kick.take() {
+                    let _ = kick.send(CloseCode::Normal);
+                }
+            }
+            None => {
+                let frame = ServerMsg::Peer {
+                    client: &client,
+                    user: &user,
+                }
+                .to_frame();
+                self.broadcast(&frame, Some(&client));
+            }
+        }
+        self.idle_since = None;
+        Ok(Joined { client, user })
+    }
+
+    /// The ops from `rev` to the published revision, or `None` when they
+    /// cannot be served (then the client gets the full text).
+    async fn catch_up(&mut self, rev: Revision) -> Option<Vec<Arc<OpRecord>>> {
+        let published = self.state.published();
+        match self.state.older_needed(rev) {
+            Ok(None) => self.state.ops_between(rev, published),
+            Ok(Some((after, upto))) => {
+                let older = self
+                    .store
+                    .ops(&self.id, after, upto, usize::MAX)
+                    .await
+                    .ok()?;
+                if older.len() as u64 != upto.0 - after.0 {
+                    return None;
+                }
+                let mut all: Vec<Arc<OpRecord>> = older.into_iter().map(Arc::new).collect();
+                all.extend(self.state.ops_between(upto, published)?);
+                Some(all)
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn send_to(&mut self, client: &ClientId, frame: ByteString) {
+        let full = match self.sessions.get(client) {
+            Some(s) => s.outbound.try_send(frame).is_err(),
+            None => false,
+        };
+        if full {
+            self.drop_sessions(vec![client.clone()], CloseCode::TryAgainLater);
+        }
+    }
+
+    fn refuse(&mut self, client: &ClientId, refusal: &Refusal, seq: Option<Seq>) {
+        self.send_to(client, error_frame(refusal.code, &refusal.message, seq));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn op(
+        &mut self,
+        session: SessionId,
+        client: ClientId,
+        rev: Revision,
+        seq: Seq,
+        op: TextOp,
+        selection: Option<Selection>,
+    ) {
+        if self.sessions.get(&client).is_none_or(|s| s.session != session) {
+            return;
+        }
+        match self.state.dedupe(&client, seq) {
+            Dedupe::Seen(committed) => {
+                // Resent: ack now if durable, else the publish will ack it.
+                if committed <= self.state.published() {
+                    self.send_to(&client, ServerMsg::Ack { seq, rev: committed }.to_frame());
+                }
+                return;
+            }
+            Dedupe::Older => {
+                match self.store.find_op(&self.id, &client, seq).await {
+                    Ok(Some(committed)) => {
+                        self.send_to(&client, ServerMsg::Ack { seq, rev: committed }.to_frame());
+                    }
+                    Ok(None) => self.refuse(
+                        &client,
+                        &Refusal::new(ErrorCode::BadMessage, "seq is lower than one already used"),
+                        Some(seq),
+                    ),
+                    Err(e) => self.refuse(
+                        &client,
+                        &Refusal::new(ErrorCode::Unavailable, e.to_string()),
+                        Some(seq),
+                    ),
+                }
+                return;
+            }
+            Dedupe::New => {}
+        }
+        let older = match self.state.older_needed(rev) {
+            Ok(None) => Vec::new(),
+            Ok(Some((after, upto))) => match self.store.ops(&self.id, after, upto, usize::MAX).await
+            {
+                Ok(ops) => ops,
+                Err(e) => {
+                    let r = Refusal::new(ErrorCode::Unavailable, e.to_string());
+                    return self.refuse(&client, &r, Some(seq));
+                }
+            },
+            Err(r) => return self.refuse(&client, &r, Some(seq)),
+        };
+        let author = self
+            .sessions
+            .get(&client)
+            .map(|s| s.user.name.clone())
+            .unwrap_or_default();
+        let sub = Submission {
+            client: client.clone(),
+            seq,
+            author,
+            base: rev,
+            op,
+            selection,
+            time_ms: now_ms(),
+        };
+        if let Err(r) = self.state.submit(sub, &older) {
+            self.refuse(&client, &r, Some(seq));
+        }
+    }
+
+    fn presence(
+        &mut self,
+        session: SessionId,
+        client: &ClientId,
+        rev: Revision,
+        selection: Option<Selection>,
+    ) {
+        let Some(entry) = self.sessions.get(client).filter(|s| s.session == session) else {
+            return;
+        };
+        let user = entry.user.clone();
+        match self.state.set_presence(client, rev, selection) {
+            Ok(sel) => {
+                let frame = ServerMsg::Presence {
+                    client,
+                    user: &user,
+                    selection: sel,
+                }
+                .to_frame();
+                self.broadcast(&frame, Some(client));
+            }
+            Err(r) => self.refuse(client, &r, None),
+        }
+    }
+
+    async fn set_language(&mut self, session: SessionId, client: &ClientId, language: String) {
+        if self.sessions.get(client).is_none_or(|s| s.session != session) {
+            return;
+        }
+        if let Err(e) = self.store.set_language(&self.id, &language).await {
+            let r = Refusal::new(ErrorCode::Unavailable, e.to_string());
+            return self.refuse(client, &r, None);
+        }
+        self.language = language;
+        let frame = ServerMsg::Language {
+            language: &self.language,
+            client,
+        }
+        .to_frame();
+        self.broadcast(&frame, Some(client));
+    }
+
+    fn leave(&mut self, session: SessionId, client: &ClientId) {
+        if self.sessions.get(client).is_some_and(|s| s.session == session) {
+            self.drop_sessions(vec![client.clone()], CloseCode::Normal);
+        }
+    }
+
+    /// Removes sessions, tells them to close, and tells the rest they left.
+    /// Anyone whose queue overflows while being told is dropped in turn.
+    fn drop_sessions(&mut self, mut gone: Vec<ClientId>, code: CloseCode) {
+        while !gone.is_empty() {
+            let mut next = Vec::new();
+            for client in gone {
+                if let Some(mut s) = self.sessions.remove(&client) {
+                    if let Some(kick) = s.kick.take() {
+                        let _ = kick.send(code);
+                    }
+                    self.state.clear_presence(&client);
+                    let frame = ServerMsg::Leave { client: &client }.to_frame();
+                    for (other, s) in &self.sessions {
+                        if s.outbound.try_send(frame.clone()).is_err() {
+                            next.push(other.clone());
+                        }
+                    }
+                }
+            }
+            next.sort();
+            next.dedup();
+            gone = next;
+        }
+        if self.sessions.is_empty() && self.idle_since.is_none() {
+            self.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Sends one frame to every session but `except`; drops the ones that
+    /// cannot take it.
+    fn broadcast(&mut self, frame: &ByteString, except: Option<&ClientId>) {
+        let mut full = Vec::new();
+        for (client, s) in &self.sessions {
+            if Some(client) != except && s.outbound.try_send(frame.clone()).is_err() {
+                full.push(client.clone());
+            }
+        }
+        if !full.is_empty() {
+            self.drop_sessions(full, CloseCode::TryAgainLater);
+        }
+    }
+
+    fn kick_all(&mut self, code: CloseCode) {
+        for s in self.sessions.values_mut() {
+            if let Some(kick) = s.kick.take() {
+                let _ = kick.send(code);
+            }
+        }
+        self.sessions.clear();
+    }
+
+    /// Sends everything sequenced but not yet stored, if nothing is in flight.
+    fn start_commit(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let ops = self.state.unpublished_after(self.state.published());
+        let Some(last) = ops.last() else {
+            return;
+        };
+        let end = last.rev;
+        let text = self.state.head_text().clone();
+        let interval = self.settings.timing.snapshot_interval.max(1);
+        let snapshot = end.0 / interval > self.last_snapshot.0 / interval;
+        let future = self.append_future(&ops, end, &text, snapshot, Duration::ZERO);
+        self.in_flight = Some(InFlight {
+            ops,
+            end,
+            text,
+            snapshot,
+            future,
+            first_failure: None,
+            attempt: 0,
+        });
+    }
+
+    fn append_future(
+        &self,
+        ops: &[Arc<OpRecord>],
+        end: Revision,
+        text: &Rope,
+        snapshot: bool,
+        delay: Duration,
+    ) -> AppendFuture {
+        let batch = AppendBatch {
+            doc: self.id.clone(),
+            ops: ops.to_vec(),
+            snapshot: snapshot.then(|| (end, text.clone())),
+        };
+        let store = Arc::clone(&self.store);
+        Box::pin(async move {
+            if !delay.is_zero() {
+                sleep(delay).await;
+            }
+            store.append(batch).await
+        })
+    }
+
+    /// Handles the store's answer to an append. Returns false when the task
+    /// must stop.
+    fn on_commit(&mut self, result: Result<(), StoreError>) -> bool {
+        let Some(mut flight) = self.in_flight.take() else {
+            return true;
+        };
+        match result {
+            Ok(()) => {
+                if flight.snapshot {
+                    self.last_snapshot = flight.end;
+                }
+                self.publish(&flight.ops, flight.end, flight.text);
+                true
+            }
+            Err(StoreError::Unavailable(e)) => {
+                let first = *flight.first_failure.get_or_insert_with(Instant::now);
+                if first.elapsed() > self.settings.timing.store_retry_limit {
+                    warn!(document = %self.id, error = %e, "store unavailable for too long; closing");
+                    self.give_up(ErrorCode::Unavailable, CloseCode::TryAgainLater);
+                    return false;
+                }
+                flight.attempt += 1;
+                let delay = RETRY_BASE
+                    .saturating_mul(1 << flight.attempt.min(6))
+                    .min(RETRY_MAX);
+                debug!(document = %self.id, error = %e, ?delay, "append failed; retrying");
+                flight.future =
+                    self.append_future(&flight.ops, flight.end, &flight.text, flight.snapshot, delay);
+                self.in_flight = Some(flight);
+                true
+            }
+            Err(e) => {
+                // Conflict: another node owns the document now (or corrupt
+                // data): never fork; clients reconnect and find the owner.
+                warn!(document = %self.id, error = %e, "append refused; closing document");
+                self.give_up(ErrorCode::Unavailable, CloseCode::Moved);
+                false
+            }
+        }
+    }
+
+    fn give_up(&mut self, code: ErrorCode, close: CloseCode) {
+        let frame = error_frame(code, "the document could not be saved; reconnect", None);
+        self.broadcast(&frame, None);
+        self.state.discard_unpublished();
+        self.kick_all(close);
+    }
+
+    /// Tells everyone about a durable batch: acks to the senders, one shared
+    /// frame per op to the others, then the cursors that came with the ops.
+    fn publish(&mut self, ops: &[Arc<OpRecord>], end: Revision, text: Rope) {
+        let announced = self.state.publish(end, text);
+        let mut full = Vec::new();
+        for op in ops {
+            let frame = ServerMsg::Op {
+                rev: op.rev,
+                client: &op.client,
+                op: &op.op,
+            }
+            .to_frame();
+            for (client, s) in &self.sessions {
+                let sent = if *client == op.client {
+                    s.outbound.try_send(
+                        ServerMsg::Ack {
+                            seq: op.seq,
+                            rev: op.rev,
+                        }
+                        .to_frame(),
+                    )
+                } else {
+                    s.outbound.try_send(frame.clone())
+                };
+                if sent.is_err() {
+                    full.push(client.clone());
+                }
+            }
+        }
+        if !full.is_empty() {
+            full.sort();
+            full.dedup();
+            info!(document = %self.id, clients = full.len(), "dropping clients that cannot keep up");
+            self.drop_sessions(full, CloseCode::TryAgainLater);
+        }
+        for (client, sel) in announced {
+            let Some(user) = self.sessions.get(&client).map(|s| s.user.clone()) else {
+                continue;
+            };
+            let frame = ServerMsg::Presence {
+                client: &client,
+                user: &user,
+                selection: Some(&sel),
+            }
+            .to_frame();
+            self.broadcast(&frame, Some(&client));
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Tandem: a real-time collaborative code editor server.
+//!
+//! Each document has one authority, a task that orders every edit,
+//! transforms concurrent edits against each other (Operational
+//! Transformation, ot.js style), stores them, and only then acknowledges
+//! them and passes them on.
+//!
+//! # Layout
+//!
+//! - [`ot`]: the operation type, parsed from untrusted JSON, applied to a
+//!   rope, transformed; selections. Pure.
+//! - [`document`]: one document's single-writer task and its pure state
+//!   (the sequencer).
+//! - [`registry`]: which documents are open on this node.
+//! - [`store`]: the `Store` trait and its backends (SQLite embedded).
+//! - [`protocol`]: the wire messages, error codes and close codes.
+//! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
+//! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
+//!
+//! Dependencies point one way: `net -> registry -> document -> ot`, and
+//! `document`/`registry -> store` through the trait.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod document;
+pub mod ids;
+pub mod net;
+pub mod ot;
+pub mod protocol;
+pub mod registry;
+pub mod store;

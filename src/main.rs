@@ -1,0 +1,179 @@
+//! The `tandem` binary: parses the command line and runs the library.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tandem::config::{self, Settings};
+use tandem::net::{self, ServerConfig};
+use tandem::store::sqlite::SqliteStore;
+
+/// Tandem: a real-time collaborative code editor.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the editor at http://BIND/ and the API under /api.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// SQLite database file for the embedded store (created if missing).
+    #[arg(long = "data", env = "TANDEM_DATA", default_value = "tandem.db")]
+    data: PathBuf,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, env = "TANDEM_BIND", default_value = "127.0.0.1:8080")]
+    bind: String,
+
+    #[command(flatten)]
+    store: StoreArgs,
+
+    /// Folder of the built web app (index.html and assets/).
+    #[arg(long, env = "TANDEM_STATIC", default_value = "client-js/dist")]
+    static_dir: PathBuf,
+
+    /// HTTP worker threads; 0 means one per CPU core.
+    #[arg(long, env = "TANDEM_WORKERS", default_value_t = 0)]
+    workers: usize,
+
+    /// Take a snapshot every this many revisions.
+    #[arg(long, env = "TANDEM_SNAPSHOT_INTERVAL", default_value_t = config::SNAPSHOT_INTERVAL)]
+    snapshot_interval: u64,
+
+    /// Close a document this many seconds after its last client left.
+    #[arg(long, env = "TANDEM_DOCUMENT_IDLE_SECS", default_value_t = config::DOCUMENT_IDLE_CLOSE.as_secs())]
+    document_idle_secs: u64,
+
+    /// Close a client that sends nothing (not even a pong) for this many seconds.
+    #[arg(long, env = "TANDEM_CLIENT_IDLE_SECS", default_value_t = config::CLIENT_IDLE_TIMEOUT.as_secs())]
+    client_idle_secs: u64,
+
+    /// Largest WebSocket message, in bytes.
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = config::MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+
+    /// Largest document, in characters.
+    #[arg(long, env = "TANDEM_MAX_DOCUMENT_CHARS", default_value_t = config::MAX_DOCUMENT_CHARS)]
+    max_document_chars: usize,
+
+    /// Most components in one op.
+    #[arg(long, env = "TANDEM_MAX_OP_COMPONENTS", default_value_t = config::MAX_OP_COMPONENTS)]
+    max_op_components: usize,
+
+    /// Most clients connected to one document.
+    #[arg(long, env = "TANDEM_MAX_CLIENTS_PER_DOCUMENT", default_value_t = config::MAX_CLIENTS_PER_DOCUMENT)]
+    max_clients_per_document: usize,
+
+    /// Committed ops kept in memory per open document.
+    #[arg(long, env = "TANDEM_HISTORY_WINDOW", default_value_t = config::HISTORY_WINDOW)]
+    history_window: usize,
+
+    /// How many revisions behind a client may be and still resume.
+    #[arg(long, env = "TANDEM_MAX_CATCHUP_REVISIONS", default_value_t = config::MAX_CATCHUP_REVISIONS)]
+    max_catchup_revisions: u64,
+
+    /// Messages one client may send per second (presence excluded).
+    #[arg(long, env = "TANDEM_RATE_LIMIT", default_value_t = config::RATE_LIMIT_PER_SEC)]
+    rate_limit: u32,
+
+    /// Messages queued to one client before it is disconnected as too slow.
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE)]
+    outbound_queue: usize,
+}
+
+impl ServeArgs {
+    fn settings(&self) -> Settings {
+        let mut s = Settings::default();
+        s.limits.max_message_bytes = self.max_message_bytes;
+        s.limits.max_document_chars = self.max_document_chars;
+        s.limits.max_op_components = self.max_op_components;
+        s.limits.max_clients_per_document = self.max_clients_per_document;
+        s.limits.history_window = self.history_window;
+        s.limits.max_catchup_revisions = self.max_catchup_revisions;
+        s.limits.rate_limit_per_sec = self.rate_limit;
+        s.limits.outbound_queue = self.outbound_queue.max(16);
+        s.timing.snapshot_interval = self.snapshot_interval.max(1);
+        s.timing.document_idle_close = std::time::Duration::from_secs(self.document_idle_secs);
+        s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs.max(1));
+        s.timing.ping_interval = s.timing.client_idle_timeout / 3;
+        s
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&args.store.data)
+        .with_context(|| format!("opening {}", args.store.data.display()))?;
+    let listener =
+        TcpListener::bind(&args.bind).with_context(|| format!("binding {}", args.bind))?;
+    let addr = listener.local_addr()?;
+    let static_dir = args
+        .static_dir
+        .join("index.html")
+        .is_file()
+        .then(|| args.static_dir.clone());
+    // Tests and scripts read this line to learn the port.
+    println!("tandem listening on http://{addr}");
+    if static_dir.is_none() {
+        eprintln!(
+            "note: no web app at {}; the API works, the editor needs `npm run build` in client-js/",
+            args.static_dir.display()
+        );
+    }
+    let config = ServerConfig {
+        store: Arc::new(store),
+        settings: args.settings(),
+        static_dir,
+        workers: args.workers,
+    };
+    net::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+    }
+}

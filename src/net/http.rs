@@ -1,0 +1,294 @@
+//! The HTTP side: the WebSocket upgrade, the REST API, health, and the web
+//! app's static files. Errors become JSON `{"code","message"}` in one place,
+//! [`ApiError`]'s `ResponseError` impl.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use crate::document::{Command, DocumentInfo};
+use crate::ids::DocId;
+use crate::registry::Registry;
+use crate::store::StoreError;
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Open documents.
+    pub registry: Arc<Registry>,
+    /// Turns true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Built web app (`client-js/dist`), if any.
+    pub static_dir: Option<PathBuf>,
+}
+
+/// An error answered as JSON.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    /// An error with an HTTP status, a stable code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_message", message)
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "no such document"),
+            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::Unavailable(m) | StoreError::Corrupt(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(ErrorBody {
+            code: self.code,
+            message: &self.message,
+        })
+    }
+}
+
+fn doc_id(raw: &str) -> Result<DocId, ApiError> {
+    DocId::parse(raw).map_err(|e| ApiError::bad(e.to_string()))
+}
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health))
+        .route("/api/documents", web::get().to(list_documents))
+        .route("/api/documents", web::post().to(create_document))
+        .route("/api/documents/{id}", web::get().to(get_document))
+        .route("/api/documents/{id}/ws", web::get().to(websocket))
+        .route("/", web::get().to(app_page))
+        .route("/d/{id}", web::get().to(app_page))
+        .route("/assets/{file:.*}", web::get().to(asset));
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "open_documents": state.registry.open_count(),
+    }))
+}
+
+#[derive(Serialize)]
+struct DocumentBody {
+    id: String,
+    rev: u64,
+    language: String,
+    text: String,
+}
+
+async fn info(state: &AppState, id: &DocId) -> Result<DocumentInfo, ApiError> {
+    let handle = match state.registry.get(id) {
+        Some(h) => h,
+        None => {
+            // Never create a document by reading it.
+            if state.registry.store().document(id).await?.is_none() {
+                return Err(StoreError::NotFound.into());
+            }
+            state.registry.open(id)
+        }
+    };
+    let (tx, rx) = oneshot::channel();
+    let unavailable =
+        || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "document closing; retry");
+    handle
+        .send(Command::Info { reply: tx })
+        .await
+        .map_err(|_| unavailable())?;
+    rx.await.map_err(|_| unavailable())
+}
+
+async fn get_document(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let info = info(&state, &id).await?;
+    Ok(HttpResponse::Ok().json(DocumentBody {
+        id: id.to_string(),
+        rev: info.rev.0,
+        language: info.language,
+        text: info.text,
+    }))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+}
+
+async fn list_documents(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(100).min(1000);
+    let docs = state.registry.store().list_documents(limit).await?;
+    let body: Vec<_> = docs
+        .into_iter()
+        .map(|d| {
+            serde_json::json!({
+                "id": d.id, "rev": d.rev, "language": d.language,
+                "created_ms": d.created_ms, "updated_ms": d.updated_ms,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "documents": body })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    id: Option<String>,
+    language: Option<String>,
+    text: Option<String>,
+}
+
+async fn create_document(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let body: CreateBody = if body.is_empty() {
+        CreateBody {
+            id: None,
+            language: None,
+            text: None,
+        }
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?
+    };
+    let id = match body.id {
+        Some(id) => doc_id(&id)?,
+        None => doc_id(crate::ids::ClientId::random().as_str())?,
+    };
+    let language = body.language.unwrap_or_else(|| "plaintext".to_owned());
+    if !super::session::valid_language(&language) {
+        return Err(ApiError::bad("language must be a short identifier such as typescript"));
+    }
+    let text = body.text.unwrap_or_default();
+    let limits = &state.registry.settings().limits;
+    if text.chars().count() > limits.max_document_chars {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("text is longer than {} characters", limits.max_document_chars),
+        ));
+    }
+    let meta = state
+        .registry
+        .store()
+        .create_document(&id, &language, &text)
+        .await?;
+    Ok(HttpResponse::Created().json(DocumentBody {
+        id: meta.id.to_string(),
+        rev: meta.rev.0,
+        language: meta.language,
+        text,
+    }))
+}
+
+async fn websocket(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let id = doc_id(&path)?;
+    if *state.shutdown.borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "shutting down",
+        )
+        .into());
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let max = state.registry.settings().limits.max_message_bytes;
+    let stream = stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max);
+    actix_web::rt::spawn(super::session::run(
+        Arc::clone(&state.registry),
+        id,
+        session,
+        stream,
+        state.shutdown.clone(),
+    ));
+    Ok(response)
+}
+
+const NO_CLIENT: &str = "<!doctype html><meta charset=utf-8><title>Tandem</title>
+<p>The Tandem server is running, but the web app is not built.
+Run <code>npm ci &amp;&amp; npm run build</code> in <code>client-js/</code>,
+or start the editor with <code>scripts/serve</code>.</p>";
+
+async fn app_page(state: web::Data<AppState>) -> HttpResponse {
+    let page = match &state.static_dir {
+        Some(dir) => tokio::fs::read(dir.join("index.html")).await.ok(),
+        None => None,
+    };
+    match page {
+        Some(bytes) => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(bytes),
+        None => HttpResponse::Ok()
+            .content_type("text/html; charset=utf-8")
+            .body(NO_CLIENT),
+    }
+}
+
+async fn asset(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file");
+    let dir = state.static_dir.as_ref().ok_or_else(not_found)?;
+    // Only plain relative paths inside the assets folder.
+    let rel = path.into_inner();
+    if rel
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == ".." || part.contains('\\'))
+    {
+        return Err(not_found());
+    }
+    let file = actix_files::NamedFile::open_async(dir.join("assets").join(rel))
+        .await
+        .map_err(|_| not_found())?;
+    Ok(file.into_response(&req))
+}

@@ -1,0 +1,498 @@
+//! One WebSocket session: reads client messages, validates them, forwards
+//! them to the document task, and writes what the task sends back.
+//!
+//! Every refusal is an `error` message and changes nothing; only a broken
+//! transport, a frame over the size limit, or a client that gets nothing but
+//! errors is closed. Presence is coalesced (latest wins, at most one per
+//! [`PRESENCE_INTERVAL`](crate::config::PRESENCE_INTERVAL)), so a chatty
+//! client costs its peers little and is never disconnected for it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, Session};
+use bytestring::ByteString;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, interval, sleep_until, timeout};
+use tracing::debug;
+
+use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
+use crate::document::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
+use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ot::{OpLimits, Selection, TextOp};
+use crate::protocol::{ClientMsg, CloseCode, ErrorCode, UserIn, error_frame};
+use crate::registry::Registry;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// Attempts to reach a document whose task is closing under us.
+const OPEN_ATTEMPTS: usize = 3;
+/// Frames written per wake-up before the session looks at its input again.
+const WRITE_BATCH: usize = 64;
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved.
+struct RateLimit {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            rate: f64::from(rate),
+            burst: f64::from(burst),
+            last: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+struct Attached {
+    handle: DocumentHandle,
+    joined: Joined,
+    permission: &'static str,
+    /// The document tells the session to close through this.
+    kick: oneshot::Receiver<CloseCode>,
+}
+
+enum Event {
+    Incoming(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
+    Outgoing(Option<ByteString>),
+    Kicked(CloseCode),
+    Tick,
+    Shutdown,
+    FlushPresence,
+}
+
+/// Why the session ends.
+enum End {
+    Close(CloseCode, &'static str),
+    Gone,
+}
+
+/// Runs a session until the client leaves, is closed, or the server stops.
+pub async fn run(
+    registry: Arc<Registry>,
+    doc: DocId,
+    mut ws: Session,
+    mut stream: AggregatedMessageStream,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let settings = Arc::clone(registry.settings());
+    let limits = &settings.limits;
+    let timing = &settings.timing;
+    let session: SessionId = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
+    let (out_tx, mut out_rx) = mpsc::channel::<ByteString>(limits.outbound_queue);
+    let mut attached: Option<Attached> = None;
+    let mut rate = RateLimit::new(limits.rate_limit_per_sec, limits.rate_limit_burst);
+    let mut errors: u32 = 0;
+    let mut last_heard = Instant::now();
+    let mut ticker = interval(timing.ping_interval);
+    ticker.tick().await;
+    let mut presence: Option<(Revision, Option<Selection>)> = None;
+    let mut presence_sent = Instant::now() - timing.presence_interval;
+    let op_limits = OpLimits::from(limits);
+
+    let end = loop {
+        let flush_at = presence
+            .as_ref()
+            .map(|_| presence_sent + timing.presence_interval);
+        let joined = attached.is_some();
+        let kicked = async {
+            match attached.as_mut() {
+                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
+                None => std::future::pending().await,
+            }
+        };
+        let event = tokio::select! {
+            msg = stream.recv() => Event::Incoming(msg),
+            frame = out_rx.recv(), if joined => Event::Outgoing(frame),
+            code = kicked => Event::Kicked(code),
+            _ = ticker.tick() => Event::Tick,
+            _ = shutdown.changed() => Event::Shutdown,
+            () = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => Event::FlushPresence,
+        };
+        match event {
+            Event::Incoming(None) => break End::Gone,
+            Event::Incoming(Some(Err(e))) => {
+                debug!(session, error = %e, "websocket protocol error");
+                if matches!(e, actix_ws::ProtocolError::Overflow) {
+                    let frame = error_frame(ErrorCode::TooLarge, "message too large", None);
+                    let _ = ws.text(frame).await;
+                    break End::Close(CloseCode::ProtocolViolation, "message too large");
+                }
+                break End::Gone;
+            }
+            Event::Incoming(Some(Ok(msg))) => {
+                last_heard = Instant::now();
+                let text = match msg {
+                    AggregatedMessage::Text(text) => text,
+                    AggregatedMessage::Binary(_) => {
+                        errors += 1;
+                        let f = error_frame(ErrorCode::BadMessage, "binary frames are not part of the protocol", None);
+                        if ws.text(f).await.is_err() {
+                            break End::Gone;
+                        }
+                        if errors > MAX_CONSECUTIVE_ERRORS {
+                            break End::Close(CloseCode::ProtocolViolation, "too many bad messages");
+                        }
+                        continue;
+                    }
+                    AggregatedMessage::Ping(bytes) => {
+                        if ws.pong(&bytes).await.is_err() {
+                            break End::Gone;
+                        }
+                        continue;
+                    }
+                    AggregatedMessage::Pong(_) => continue,
+                    AggregatedMessage::Close(_) => break End::Gone,
+                };
+                let parsed = serde_json::from_str::<ClientMsg>(&text);
+                let is_presence = matches!(parsed, Ok(ClientMsg::Presence { .. }));
+                if !is_presence && !rate.allow() {
+                    errors += 1;
+                    let seq = match &parsed {
+                        Ok(ClientMsg::Op { seq, .. }) => Some(Seq(*seq)),
+                        _ => None,
+                    };
+                    let f = error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
+                    if ws.text(f).await.is_err() {
+                        break End::Gone;
+                    }
+                    if errors > limits.rate_limit_burst.max(MAX_CONSECUTIVE_ERRORS) {
+                        break End::Close(CloseCode::RateLimited, "rate limited");
+                    }
+                    continue;
+                }
+                let outcome = match parsed {
+                    Err(e) => Err((ErrorCode::BadMessage, format!("not a protocol message: {e}"), None)),
+                    Ok(msg) => {
+                        handle_message(
+                            msg,
+                            &registry,
+                            &doc,
+                            session,
+                            &mut attached,
+                            &out_tx,
+                            &op_limits,
+                            &mut presence,
+                        )
+                        .await
+                    }
+                };
+                match outcome {
+                    Ok(()) => errors = 0,
+                    Err((code, message, seq)) => {
+                        errors += 1;
+                        if ws.text(error_frame(code, &message, seq)).await.is_err() {
+                            break End::Gone;
+                        }
+                        if code == ErrorCode::Unavailable && attached.is_none() {
+                            break End::Close(CloseCode::TryAgainLater, "unavailable");
+                        }
+                        if errors > MAX_CONSECUTIVE_ERRORS {
+                            break End::Close(CloseCode::ProtocolViolation, "too many bad messages");
+                        }
+                    }
+                }
+                if attached.as_ref().is_some_and(|a| a.handle.is_closed()) {
+                    break End::Close(CloseCode::TryAgainLater, "document closed; reconnect");
+                }
+            }
+            Event::Outgoing(None) => break End::Close(CloseCode::TryAgainLater, "dropped by document"),
+            Event::Outgoing(Some(frame)) => {
+                // Write what is queued in one go: the frames are already
+                // serialised, so a burst costs one wake-up, not one each.
+                let mut next = Some(frame);
+                let mut written = 0;
+                let mut failed = false;
+                while let Some(f) = next.take() {
+                    match timeout(timing.client_idle_timeout, ws.text(f)).await {
+                        Ok(Ok(())) => {}
+                        _ => {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    written += 1;
+                    if written < WRITE_BATCH {
+                        next = out_rx.try_recv().ok();
+                    }
+                }
+                if failed {
+                    break End::Gone;
+                }
+            }
+            Event::Kicked(code) => break End::Close(code, "closed by the server"),
+            Event::Tick => {
+                if last_heard.elapsed() > timing.client_idle_timeout {
+                    break End::Close(CloseCode::Idle, "idle");
+                }
+                if ws.ping(b"").await.is_err() {
+                    break End::Gone;
+                }
+            }
+            Event::Shutdown => break End::Close(CloseCode::GoingAway, "server shutting down"),
+            Event::FlushPresence => {
+                if let (Some((rev, selection)), Some(a)) = (presence.take(), &attached) {
+                    presence_sent = Instant::now();
+                    let cmd = Command::Presence {
+                        session,
+                        client: a.joined.client.clone(),
+                        rev,
+                        selection,
+                    };
+                    if a.handle.send(cmd).await.is_err() {
+                        break End::Close(CloseCode::TryAgainLater, "document closed; reconnect");
+                    }
+                }
+            }
+        }
+    };
+
+    if let Some(a) = &attached {
+        let _ = a
+            .handle
+            .send(Command::Leave {
+                session,
+                client: a.joined.client.clone(),
+            })
+            .await;
+    }
+    if let End::Close(code, reason) = end {
+        // Frames queued before a kick are still delivered: a graceful close
+        // should not lose acks that were already sent our way.
+        while let Ok(f) = out_rx.try_recv() {
+            if ws.text(f).await.is_err() {
+                break;
+            }
+        }
+        let _ = ws
+            .close(Some(CloseReason {
+                code: actix_ws::CloseCode::Other(code.code()),
+                description: Some(reason.to_owned()),
+            }))
+            .await;
+    }
+}
+
+type Refused = (ErrorCode, String, Option<Seq>);
+
+fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
+    (code, message.into(), None)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle_message(
+    msg: ClientMsg,
+    registry: &Arc<Registry>,
+    doc: &DocId,
+    session: SessionId,
+    attached: &mut Option<Attached>,
+    out_tx: &mpsc::Sender<ByteString>,
+    op_limits: &OpLimits,
+    presence: &mut Option<(Revision, Option<Selection>)>,
+) -> Result<(), Refused> {
+    match msg {
+        ClientMsg::Join { client, rev, user } => {
+            if attached.is_some() {
+                return Err(refused(ErrorCode::BadMessage, "already joined"));
+            }
+            let client = client
+                .map(|c| ClientId::parse(&c))
+                .transpose()
+                .map_err(|e| refused(ErrorCode::BadMessage, e.to_string()))?;
+            let (name, color) = validate_user(user.unwrap_or_default(), client.as_ref())?;
+            let permission = "write";
+            let mut last = refused(ErrorCode::Unavailable, "document unavailable");
+            for _ in 0..OPEN_ATTEMPTS {
+                let handle = registry.open(doc);
+                let (kick_tx, kick_rx) = oneshot::channel();
+                let (reply_tx, reply_rx) = oneshot::channel();
+                let req = JoinRequest {
+                    session,
+                    client: client.clone(),
+                    rev: rev.map(Revision),
+                    user_name: name.clone(),
+                    user_color: color.clone(),
+                    permission,
+                    outbound: out_tx.clone(),
+                    kick: kick_tx,
+                };
+                if handle.send(Command::Join { req, reply: reply_tx }).await.is_err() {
+                    continue; // closed under us: the next open spawns a new task
+                }
+                match reply_rx.await {
+                    Ok(Ok(joined)) => {
+                        *attached = Some(Attached {
+                            handle,
+                            joined,
+                            permission,
+                            kick: kick_rx,
+                        });
+                        return Ok(());
+                    }
+                    Ok(Err(r)) if !handle.is_closed() => return Err(refused(r.code, r.message)),
+                    Ok(Err(r)) => last = refused(r.code, r.message),
+                    Err(_) => {}
+                }
+            }
+            Err(last)
+        }
+        _ if attached.is_none() => Err(refused(ErrorCode::BadMessage, "send join first")),
+        ClientMsg::Op {
+            rev,
+            seq,
+            op,
+            selection,
+        } => {
+            let a = attached.as_ref().ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
+            if a.permission == "read" {
+                return Err((ErrorCode::Forbidden, "read-only access".into(), Some(Seq(seq))));
+            }
+            let op = TextOp::parse(&op, op_limits).map_err(|e| {
+                let r = crate::document::Refusal::from(e);
+                (r.code, r.message, Some(Seq(seq)))
+            })?;
+            if let Some(sel) = &selection {
+                check_selection(sel).map_err(|(c, m, _)| (c, m, Some(Seq(seq))))?;
+            }
+            let cmd = Command::Op {
+                session,
+                client: a.joined.client.clone(),
+                rev: Revision(rev),
+                seq: Seq(seq),
+                op,
+                selection,
+            };
+            a.handle
+                .send(cmd)
+                .await
+                .map_err(|_| (ErrorCode::Unavailable, "document closed; reconnect".into(), Some(Seq(seq))))
+        }
+        ClientMsg::Presence { rev, selection } => {
+            if let Some(sel) = &selection {
+                check_selection(sel)?;
+            }
+            *presence = Some((Revision(rev), selection));
+            Ok(())
+        }
+        ClientMsg::Language { language } => {
+            let a = attached.as_ref().ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
+            if a.permission == "read" {
+                return Err(refused(ErrorCode::Forbidden, "read-only access"));
+            }
+            if !valid_language(&language) {
+                return Err(refused(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "language must be 1-{} characters of [A-Za-z0-9_+#.-]",
+                        config::MAX_LANGUAGE_LEN
+                    ),
+                ));
+            }
+            let cmd = Command::Language {
+                session,
+                client: a.joined.client.clone(),
+                language,
+            };
+            a.handle
+                .send(cmd)
+                .await
+                .map_err(|_| refused(ErrorCode::Unavailable, "document closed; reconnect"))
+        }
+    }
+}
+
+fn check_selection(sel: &Selection) -> Result<(), Refused> {
+    if sel.ranges.len() > config::MAX_SELECTION_RANGES {
+        return Err(refused(
+            ErrorCode::BadMessage,
+            format!("at most {} selection ranges", config::MAX_SELECTION_RANGES),
+        ));
+    }
+    Ok(())
+}
+
+/// True for a plausible language id (Monaco's are short ASCII names).
+pub fn valid_language(language: &str) -> bool {
+    !language.is_empty()
+        && language.len() <= config::MAX_LANGUAGE_LEN
+        && language
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'#' | b'.' | b'-'))
+}
+
+fn valid_color(color: &str) -> bool {
+    let hex = color.strip_prefix('#').unwrap_or("");
+    (hex.len() == 3 || hex.len() == 6) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A colour for a user who did not pick one, stable per client.
+fn default_color(seed: &str) -> String {
+    const PALETTE: [&str; 8] = [
+        "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
+    ];
+    let h = seed
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    PALETTE[h % PALETTE.len()].to_owned()
+}
+
+fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, String), Refused> {
+    let name = match user.name.map(|n| n.trim().to_owned()) {
+        None => "Anonymous".to_owned(),
+        Some(n) if n.is_empty() => "Anonymous".to_owned(),
+        Some(n) => {
+            if n.chars().count() > config::MAX_NAME_CHARS || n.chars().any(char::is_control) {
+                return Err(refused(
+                    ErrorCode::BadMessage,
+                    format!(
+                        "user name must be at most {} characters, without control characters",
+                        config::MAX_NAME_CHARS
+                    ),
+                ));
+            }
+            n
+        }
+    };
+    let color = match user.color {
+        None => default_color(client.map_or(name.as_str(), ClientId::as_str)),
+        Some(c) if valid_color(&c) => c,
+        Some(_) => {
+            return Err(refused(
+                ErrorCode::BadMessage,
+                "color must be a CSS hex colour such as #3cb44b",
+            ));
+        }
+    };
+    Ok((name, color))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colors_and_languages() {
+        assert!(valid_color("#abc") && valid_color("#A1B2C3"));
+        assert!(!valid_color("red") && !valid_color("#abcd") && !valid_color("#ggg"));
+        assert!(valid_language("typescript") && valid_language("c++"));
+        assert!(!valid_language("") && !valid_language("a b") && !valid_language(&"x".repeat(33)));
+    }
+}

@@ -1,0 +1,190 @@
+//! Durable storage: the [`Store`] trait and its backends.
+//!
+//! A store holds, per document, its metadata, the op log (one row per
+//! revision, unique on `(document, revision)` and on `(document, client,
+//! seq)`) and snapshots of the text. Appends are the fence between nodes: a
+//! batch whose first revision is not the document's next one fails with
+//! [`StoreError::Conflict`] instead of forking history.
+//!
+//! Backends: [`sqlite`] (embedded, the default) and, later, PostgreSQL. Both
+//! pass the same conformance suite in `tests/store.rs`.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ropey::Rope;
+use thiserror::Error;
+
+use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ot::TextOp;
+
+/// Why a store call failed. Callers act on the variant: `Conflict` closes
+/// the document, `Unavailable` is retried, `NotFound` is a user error.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The document does not exist.
+    #[error("document not found")]
+    NotFound,
+    /// Someone else wrote first: the document exists already, or the
+    /// revisions of an append are taken (another node owns the document).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot be reached or failed; the call may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data does not parse; something wrote what it should not have.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// A document's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentMeta {
+    /// Its id.
+    pub id: DocId,
+    /// Monaco language id.
+    pub language: String,
+    /// Latest committed revision.
+    pub rev: Revision,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: i64,
+    /// Last change, Unix milliseconds.
+    pub updated_ms: i64,
+}
+
+/// One committed op as it is kept in the log and in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpRecord {
+    /// The revision this op produced (it was based on `rev - 1`).
+    pub rev: Revision,
+    /// The session that sent it.
+    pub client: ClientId,
+    /// That session's counter for it.
+    pub seq: Seq,
+    /// Who wrote it (the user's name as the server knows it).
+    pub author: String,
+    /// The op, transformed to apply at `rev - 1`.
+    pub op: TextOp,
+    /// When it was committed, Unix milliseconds.
+    pub time_ms: i64,
+}
+
+/// The text of a document at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The revision.
+    pub rev: Revision,
+    /// The full text at it.
+    pub text: String,
+}
+
+/// Ops to append to one document's log, in revision order with no gap, and
+/// optionally a snapshot of the text after the last of them.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    /// The document.
+    pub doc: DocId,
+    /// The ops; the first must be the document's next revision.
+    pub ops: Vec<Arc<OpRecord>>,
+    /// A snapshot to write in the same transaction (the rope is turned into
+    /// text on the store's thread, off the document task).
+    pub snapshot: Option<(Revision, Rope)>,
+}
+
+/// Storage for documents, their op logs and snapshots.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates a document at revision 0 with `text` as its snapshot 0.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when it exists already.
+    async fn create_document(
+        &self,
+        id: &DocId,
+        language: &str,
+        text: &str,
+    ) -> Result<DocumentMeta, StoreError>;
+
+    /// The document's metadata, or `None` when it does not exist.
+    async fn document(&self, id: &DocId) -> Result<Option<DocumentMeta>, StoreError>;
+
+    /// Documents, most recently changed first, at most `limit`.
+    async fn list_documents(&self, limit: usize) -> Result<Vec<DocumentMeta>, StoreError>;
+
+    /// The latest snapshot at or before `rev`.
+    async fn snapshot_at_or_before(
+        &self,
+        id: &DocId,
+        rev: Revision,
+    ) -> Result<Option<Snapshot>, StoreError>;
+
+    /// The revisions of every stored snapshot, ascending.
+    async fn snapshot_revisions(&self, id: &DocId) -> Result<Vec<Revision>, StoreError>;
+
+    /// Ops with `after < rev <= upto`, in order, at most `limit`.
+    async fn ops(
+        &self,
+        id: &DocId,
+        after: Revision,
+        upto: Revision,
+        limit: usize,
+    ) -> Result<Vec<OpRecord>, StoreError>;
+
+    /// Appends a batch durably (fsync'd before this returns `Ok`). Appending
+    /// exactly the same ops again succeeds, so a retry after an ambiguous
+    /// failure is safe.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when the first op is not the document's next
+    /// revision or a revision is already taken by a different op.
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError>;
+
+    /// The revision the op `(client, seq)` was committed as, if it was.
+    async fn find_op(
+        &self,
+        id: &DocId,
+        client: &ClientId,
+        seq: Seq,
+    ) -> Result<Option<Revision>, StoreError>;
+
+    /// The client's highest committed seq and its revision.
+    async fn last_seq(
+        &self,
+        id: &DocId,
+        client: &ClientId,
+    ) -> Result<Option<(Seq, Revision)>, StoreError>;
+
+    /// Changes the document's language.
+    async fn set_language(&self, id: &DocId, language: &str) -> Result<(), StoreError>;
+
+    /// Writes a snapshot (kept if one exists at that revision already).
+    async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Parses an op read back from the store. Stored ops were validated when
+/// they were committed, so a failure means the data is corrupt.
+pub(crate) fn decode_op(json: &str) -> Result<TextOp, StoreError> {
+    let raw: crate::ot::RawOp =
+        serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("op: {e}")))?;
+    let limits = crate::ot::OpLimits {
+        max_components: usize::MAX,
+        max_insert_chars: usize::MAX,
+        max_document_chars: usize::MAX / 2,
+    };
+    TextOp::parse(&raw, &limits).map_err(|e| StoreError::Corrupt(format!("op: {e}")))
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,616 @@
+//! The embedded store: one SQLite file, no server.
+//!
+//! Writes go to one writer thread that owns the only writing connection and
+//! group-commits: every job that is waiting when a transaction starts goes
+//! into it, each under its own savepoint so one job's conflict does not undo
+//! the others. The WAL is fsync'd at every commit (`synchronous=FULL`), so a
+//! reply of `Ok` means the write survives `kill -9` and power loss. Reads use
+//! a small pool of separate connections, which WAL lets run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc as std_mpsc};
+
+use async_trait::async_trait;
+use ropey::Rope;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    AppendBatch, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op, now_ms,
+};
+use crate::ids::{ClientId, DocId, Revision, Seq};
+
+/// Most jobs in one transaction: bounds how long one commit holds replies.
+const MAX_JOBS_PER_COMMIT: usize = 4_096;
+/// Idle reader connections kept open.
+const READER_POOL: usize = 8;
+/// How long a connection waits on a lock held by another process.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS documents (
+    id          TEXT PRIMARY KEY,
+    language    TEXT NOT NULL,
+    rev         INTEGER NOT NULL DEFAULT 0,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ops (
+    document    TEXT NOT NULL REFERENCES documents(id),
+    rev         INTEGER NOT NULL,
+    client      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    author      TEXT NOT NULL,
+    op          TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    PRIMARY KEY (document, rev),
+    UNIQUE (document, client, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS snapshots (
+    document    TEXT NOT NULL REFERENCES documents(id),
+    rev         INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    PRIMARY KEY (document, rev)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS document_access (
+    document    TEXT NOT NULL REFERENCES documents(id),
+    user_id     TEXT NOT NULL,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'write', 'admin')),
+    PRIMARY KEY (document, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS documents_updated ON documents (updated_ms DESC);
+";
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Create {
+        id: DocId,
+        language: String,
+        text: String,
+        reply: Reply<DocumentMeta>,
+    },
+    Append {
+        batch: AppendBatch,
+        reply: Reply<()>,
+    },
+    SetLanguage {
+        id: DocId,
+        language: String,
+        reply: Reply<()>,
+    },
+    PutSnapshot {
+        id: DocId,
+        rev: Revision,
+        text: Rope,
+        reply: Reply<()>,
+    },
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// To the writer thread. The thread ends when the store is dropped.
+    writer: Mutex<std_mpsc::Sender<Job>>,
+    /// Idle read connections; a read takes one or opens a new one.
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(unavailable)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and starts the
+    /// writer thread.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the file cannot be opened or the
+    /// schema cannot be created.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_connection(&path)?;
+        conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("tandem-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(unavailable)?;
+        Ok(Self {
+            path,
+            writer: Mutex::new(tx),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .lock()
+            .map_err(|_| unavailable("writer lock poisoned"))?
+            .send(make(reply))
+            .map_err(|_| unavailable("writer thread stopped"))?;
+        rx.await
+            .map_err(|_| unavailable("writer thread stopped"))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_connection(&path)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut pool) = readers.lock()
+                && pool.len() < READER_POOL
+            {
+                pool.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_JOBS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_jobs(&mut conn, jobs);
+    }
+}
+
+/// Runs each job under its own savepoint in one transaction, commits once,
+/// then replies. Nothing is replied `Ok` before the commit has returned.
+fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
+    let mut outcomes: Vec<(Job, Result<Option<DocumentMeta>, StoreError>)> =
+        Vec::with_capacity(jobs.len());
+    let committed = (|| -> Result<(), StoreError> {
+        let mut tx = conn.transaction().map_err(unavailable)?;
+        for job in jobs {
+            let result = (|| {
+                let sp = tx.savepoint().map_err(unavailable)?;
+                let out = run_job(&sp, &job)?;
+                sp.commit().map_err(unavailable)?;
+                Ok(out)
+            })();
+            outcomes.push((job, result));
+        }
+        tx.commit().map_err(unavailable)
+    })();
+    for (job, result) in outcomes {
+        let result = match (&committed, result) {
+            (Err(e), _) => Err(StoreError::Unavailable(e.to_string())),
+            (Ok(()), r) => r,
+        };
+        reply(job, result);
+    }
+}
+
+fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
+    match job {
+        Job::Create { reply, .. } => {
+            let _ = reply.send(result.and_then(|m| {
+                m.ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
+            }));
+        }
+        Job::Append { reply, .. }
+        | Job::SetLanguage { reply, .. }
+        | Job::PutSnapshot { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+    }
+}
+
+fn run_job(conn: &Connection, job: &Job) -> Result<Option<DocumentMeta>, StoreError> {
+    match job {
+        Job::Create {
+            id, language, text, ..
+        } => create(conn, id, language, text).map(Some),
+        Job::Append { batch, .. } => append(conn, batch).map(|_| None),
+        Job::SetLanguage { id, language, .. } => {
+            let n = conn
+                .execute(
+                    "UPDATE documents SET language = ?2, updated_ms = ?3 WHERE id = ?1",
+                    params![id.as_str(), language, now_ms()],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(None)
+        }
+        Job::PutSnapshot { id, rev, text, .. } => {
+            put_snapshot(conn, id, *rev, &text.to_string())?;
+            Ok(None)
+        }
+    }
+}
+
+fn create(
+    conn: &Connection,
+    id: &DocId,
+    language: &str,
+    text: &str,
+) -> Result<DocumentMeta, StoreError> {
+    let now = now_ms();
+    let inserted = conn
+        .execute(
+            "INSERT INTO documents (id, language, rev, created_ms, updated_ms)
+             VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (id) DO NOTHING",
+            params![id.as_str(), language, now],
+        )
+        .map_err(unavailable)?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!("document {id} exists")));
+    }
+    put_snapshot(conn, id, Revision(0), text)?;
+    Ok(DocumentMeta {
+        id: id.clone(),
+        language: language.to_owned(),
+        rev: Revision(0),
+        created_ms: now,
+        updated_ms: now,
+    })
+}
+
+fn put_snapshot(conn: &Connection, id: &DocId, rev: Revision, text: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO snapshots (document, rev, text, time_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (document, rev) DO NOTHING",
+        params![id.as_str(), to_sql(rev.0)?, text, now_ms()],
+    )
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::NotFound,
+        _ => unavailable(e),
+    })?;
+    Ok(())
+}
+
+fn to_sql(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Conflict(format!("{n} is out of range")))
+}
+
+fn from_sql(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+/// True when the ops are already stored exactly: a retried append.
+fn already_stored(conn: &Connection, batch: &AppendBatch) -> Result<bool, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT client, seq FROM ops WHERE document = ?1 AND rev = ?2")
+        .map_err(unavailable)?;
+    for op in &batch.ops {
+        let row: Option<(String, i64)> = stmt
+            .query_row(params![batch.doc.as_str(), to_sql(op.rev.0)?], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(unavailable)?;
+        match row {
+            Some((client, seq)) if client == op.client.as_str() && seq == to_sql(op.seq.0)? => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+fn append(conn: &Connection, batch: &AppendBatch) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (batch.ops.first(), batch.ops.last()) else {
+        return Ok(());
+    };
+    let contiguous = batch
+        .ops
+        .windows(2)
+        .all(|w| w[1].rev.0 == w[0].rev.0 + 1);
+    if !contiguous {
+        return Err(StoreError::Conflict("batch revisions are not contiguous".into()));
+    }
+    let current: Option<i64> = conn
+        .query_row(
+            "SELECT rev FROM documents WHERE id = ?1",
+            params![batch.doc.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    let current = from_sql(current.ok_or(StoreError::NotFound)?)?;
+    if current + 1 != first.rev.0 {
+        if already_stored(conn, batch)? {
+            return Ok(());
+        }
+        return Err(StoreError::Conflict(format!(
+            "document {} is at revision {current}, append starts at {}",
+            batch.doc, first.rev
+        )));
+    }
+    {
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO ops (document, rev, client, seq, author, op, time_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .map_err(unavailable)?;
+        for op in &batch.ops {
+            insert
+                .execute(params![
+                    batch.doc.as_str(),
+                    to_sql(op.rev.0)?,
+                    op.client.as_str(),
+                    to_sql(op.seq.0)?,
+                    op.author,
+                    op.op.to_json(),
+                    op.time_ms,
+                ])
+                .map_err(|e| match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                        StoreError::Conflict(format!("op {} of {}: {e}", op.rev, batch.doc))
+                    }
+                    _ => unavailable(e),
+                })?;
+        }
+    }
+    conn.execute(
+        "UPDATE documents SET rev = ?2, updated_ms = ?3 WHERE id = ?1",
+        params![batch.doc.as_str(), to_sql(last.rev.0)?, now_ms()],
+    )
+    .map_err(unavailable)?;
+    if let Some((rev, text)) = &batch.snapshot {
+        put_snapshot(conn, &batch.doc, *rev, &text.to_string())?;
+    }
+    Ok(())
+}
+
+fn meta_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, i64, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn meta(row: (String, String, i64, i64, i64)) -> Result<DocumentMeta, StoreError> {
+    Ok(DocumentMeta {
+        id: DocId::parse(&row.0).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        language: row.1,
+        rev: Revision(from_sql(row.2)?),
+        created_ms: row.3,
+        updated_ms: row.4,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_document(
+        &self,
+        id: &DocId,
+        language: &str,
+        text: &str,
+    ) -> Result<DocumentMeta, StoreError> {
+        let (id, language, text) = (id.clone(), language.to_owned(), text.to_owned());
+        self.write(|reply| Job::Create {
+            id,
+            language,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    async fn document(&self, id: &DocId) -> Result<Option<DocumentMeta>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT id, language, rev, created_ms, updated_ms FROM documents WHERE id = ?1",
+                params![id.as_str()],
+                meta_from_row,
+            )
+            .optional()
+            .map_err(unavailable)?
+            .map(meta)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_documents(&self, limit: usize) -> Result<Vec<DocumentMeta>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, language, rev, created_ms, updated_ms FROM documents
+                     ORDER BY updated_ms DESC, id LIMIT ?1",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![limit], meta_from_row)
+                .map_err(unavailable)?;
+            rows.map(|r| r.map_err(unavailable).and_then(meta)).collect()
+        })
+        .await
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        id: &DocId,
+        rev: Revision,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            let row: Option<(i64, String)> = c
+                .query_row(
+                    "SELECT rev, text FROM snapshots WHERE document = ?1 AND rev <= ?2
+                     ORDER BY rev DESC LIMIT 1",
+                    params![id.as_str(), to_sql(rev.0)?],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(rev, text)| {
+                Ok(Snapshot {
+                    rev: Revision(from_sql(rev)?),
+                    text,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn snapshot_revisions(&self, id: &DocId) -> Result<Vec<Revision>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached("SELECT rev FROM snapshots WHERE document = ?1 ORDER BY rev")
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(params![id.as_str()], |r| r.get::<_, i64>(0))
+                .map_err(unavailable)?;
+            rows.map(|r| Ok(Revision(from_sql(r.map_err(unavailable)?)?)))
+                .collect()
+        })
+        .await
+    }
+
+    async fn ops(
+        &self,
+        id: &DocId,
+        after: Revision,
+        upto: Revision,
+        limit: usize,
+    ) -> Result<Vec<OpRecord>, StoreError> {
+        let id = id.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT rev, client, seq, author, op, time_ms FROM ops
+                     WHERE document = ?1 AND rev > ?2 AND rev <= ?3 ORDER BY rev LIMIT ?4",
+                )
+                .map_err(unavailable)?;
+            let rows = stmt
+                .query_map(
+                    params![id.as_str(), to_sql(after.0)?, to_sql(upto.0)?, limit],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, String>(4)?,
+                            r.get::<_, i64>(5)?,
+                        ))
+                    },
+                )
+                .map_err(unavailable)?;
+            rows.map(|row| {
+                let (rev, client, seq, author, op, time_ms) = row.map_err(unavailable)?;
+                Ok(OpRecord {
+                    rev: Revision(from_sql(rev)?),
+                    client: ClientId::parse(&client)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    seq: Seq(from_sql(seq)?),
+                    author,
+                    op: decode_op(&op)?,
+                    time_ms,
+                })
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
+        self.write(|reply| Job::Append { batch, reply }).await
+    }
+
+    async fn find_op(
+        &self,
+        id: &DocId,
+        client: &ClientId,
+        seq: Seq,
+    ) -> Result<Option<Revision>, StoreError> {
+        let (id, client) = (id.clone(), client.clone());
+        self.read(move |c| {
+            let rev: Option<i64> = c
+                .query_row(
+                    "SELECT rev FROM ops WHERE document = ?1 AND client = ?2 AND seq = ?3",
+                    params![id.as_str(), client.as_str(), to_sql(seq.0)?],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            rev.map(|r| Ok(Revision(from_sql(r)?))).transpose()
+        })
+        .await
+    }
+
+    async fn last_seq(
+        &self,
+        id: &DocId,
+        client: &ClientId,
+    ) -> Result<Option<(Seq, Revision)>, StoreError> {
+        let (id, client) = (id.clone(), client.clone());
+        self.read(move |c| {
+            let row: Option<(i64, i64)> = c
+                .query_row(
+                    "SELECT seq, rev FROM ops WHERE document = ?1 AND client = ?2
+                     ORDER BY seq DESC LIMIT 1",
+                    params![id.as_str(), client.as_str()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            row.map(|(s, r)| Ok((Seq(from_sql(s)?), Revision(from_sql(r)?))))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn set_language(&self, id: &DocId, language: &str) -> Result<(), StoreError> {
+        let (id, language) = (id.clone(), language.to_owned());
+        self.write(|reply| Job::SetLanguage {
+            id,
+            language,
+            reply,
+        })
+        .await
+    }
+
+    async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(|reply| Job::PutSnapshot {
+            id,
+            rev,
+            text,
+            reply,
+        })
+        .await
+    }
+}
