@@ -1,0 +1,579 @@
+/**
+ * The connection: drives the OT state machine over a reconnecting WebSocket.
+ *
+ * This is the only module that does I/O, and it does it through injected
+ * parts, so tests run it against an in-memory server with a fake clock:
+ * a {@link SocketFactory} (default: the browser's `WebSocket`), a
+ * {@link Clock} and a random source (for backoff jitter). The editor is a
+ * {@link DocumentSink}: the connection calls `load` once with the text of the
+ * first `joined`, and `apply` for every change that does not come from the
+ * user (remote ops, rebases, reverts of refused ops). The editor calls
+ * {@link Connection.submit} with each of the user's own changes.
+ *
+ * Lifecycle: `join` on every (re)connect (with our id and revision once we
+ * have them), resume from `joined` (`client/resync.ts`), resend the op in
+ * flight. A dropped connection is retried with exponential backoff and
+ * jitter, 0.5 s doubling up to 8 s. Close codes (PROTOCOL.md rule 6): 4400,
+ * 4401, 4403 and 4404 are fatal (status `closed`, no retry: reconnecting
+ * would fail the same way); every other close, among them 4409 (the document
+ * moved), 1001 (server shutting down), 1013 (try again later), 4408 (idle) and
+ * 4429 (rate limited), is retried. An `unknown_rev` refusal reloads the
+ * document (join with `rev: null`) and rebases unsent edits onto it.
+ *
+ * Liveness invariant: whenever the connection is not `closed`, either a
+ * socket is open or connecting, or a reconnect timer is pending; every path
+ * that drops the socket schedules the next attempt.
+ *
+ * @module
+ */
+
+import { OperationError, TextOperation } from "./ot/text-operation.js";
+import { selectionsEqual, transformSelection, type Selection } from "./ot/selection.js";
+import {
+  CloseCode,
+  encodeClientMessage,
+  parseServerMessage,
+  ProtocolError,
+  type ClientMessage,
+  type ErrorCode,
+  type JoinUser,
+  type Permission,
+  type ServerMessage,
+  type UserInfo,
+} from "./protocol.js";
+import {
+  applyClient,
+  ClientProtocolError,
+  joinRevision,
+  opRefused,
+  pendingEdits,
+  receiveCommitted,
+  serverAck,
+  synchronized,
+  transformRemoteSelection,
+  type ClientState,
+  type OutgoingOp,
+  type Transition,
+} from "./client/state.js";
+import { requestReload, resumeWithOps, resumeWithText } from "./client/resync.js";
+import {
+  JOIN_TIMEOUT_MS,
+  OFFLINE_AFTER_ATTEMPTS,
+  backoffDelay,
+  browserSocketFactory,
+  realClock,
+  type Clock,
+  type SocketFactory,
+  type SocketLike,
+} from "./transport.js";
+
+/** Close codes after which reconnecting cannot help (PROTOCOL.md rule 6). */
+const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+  CloseCode.ProtocolViolation,
+  CloseCode.Unauthenticated,
+  CloseCode.Forbidden,
+  CloseCode.NotFound,
+]);
+
+/** The editor side, in code points. */
+export interface DocumentSink {
+  /** Replace the whole content (once, on the first `joined`). */
+  load(text: string): void;
+  /** Apply a change that is not the user's: based on the current content. */
+  apply(op: TextOperation): void;
+}
+
+/** Where the connection is; every change is reported as a `status` event. */
+export type ConnectionStatus =
+  | { readonly kind: "connecting" }
+  | { readonly kind: "connected" }
+  | {
+      readonly kind: "reconnecting";
+      readonly attempt: number;
+      readonly retryInMs: number;
+      readonly waitingEdits: number;
+    }
+  | {
+      readonly kind: "offline";
+      readonly attempt: number;
+      readonly retryInMs: number;
+      readonly waitingEdits: number;
+    }
+  | {
+      readonly kind: "closed";
+      readonly code: number;
+      readonly reason: string;
+      readonly waitingEdits: number;
+    };
+
+/** A peer and its cursors, in the editor's current text. */
+export interface Peer {
+  readonly client: string;
+  readonly user: UserInfo | null;
+  readonly selection: Selection | null;
+}
+
+/** Payloads of the events a {@link Connection} emits. */
+export interface ConnectionEvents {
+  status: ConnectionStatus;
+  joined: { client: string; rev: number; language: string | null; permission: Permission };
+  /** A peer's cursors changed (or it joined/left): read {@link Connection.peers}. */
+  peers: ReadonlyMap<string, Peer>;
+  language: { language: string; client: string | null };
+  /** The server refused something (PROTOCOL.md `error`); `seq` names the op. */
+  refused: { code: ErrorCode; message: string; seq: number | null };
+  /** The server broke the protocol; the connection reloads. For logs. */
+  protocolError: Error;
+}
+
+/** Options of a {@link Connection}. */
+export interface ConnectionOptions {
+  /** The WebSocket URL, e.g. `wss://host/api/documents/ID/ws?token=…`. */
+  url: string;
+  document: DocumentSink;
+  user?: JoinUser | null;
+  socketFactory?: SocketFactory;
+  clock?: Clock;
+  /** Random numbers in [0, 1) for jitter. */
+  random?: () => number;
+}
+
+type Listener<K extends keyof ConnectionEvents> = (payload: ConnectionEvents[K]) => void;
+
+/** One client's live session with one document. See the module doc. */
+export class Connection {
+  private readonly opts: Required<Omit<ConnectionOptions, "user">> & { user: JoinUser | null };
+  private readonly listeners = new Map<keyof ConnectionEvents, Set<Listener<never>>>();
+  private machine: ClientState | null = null;
+  private socket: SocketLike | null = null;
+  /** Bumped per socket: events of older sockets are ignored. */
+  private generation = 0;
+  private joinedOnSocket = false;
+  private attempt = 0;
+  private timer: unknown = null;
+  private disposed = false;
+  private currentStatus: ConnectionStatus = { kind: "connecting" };
+  private id: string | null = null;
+  private currentPermission: Permission | null = null;
+  private currentLanguage: string | null = null;
+  private readonly peerMap = new Map<string, Peer>();
+  /** Our cursors in the editor's text, and whether the server has them. */
+  private localSelection: Selection | null = null;
+  private selectionDirty = false;
+
+  constructor(options: ConnectionOptions) {
+    this.opts = {
+      url: options.url,
+      document: options.document,
+      user: options.user ?? null,
+      socketFactory: options.socketFactory ?? browserSocketFactory,
+      clock: options.clock ?? realClock,
+      random: options.random ?? Math.random,
+    };
+  }
+
+  /** Subscribes to an event; returns the function that unsubscribes. */
+  on<K extends keyof ConnectionEvents>(event: K, listener: Listener<K>): () => void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(listener as Listener<never>);
+    return () => set.delete(listener as Listener<never>);
+  }
+
+  /** Opens the first connection. */
+  start(): void {
+    if (this.disposed || this.socket || this.timer !== null) return;
+    this.connect();
+  }
+
+  /** The current status. */
+  get status(): ConnectionStatus {
+    return this.currentStatus;
+  }
+
+  /** Our client id, once joined. */
+  get clientId(): string | null {
+    return this.id;
+  }
+
+  /** What we may do, once joined. */
+  get permission(): Permission | null {
+    return this.currentPermission;
+  }
+
+  /** The document's language, once joined. */
+  get language(): string | null {
+    return this.currentLanguage;
+  }
+
+  /** The last server revision applied (null before the first `joined`). */
+  get revision(): number | null {
+    return this.machine?.rev ?? null;
+  }
+
+  /** Local edits not yet acknowledged by the server. */
+  get waitingEdits(): number {
+    return this.machine ? pendingEdits(this.machine) : 0;
+  }
+
+  /** The OT state machine's current state (read-only; for tests and debugging). */
+  get state(): ClientState | null {
+    return this.machine;
+  }
+
+  /** Peers and their cursors, in the editor's current text. */
+  get peers(): ReadonlyMap<string, Peer> {
+    return this.peerMap;
+  }
+
+  /**
+   * Submits one of the user's own changes, already applied to the editor and
+   * based on the editor's text before it.
+   *
+   * # Errors
+   * Throws before the document is loaded, after {@link dispose}, and if `op`
+   * does not fit the text.
+   */
+  submit(op: TextOperation): void {
+    if (this.disposed) throw new Error("the connection is disposed");
+    if (!this.machine) throw new Error("the document is not loaded yet");
+    const t = applyClient(this.machine, op);
+    if (this.localSelection) {
+      // Our caret follows our typing; the new position rides along with the op.
+      const moved = transformSelection(this.localSelection, op, true);
+      if (!selectionsEqual(moved, this.localSelection)) this.selectionDirty = true;
+      this.localSelection = moved;
+    }
+    this.transformPeers(op, null);
+    this.run(t);
+    if (!this.joinedOnSocket) this.refreshWaiting();
+  }
+
+  /** Reports our cursors (in the editor's text); sent when the server can place them. */
+  setSelection(selection: Selection | null): void {
+    if (selectionsEqual(selection, this.localSelection)) return;
+    this.localSelection = selection;
+    this.selectionDirty = true;
+    this.flushPresence();
+  }
+
+  /** Changes the document's language; false if not connected (nothing sent). */
+  setLanguage(language: string): boolean {
+    if (!this.joinedOnSocket) return false;
+    this.send({ type: "language", language });
+    return true;
+  }
+
+  /** Cancels a pending backoff and reconnects now (a "retry now" button). */
+  reconnectNow(): void {
+    if (this.disposed || this.socket) return;
+    this.clearTimer();
+    this.connect();
+  }
+
+  /** Closes the connection for good and drops every listener. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.clearTimer();
+    this.generation++;
+    const socket = this.socket;
+    this.socket = null;
+    this.joinedOnSocket = false;
+    socket?.close(CloseCode.Normal, "client closed");
+    this.setStatus({
+      kind: "closed",
+      code: CloseCode.Normal,
+      reason: "disposed",
+      waitingEdits: this.waitingEdits,
+    });
+    this.listeners.clear();
+  }
+
+  // ---- socket lifecycle ----------------------------------------------------
+
+  private connect(): void {
+    this.timer = null;
+    const gen = ++this.generation;
+    this.joinedOnSocket = false;
+    const live = (): boolean => gen === this.generation && !this.disposed;
+    try {
+      this.socket = this.opts.socketFactory(this.opts.url, {
+        onOpen: () => live() && this.onOpen(),
+        onMessage: (data) => live() && this.onMessage(data),
+        onClose: (code, reason) => live() && this.onClose(code, reason),
+      });
+    } catch {
+      this.socket = null;
+      this.scheduleReconnect();
+      return;
+    }
+    this.timer = this.opts.clock.setTimeout(() => {
+      if (live() && !this.joinedOnSocket) this.dropSocket(CloseCode.Normal, "join timed out");
+    }, JOIN_TIMEOUT_MS);
+  }
+
+  private onOpen(): void {
+    this.send({
+      type: "join",
+      client: this.id,
+      rev: this.machine ? joinRevision(this.machine) : null,
+      user: this.opts.user,
+    });
+  }
+
+  private onClose(code: number, reason: string): void {
+    this.socket = null;
+    this.joinedOnSocket = false;
+    this.generation++;
+    this.clearTimer();
+    if (FATAL_CLOSE_CODES.has(code)) {
+      this.setStatus({ kind: "closed", code, reason, waitingEdits: this.waitingEdits });
+      return;
+    }
+    this.scheduleReconnect();
+  }
+
+  /** Closes our socket ourselves and schedules the next attempt. */
+  private dropSocket(code: number, reason: string): void {
+    const socket = this.socket;
+    this.socket = null;
+    this.joinedOnSocket = false;
+    this.generation++;
+    this.clearTimer();
+    socket?.close(code, reason);
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.disposed) return;
+    const delay = backoffDelay(this.attempt, this.opts.random);
+    this.attempt++;
+    this.clearTimer();
+    this.timer = this.opts.clock.setTimeout(() => this.connect(), delay);
+    this.setStatus(this.disconnectedStatus(delay));
+  }
+
+  private disconnectedStatus(retryInMs: number): ConnectionStatus {
+    const kind = this.attempt > OFFLINE_AFTER_ATTEMPTS ? "offline" : "reconnecting";
+    return { kind, attempt: this.attempt, retryInMs, waitingEdits: this.waitingEdits };
+  }
+
+  private refreshWaiting(): void {
+    const s = this.currentStatus;
+    if (
+      (s.kind === "reconnecting" || s.kind === "offline") &&
+      s.waitingEdits !== this.waitingEdits
+    ) {
+      this.setStatus({ ...s, waitingEdits: this.waitingEdits });
+    }
+  }
+
+  private clearTimer(): void {
+    if (this.timer !== null) this.opts.clock.clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  // ---- messages ------------------------------------------------------------
+
+  private onMessage(data: string): void {
+    let msg: ServerMessage | null;
+    try {
+      msg = parseServerMessage(data);
+      if (msg) this.handle(msg);
+    } catch (e) {
+      if (
+        e instanceof ProtocolError ||
+        e instanceof ClientProtocolError ||
+        e instanceof OperationError
+      ) {
+        this.protocolFailure(e as Error);
+        return;
+      }
+      throw e;
+    }
+  }
+
+  /** The server broke the protocol: reload, through a fresh connection. */
+  private protocolFailure(error: Error): void {
+    this.emit("protocolError", error);
+    if (this.machine) this.machine = requestReload(this.machine).state;
+    this.dropSocket(CloseCode.ProtocolViolation, "protocol error");
+  }
+
+  private handle(msg: ServerMessage): void {
+    if (!this.joinedOnSocket && msg.type !== "joined" && msg.type !== "error") {
+      if (msg.type === "op" || msg.type === "ack")
+        throw new ClientProtocolError(`${msg.type} before joined`);
+      return;
+    }
+    switch (msg.type) {
+      case "joined":
+        return this.onJoined(msg);
+      case "ack":
+        return this.run(serverAck(this.requireMachine(), msg.seq, msg.rev));
+      case "op": {
+        const t = receiveCommitted(this.requireMachine(), msg, this.id ?? "");
+        this.run(t, msg.client);
+        return;
+      }
+      case "presence": {
+        const selection =
+          msg.selection && this.machine
+            ? transformRemoteSelection(this.machine, msg.selection)
+            : null;
+        this.peerMap.set(msg.client, { client: msg.client, user: msg.user, selection });
+        this.emit("peers", this.peerMap);
+        return;
+      }
+      case "peer":
+        this.peerMap.set(msg.client, { client: msg.client, user: msg.user, selection: null });
+        this.emit("peers", this.peerMap);
+        return;
+      case "leave":
+        this.peerMap.delete(msg.client);
+        this.emit("peers", this.peerMap);
+        return;
+      case "language":
+        this.currentLanguage = msg.language;
+        this.emit("language", { language: msg.language, client: msg.client });
+        return;
+      case "error":
+        return this.onError(msg.code, msg.message, msg.seq);
+    }
+  }
+
+  private onJoined(msg: Extract<ServerMessage, { type: "joined" }>): void {
+    if (this.joinedOnSocket) throw new ClientProtocolError("second joined on one connection");
+    const previousId = this.id;
+    this.id = msg.client;
+    this.joinedOnSocket = true;
+    this.clearTimer(); // the join timeout
+    let t: Transition;
+    if (!this.machine) {
+      if (msg.text === undefined) throw new ClientProtocolError("first joined without text");
+      this.machine = synchronized(msg.rev, msg.text);
+      this.opts.document.load(msg.text);
+      t = { state: this.machine };
+    } else if (msg.ops) {
+      // Entries made by us were recorded under the id we resumed with.
+      t = resumeWithOps(this.machine, msg.rev, msg.ops, previousId ?? msg.client);
+    } else {
+      t = resumeWithText(this.machine, msg.rev, msg.text);
+    }
+    this.currentPermission = msg.permission;
+    this.currentLanguage = msg.language;
+    this.attempt = 0;
+    this.run(t);
+    this.peerMap.clear();
+    for (const p of msg.peers) {
+      if (p.client === this.id) continue;
+      const selection =
+        p.selection && this.machine ? transformRemoteSelection(this.machine, p.selection) : null;
+      this.peerMap.set(p.client, { client: p.client, user: p.user, selection });
+    }
+    this.setStatus({ kind: "connected" });
+    this.emit("joined", {
+      client: msg.client,
+      rev: msg.rev,
+      language: msg.language,
+      permission: msg.permission,
+    });
+    this.emit("peers", this.peerMap);
+    this.selectionDirty = this.localSelection !== null;
+    this.flushPresence();
+  }
+
+  private onError(code: ErrorCode, message: string, seq: number | null): void {
+    this.emit("refused", { code, message, seq });
+    if (!this.machine) return;
+    if (seq !== null) {
+      this.run(opRefused(this.machine, seq, code));
+      const stillInFlight = "outstanding" in this.machine && this.machine.outstanding?.seq === seq;
+      if (stillInFlight && (code === "rate_limited" || code === "unavailable")) {
+        // The op stays in flight; resending it means resuming, after a backoff.
+        this.dropSocket(CloseCode.Normal, code);
+      }
+      return;
+    }
+    if (!this.joinedOnSocket && code === "unknown_rev") this.run(requestReload(this.machine));
+  }
+
+  /** Carries out a transition's effects, in order: state, editor, network. */
+  private run(t: Transition, author: string | null = null): void {
+    this.machine = t.state;
+    if (t.apply) {
+      this.opts.document.apply(t.apply);
+      if (this.localSelection)
+        this.localSelection = transformSelection(this.localSelection, t.apply, false);
+      this.transformPeers(t.apply, author);
+    }
+    if (t.reload) {
+      this.dropSocket(CloseCode.Normal, "reload");
+      return;
+    }
+    if (t.send && this.joinedOnSocket) this.sendOp(t.send);
+    this.flushPresence();
+  }
+
+  private sendOp(out: OutgoingOp): void {
+    // A selection rides along only when it is valid right after this op,
+    // that is when no buffered edit follows it.
+    const attach =
+      this.selectionDirty &&
+      this.localSelection !== null &&
+      this.machine?.kind === "awaitingConfirm";
+    if (attach && this.localSelection) {
+      this.send({
+        type: "op",
+        rev: out.rev,
+        seq: out.seq,
+        op: out.op.toJSON(),
+        selection: this.localSelection,
+      });
+      this.selectionDirty = false;
+    } else {
+      this.send({ type: "op", rev: out.rev, seq: out.seq, op: out.op.toJSON() });
+    }
+  }
+
+  /** Sends our cursors if they changed and the server can place them (no op pending). */
+  private flushPresence(): void {
+    if (!this.selectionDirty || !this.joinedOnSocket || this.machine?.kind !== "synchronized")
+      return;
+    this.selectionDirty = false;
+    this.send({ type: "presence", rev: this.machine.rev, selection: this.localSelection });
+  }
+
+  /** Moves peers' cursors through a change to the editor; `author`'s moves with its own typing. */
+  private transformPeers(op: TextOperation, author: string | null): void {
+    let changed = false;
+    for (const [client, peer] of this.peerMap) {
+      if (!peer.selection) continue;
+      const selection = transformSelection(peer.selection, op, client === author);
+      this.peerMap.set(client, { ...peer, selection });
+      changed = true;
+    }
+    if (changed) this.emit("peers", this.peerMap);
+  }
+
+  private send(message: ClientMessage): void {
+    this.socket?.send(encodeClientMessage(message));
+  }
+
+  private requireMachine(): ClientState {
+    if (!this.machine) throw new ClientProtocolError("message before the document was loaded");
+    return this.machine;
+  }
+
+  private setStatus(status: ConnectionStatus): void {
+    this.currentStatus = status;
+    this.emit("status", status);
+  }
+
+  private emit<K extends keyof ConnectionEvents>(event: K, payload: ConnectionEvents[K]): void {
+    const set = this.listeners.get(event);
+    if (!set) return;
+    for (const l of [...set]) (l as Listener<K>)(payload);
+  }
+}

@@ -1,0 +1,401 @@
+//! The WebSocket protocol end to end against the real `tandem` binary:
+//! convergence, resume and resend, presence, REST, and every kind of bad
+//! input (each refused with the documented error or close code, changing
+//! nothing for the document or anyone else).
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+async fn joined(url: &str) -> (Socket, Value) {
+    let mut s = Socket::connect(url).await;
+    s.send(&json!({"type": "join", "client": null, "rev": null, "user": {"name": "t"}}))
+        .await;
+    let j = s.recv_type("joined").await;
+    (s, j)
+}
+
+#[tokio::test]
+async fn two_clients_type_concurrently_and_converge() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let url = server.ws_url("pair");
+    let mut a = OtClient::join(&url, "Ada").await;
+    let mut b = OtClient::join(&url, "Bob").await;
+    let mut rng = Rng::new(7);
+    for _ in 0..60 {
+        let op = random_op(&mut rng, a.text.chars().count());
+        a.edit(op).await;
+        let op = random_op(&mut rng, b.text.chars().count());
+        b.edit(op).await;
+    }
+    for _ in 0..3 {
+        let (rev, _) = fetch_doc(&server.addr, "pair").await;
+        a.settle(rev).await;
+        b.settle(rev).await;
+    }
+    let (rev, text) = fetch_doc(&server.addr, "pair").await;
+    a.settle(rev).await;
+    b.settle(rev).await;
+    assert_eq!(rev, 120, "every edit committed once");
+    assert_eq!(a.text, text);
+    assert_eq!(b.text, text);
+}
+
+#[tokio::test]
+async fn twenty_clients_with_disconnects_converge_without_gaps() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let url = server.ws_url("crowd");
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        clients.push(OtClient::join(&url, &format!("user{i}")).await);
+    }
+    let mut rng = Rng::new(2024);
+    for round in 0..15 {
+        for c in clients.iter_mut() {
+            let len = c.text.chars().count();
+            let op = random_op(&mut rng, len);
+            c.edit(op).await;
+            if rng.below(10) == 0 {
+                // Drop the connection, maybe with an op in flight: the
+                // client resumes from its revision and resends.
+                c.disconnect();
+            }
+        }
+        // Let some traffic through between rounds, unevenly.
+        for c in clients.iter_mut() {
+            if c.socket.is_none() {
+                if round % 2 == 0 {
+                    c.connect().await;
+                }
+                continue;
+            }
+            for _ in 0..rng.below(4) {
+                if !c.step().await {
+                    break;
+                }
+            }
+        }
+    }
+    for c in clients.iter_mut() {
+        if c.socket.is_none() {
+            c.connect().await;
+        }
+    }
+    // Quiesce: settle every client until nothing is pending anywhere.
+    loop {
+        let (rev, _) = fetch_doc(&server.addr, "crowd").await;
+        for c in clients.iter_mut() {
+            c.settle(rev).await;
+        }
+        let (after, _) = fetch_doc(&server.addr, "crowd").await;
+        if after == rev && clients.iter().all(|c| !c.pending() && c.rev == rev) {
+            break;
+        }
+    }
+    let (rev, text) = fetch_doc(&server.addr, "crowd").await;
+    assert_eq!(rev, 20 * 15, "each edit committed exactly once");
+    for c in &clients {
+        assert_eq!(c.text, text, "client {} diverged", c.name);
+        let first = c.seen_revs.first().copied().unwrap_or(1);
+        let expected: Vec<u64> = (first..=rev).collect();
+        assert_eq!(c.seen_revs, expected, "client {} saw a gap", c.name);
+    }
+}
+
+#[tokio::test]
+async fn resent_op_is_acked_with_its_revision_and_applied_once() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let url = server.ws_url("resend");
+    let (mut s, j) = joined(&url).await;
+    let client = j["client"].as_str().expect("id").to_owned();
+    s.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["hello"]})).await;
+    // The ack is lost: drop the connection without reading it.
+    s.close().await;
+
+    let mut s = Socket::connect(&url).await;
+    s.send(&json!({"type": "join", "client": client, "rev": 0, "user": null})).await;
+    let j = s.recv_type("joined").await;
+    // Either the op is in the catch-up (rule 3) or still committing; the
+    // resend must be acked with the same revision either way.
+    s.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["hello"]})).await;
+    let ack = s.recv_type("ack").await;
+    assert_eq!(ack["seq"], 1);
+    assert_eq!(ack["rev"], 1);
+    if let Some(ops) = j["ops"].as_array() {
+        assert!(ops.iter().all(|o| o["client"] == client.as_str()));
+    }
+    let (rev, text) = fetch_doc(&server.addr, "resend").await;
+    assert_eq!((rev, text.as_str()), (1, "hello"));
+
+    // After a restart, dedupe still holds (read back from the store).
+    server.terminate();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let mut s = Socket::connect(&server.ws_url("resend")).await;
+    s.send(&json!({"type": "join", "client": client, "rev": 1, "user": null})).await;
+    s.recv_type("joined").await;
+    s.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["hello"]})).await;
+    let ack = s.recv_type("ack").await;
+    assert_eq!(ack["rev"], 1);
+    assert_eq!(fetch_doc(&server.addr, "resend").await, (1, "hello".to_owned()));
+}
+
+#[tokio::test]
+async fn resume_gets_catch_up_ops_and_presence_flows() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let url = server.ws_url("resume");
+    let (mut a, ja) = joined(&url).await;
+    let a_id = ja["client"].as_str().expect("id").to_owned();
+    let (mut b, _) = joined(&url).await;
+    let peer = a.recv_type("peer").await;
+    assert_eq!(peer["user"]["name"], "t");
+
+    b.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["ab😀"]})).await;
+    assert_eq!(b.recv_type("ack").await["rev"], 1);
+    let op = a.recv_type("op").await;
+    assert_eq!(op["op"], json!(["ab😀"]));
+
+    b.send(&json!({"type": "presence", "rev": 1, "selection": {"ranges": [{"anchor": 1, "head": 3}]}}))
+        .await;
+    let p = a.recv_type("presence").await;
+    assert_eq!(p["selection"]["ranges"][0]["head"], 3);
+
+    a.close().await;
+    b.send(&json!({"type": "op", "rev": 1, "seq": 2, "op": [3, "!"]})).await;
+    b.recv_type("ack").await;
+    let mut a = Socket::connect(&url).await;
+    a.send(&json!({"type": "join", "client": a_id, "rev": 1, "user": null})).await;
+    let j = a.recv_type("joined").await;
+    assert_eq!(j["rev"], 2);
+    assert_eq!(j["ops"], json!([{"rev": 2, "client": j["ops"][0]["client"], "op": [3, "!"]}]));
+    assert!(j.get("text").is_none());
+
+    // Language changes reach the others.
+    a.send(&json!({"type": "language", "language": "rust"})).await;
+    let l = b.recv_type("language").await;
+    assert_eq!(l["language"], "rust");
+}
+
+async fn expect_error(s: &mut Socket, code: &str) -> Value {
+    let m = s.recv_type("error").await;
+    assert_eq!(m["code"], code, "{m}");
+    m
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &["--max-message-bytes", "65536"]);
+    let url = server.ws_url("bad");
+    let (mut good, _) = joined(&url).await;
+    good.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["base"]})).await;
+    good.recv_type("ack").await;
+
+    let mut s = Socket::connect(&url).await;
+    // Before join.
+    s.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["x"]})).await;
+    expect_error(&mut s, "bad_message").await;
+    // Not JSON, wrong types, unknown type, lone surrogate, deep nesting.
+    for raw in [
+        "not json".to_owned(),
+        r#"{"type":"join","client":5}"#.to_owned(),
+        r#"{"type":"teleport"}"#.to_owned(),
+        r#"{"type":"join","client":null,"rev":null,"user":{"name":"\ud800"}}"#.to_owned(),
+        format!("{}{}", "[".repeat(10_000), "]".repeat(10_000)),
+        r#"{"type":"join","client":"bad id!","rev":null,"user":null}"#.to_owned(),
+        r#"{"type":"join","client":null,"rev":null,"user":{"name":"a","color":"red"}}"#.to_owned(),
+    ] {
+        s.send_raw(Message::Text(raw)).await;
+        expect_error(&mut s, "bad_message").await;
+    }
+    s.send_raw(Message::Binary(vec![1, 2, 3])).await;
+    expect_error(&mut s, "bad_message").await;
+    s.send(&json!({"type": "join", "client": null, "rev": null, "user": null})).await;
+    s.recv_type("joined").await;
+    let bad_ops = [
+        (json!({"type": "op", "rev": 1, "seq": 1, "op": [3]}), "bad_op"),
+        (json!({"type": "op", "rev": 1, "seq": 2, "op": [5, "x"]}), "bad_op"),
+        (json!({"type": "op", "rev": 1, "seq": 3, "op": [1.5]}), "bad_message"),
+        (json!({"type": "op", "rev": 1, "seq": 4, "op": [0, 4]}), "bad_op"),
+        (json!({"type": "op", "rev": 1, "seq": 5, "op": [{"x": 1}]}), "bad_message"),
+        (json!({"type": "op", "rev": 99, "seq": 6, "op": [4, "x"]}), "unknown_rev"),
+        (json!({"type": "op", "rev": -1, "seq": 7, "op": [4, "x"]}), "bad_message"),
+        (json!({"type": "op", "rev": 1, "seq": 8, "op": [-9223372036854775808i64, 9223372036854775807i64]}), "bad_op"),
+        (json!({"type": "op", "rev": 1, "seq": 9, "op": [9223372036854775807i64, 9223372036854775807i64]}), "bad_op"),
+        (json!({"type": "op", "rev": 1, "seq": 10, "op": [-5]}), "bad_op"),
+        (json!({"type": "presence", "rev": 1, "selection": {"ranges": [{"anchor": 0, "head": 99}]}}), "bad_message"),
+        (json!({"type": "language", "language": "no spaces allowed"}), "bad_message"),
+    ];
+    for (msg, code) in bad_ops {
+        s.send(&msg).await;
+        let e = expect_error(&mut s, code).await;
+        if msg["type"] == "op" && code != "bad_message" {
+            assert_eq!(e["seq"], msg["seq"], "error names the op's seq");
+        }
+    }
+    // The raw u64 overflow can only be written as text.
+    s.send_raw(Message::Text(r#"{"type":"op","rev":1,"seq":11,"op":[-9223372036854775808, 9223372036854775809]}"#.into()))
+        .await;
+    expect_error(&mut s, "bad_message").await;
+    // Over the size limit: refused before parsing, connection closed 4400.
+    let big = json!({"type": "op", "rev": 1, "seq": 12, "op": [4, "x".repeat(70_000)]});
+    s.send(&big).await;
+    expect_error(&mut s, "too_large").await;
+    assert_eq!(s.closed().await, Some(4400));
+
+    // Nothing changed, and the good client is still served.
+    assert_eq!(fetch_doc(&server.addr, "bad").await, (1, "base".to_owned()));
+    good.send(&json!({"type": "op", "rev": 1, "seq": 2, "op": [4, "!"]})).await;
+    assert_eq!(good.recv_type("ack").await["rev"], 2);
+    assert_eq!(fetch_doc(&server.addr, "bad").await, (2, "base!".to_owned()));
+}
+
+#[tokio::test]
+async fn bad_ids_and_rest_errors() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let (st, body) = http_request(&server.addr, "GET", "/api/documents/nope", None).await;
+    assert_eq!(st, 404, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).expect("json")["code"], "not_found");
+    let (st, _) = http_request(&server.addr, "GET", "/api/documents/bad%20id", None).await;
+    assert_eq!(st, 400);
+    let long = "x".repeat(129);
+    let (st, _) = http_request(&server.addr, "GET", &format!("/api/documents/{long}/ws"), None).await;
+    assert_eq!(st, 400);
+    let (st, body) = http_request(
+        &server.addr,
+        "POST",
+        "/api/documents",
+        Some(r#"{"id":"made","language":"rust","text":"fn main() {}"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "{body}");
+    let (st, _) = http_request(&server.addr, "POST", "/api/documents", Some(r#"{"id":"made"}"#)).await;
+    assert_eq!(st, 409);
+    let (st, _) = http_request(&server.addr, "POST", "/api/documents", Some("{oops")).await;
+    assert_eq!(st, 400);
+    let (st, _) = http_request(&server.addr, "POST", "/api/documents", Some(r#"{"id":"a/b"}"#)).await;
+    assert_eq!(st, 404, "a slash is not part of the route");
+    let (st, _) = http_request(&server.addr, "POST", "/api/documents", Some(r#"{"id":"a b"}"#)).await;
+    assert_eq!(st, 400);
+    assert_eq!(fetch_doc(&server.addr, "made").await, (0, "fn main() {}".to_owned()));
+    let (st, body) = http_request(&server.addr, "GET", "/healthz", None).await;
+    assert_eq!(st, 200, "{body}");
+    // Joining the created document gets its text and language.
+    let (_s, j) = joined(&server.ws_url("made")).await;
+    assert_eq!(j["text"], "fn main() {}");
+    assert_eq!(j["language"], "rust");
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_without_hurting_others() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &["--rate-limit", "200"]);
+    let url = server.ws_url("flood");
+    let (mut good, _) = joined(&url).await;
+    let (mut flood, _) = joined(&url).await;
+    for i in 0..2_000u64 {
+        // Ops that do not apply: the flood must change nothing.
+        if !flood.try_send(&json!({"type": "op", "rev": 0, "seq": i + 1, "op": [7]})).await {
+            break;
+        }
+    }
+    let mut limited = 0;
+    let mut closed = None;
+    loop {
+        match flood.next().await {
+            Received::Msg(m) if m["type"] == "error" => {
+                let code = m["code"].as_str().unwrap_or("");
+                assert!(code == "rate_limited" || code == "bad_op", "{m}");
+                if code == "rate_limited" {
+                    limited += 1;
+                }
+            }
+            Received::Msg(_) => {}
+            Received::Closed(c) => {
+                closed = c;
+                break;
+            }
+        }
+    }
+    assert!(limited > 0, "the flood was rate limited");
+    assert!(matches!(closed, Some(4429) | Some(4400)), "flood closed with {closed:?}");
+    good.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["ok"]})).await;
+    assert_eq!(good.recv_type("ack").await["rev"], 1);
+    assert_eq!(fetch_doc(&server.addr, "flood").await, (1, "ok".to_owned()));
+}
+
+#[tokio::test]
+async fn chatty_presence_is_coalesced_and_never_disconnects() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &["--rate-limit", "100"]);
+    let url = server.ws_url("chatty");
+    let (mut quiet, _) = joined(&url).await;
+    let (mut chatty, _) = joined(&url).await;
+    quiet.recv_type("peer").await;
+    let start = std::time::Instant::now();
+    for i in 0..5_000u64 {
+        let sel = json!({"ranges": [{"anchor": 0, "head": 0}]});
+        let _ = i;
+        chatty.send(&json!({"type": "presence", "rev": 0, "selection": sel})).await;
+    }
+    // The chatty client is still connected and its op is acked.
+    chatty.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["hi"]})).await;
+    assert_eq!(chatty.recv_type("ack").await["rev"], 1);
+    // The quiet one got the op, and far fewer presence messages than sent.
+    let mut presences = 0;
+    loop {
+        let m = quiet.recv().await;
+        if m["type"] == "presence" {
+            presences += 1;
+        }
+        if m["type"] == "op" {
+            break;
+        }
+    }
+    let elapsed_ticks = start.elapsed().as_millis() as u64 / 50 + 2;
+    assert!(presences <= elapsed_ticks, "{presences} presence messages in {elapsed_ticks} ticks");
+    quiet.send(&json!({"type": "op", "rev": 1, "seq": 1, "op": [2, "!"]})).await;
+    assert_eq!(quiet.recv_type("ack").await["rev"], 2);
+}
+
+#[tokio::test]
+async fn a_client_that_cannot_keep_up_is_dropped_and_others_continue() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &["--outbound-queue", "16"]);
+    let url = server.ws_url("slow");
+    let (mut writer, _) = joined(&url).await;
+    let (mut slow, _) = joined(&url).await;
+    // `slow` never reads while the writer sends large ops.
+    let chunk = "y".repeat(60_000);
+    let mut len = 0usize;
+    let mut rev = 0u64;
+    for seq in 1..=300u64 {
+        let op = if len == 0 { json!([chunk]) } else { json!([len, chunk]) };
+        writer.send(&json!({"type": "op", "rev": rev, "seq": seq, "op": op})).await;
+        let ack = writer.recv_type("ack").await;
+        rev = ack["rev"].as_u64().expect("rev");
+        len += 60_000;
+    }
+    // Now the slow client reads: what it gets ends in a close with 1013.
+    assert_eq!(slow.closed().await, Some(1013));
+    assert_eq!(fetch_doc(&server.addr, "slow").await.0, 300);
+}
+
+#[tokio::test]
+async fn silent_clients_are_closed_as_idle() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &["--client-idle-secs", "1"]);
+    let (mut s, _) = joined(&server.ws_url("idle")).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    assert_eq!(s.closed().await, Some(4408));
+}
