@@ -147,7 +147,17 @@ mod tests {
         for ok in ["a", "A-b_c.9", &"x".repeat(128)] {
             assert!(DocId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a/b", "a b", "é", "..", ".", "a%2F", &"x".repeat(129), "a\0"] {
+        for bad in [
+            "",
+            "a/b",
+            "a b",
+            "é",
+            "..",
+            ".",
+            "a%2F",
+            &"x".repeat(129),
+            "a\0",
+        ] {
             assert!(DocId::parse(bad).is_err(), "{bad:?}");
         }
     }

@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ClientId, Revision, Seq};
 use crate::ot::{RawOp, Selection, TextOp};
 
+/// Largest `rev` or `seq` accepted: 2^53 - 1, the largest integer every
+/// JSON implementation (JavaScript's above all) reads exactly. Larger values
+/// are refused as `bad_message` before they reach the document or the store.
+pub const MAX_COUNTER: u64 = (1 << 53) - 1;
+
 /// The protocol version this server speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 

@@ -19,7 +19,7 @@ mod state;
 mod task;
 
 pub use state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
-pub use task::{spawn, DocumentInfo};
+pub use task::{DocumentInfo, spawn};
 
 use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};

@@ -38,7 +38,9 @@ impl Refusal {
 impl From<OtError> for Refusal {
     fn from(e: OtError) -> Self {
         let code = match e {
-            OtError::DocumentTooLarge { .. } | OtError::InsertTooLarge { .. } => ErrorCode::TooLarge,
+            OtError::DocumentTooLarge { .. } | OtError::InsertTooLarge { .. } => {
+                ErrorCode::TooLarge
+            }
             _ => ErrorCode::BadOp,
         };
         Self::new(code, e.to_string())
@@ -191,7 +193,10 @@ impl DocumentState {
         if base > self.published {
             return Err(Refusal::new(
                 ErrorCode::UnknownRev,
-                format!("revision {base} is in the future (latest is {})", self.published),
+                format!(
+                    "revision {base} is in the future (latest is {})",
+                    self.published
+                ),
             ));
         }
         if self.published.0 - base.0 > self.limits.max_catchup_revisions {
@@ -236,7 +241,12 @@ impl DocumentState {
 
     /// Transforms `op`, based on `base`, to apply at the head: through
     /// `older` (the fetched ops, `(base, history_base]`) then the window.
-    fn rebase(&self, base: Revision, older: &[OpRecord], mut op: TextOp) -> Result<TextOp, Refusal> {
+    fn rebase(
+        &self,
+        base: Revision,
+        older: &[OpRecord],
+        mut op: TextOp,
+    ) -> Result<TextOp, Refusal> {
         let oldest = self.history_base();
         for past in older.iter().filter(|o| o.rev > base && o.rev <= oldest) {
             op = op.transform(&past.op)?.0;
@@ -255,7 +265,11 @@ impl DocumentState {
     /// # Errors
     ///
     /// `unknown_rev`, `bad_op` or `too_large`; the state is unchanged.
-    pub fn submit(&mut self, sub: Submission, older: &[OpRecord]) -> Result<Arc<OpRecord>, Refusal> {
+    pub fn submit(
+        &mut self,
+        sub: Submission,
+        older: &[OpRecord],
+    ) -> Result<Arc<OpRecord>, Refusal> {
         self.older_needed(sub.base)?;
         let doc_len = self.len_at(sub.base, older).ok_or_else(|| {
             Refusal::new(
@@ -285,7 +299,8 @@ impl DocumentState {
             // The op's own cursor moves through what was committed since its
             // base: transform it through the same ops, inserted before it.
             let since = self.rebase_selection(sub.base, older, &sub.op, sel);
-            self.op_selections.insert(self.head, (sub.client.clone(), since));
+            self.op_selections
+                .insert(self.head, (sub.client.clone(), since));
         }
         let record = Arc::new(OpRecord {
             rev: self.head,
@@ -353,9 +368,9 @@ impl DocumentState {
         if base > self.published {
             return Err(Refusal::new(ErrorCode::UnknownRev, "revision not known"));
         }
-        let ops = self.ops_between(base, self.published).ok_or_else(|| {
-            Refusal::new(ErrorCode::UnknownRev, "revision too old for presence")
-        })?;
+        let ops = self
+            .ops_between(base, self.published)
+            .ok_or_else(|| Refusal::new(ErrorCode::UnknownRev, "revision too old for presence"))?;
         let len = ops
             .first()
             .map_or(self.published_text.len_chars(), |o| o.op.base_len());

@@ -93,7 +93,11 @@ pub fn spawn(
             Err(e) => {
                 warn!(document = %id, error = %e, "could not open document");
                 on_exit();
-                refuse_all(&mut rx, ErrorCode::Unavailable, "the document could not be loaded");
+                refuse_all(
+                    &mut rx,
+                    ErrorCode::Unavailable,
+                    "the document could not be loaded",
+                );
                 return;
             }
         }
@@ -287,14 +291,20 @@ impl Task {
 
     async fn join(&mut self, req: JoinRequest) -> Result<Joined, Refusal> {
         if self.closing {
-            return Err(Refusal::new(ErrorCode::Unavailable, "server is shutting down"));
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "server is shutting down",
+            ));
         }
         let resuming = req.client.is_some();
         let client = req.client.unwrap_or_else(ClientId::random);
         if !self.sessions.contains_key(&client)
             && self.sessions.len() >= self.settings.limits.max_clients_per_document
         {
-            return Err(Refusal::new(ErrorCode::Unavailable, "document has too many clients"));
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "document has too many clients",
+            ));
         }
         if resuming && self.state.dedupe(&client, Seq(u64::MAX)) == Dedupe::New {
             match self.store.last_seq(&self.id, &client).await {
@@ -426,21 +436,39 @@ impl Task {
         op: TextOp,
         selection: Option<Selection>,
     ) {
-        if self.sessions.get(&client).is_none_or(|s| s.session != session) {
+        if self
+            .sessions
+            .get(&client)
+            .is_none_or(|s| s.session != session)
+        {
             return;
         }
         match self.state.dedupe(&client, seq) {
             Dedupe::Seen(committed) => {
                 // Resent: ack now if durable, else the publish will ack it.
                 if committed <= self.state.published() {
-                    self.send_to(&client, ServerMsg::Ack { seq, rev: committed }.to_frame());
+                    self.send_to(
+                        &client,
+                        ServerMsg::Ack {
+                            seq,
+                            rev: committed,
+                        }
+                        .to_frame(),
+                    );
                 }
                 return;
             }
             Dedupe::Older => {
                 match self.store.find_op(&self.id, &client, seq).await {
                     Ok(Some(committed)) => {
-                        self.send_to(&client, ServerMsg::Ack { seq, rev: committed }.to_frame());
+                        self.send_to(
+                            &client,
+                            ServerMsg::Ack {
+                                seq,
+                                rev: committed,
+                            }
+                            .to_frame(),
+                        );
                     }
                     Ok(None) => self.refuse(
                         &client,
@@ -459,14 +487,15 @@ impl Task {
         }
         let older = match self.state.older_needed(rev) {
             Ok(None) => Vec::new(),
-            Ok(Some((after, upto))) => match self.store.ops(&self.id, after, upto, usize::MAX).await
-            {
-                Ok(ops) => ops,
-                Err(e) => {
-                    let r = Refusal::new(ErrorCode::Unavailable, e.to_string());
-                    return self.refuse(&client, &r, Some(seq));
+            Ok(Some((after, upto))) => {
+                match self.store.ops(&self.id, after, upto, usize::MAX).await {
+                    Ok(ops) => ops,
+                    Err(e) => {
+                        let r = Refusal::new(ErrorCode::Unavailable, e.to_string());
+                        return self.refuse(&client, &r, Some(seq));
+                    }
                 }
-            },
+            }
             Err(r) => return self.refuse(&client, &r, Some(seq)),
         };
         let author = self
@@ -514,7 +543,11 @@ impl Task {
     }
 
     async fn set_language(&mut self, session: SessionId, client: &ClientId, language: String) {
-        if self.sessions.get(client).is_none_or(|s| s.session != session) {
+        if self
+            .sessions
+            .get(client)
+            .is_none_or(|s| s.session != session)
+        {
             return;
         }
         if let Err(e) = self.store.set_language(&self.id, &language).await {
@@ -531,7 +564,11 @@ impl Task {
     }
 
     fn leave(&mut self, session: SessionId, client: &ClientId) {
-        if self.sessions.get(client).is_some_and(|s| s.session == session) {
+        if self
+            .sessions
+            .get(client)
+            .is_some_and(|s| s.session == session)
+        {
             self.drop_sessions(vec![client.clone()], CloseCode::Normal);
         }
     }
@@ -660,8 +697,13 @@ impl Task {
                     .saturating_mul(1 << flight.attempt.min(6))
                     .min(RETRY_MAX);
                 debug!(document = %self.id, error = %e, ?delay, "append failed; retrying");
-                flight.future =
-                    self.append_future(&flight.ops, flight.end, &flight.text, flight.snapshot, delay);
+                flight.future = self.append_future(
+                    &flight.ops,
+                    flight.end,
+                    &flight.text,
+                    flight.snapshot,
+                    delay,
+                );
                 self.in_flight = Some(flight);
                 true
             }

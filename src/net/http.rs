@@ -53,7 +53,9 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => Self::new(StatusCode::NOT_FOUND, "not_found", "no such document"),
+            StoreError::NotFound => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", "no such document")
+            }
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Unavailable(m) | StoreError::Corrupt(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
@@ -124,8 +126,13 @@ async fn info(state: &AppState, id: &DocId) -> Result<DocumentInfo, ApiError> {
         }
     };
     let (tx, rx) = oneshot::channel();
-    let unavailable =
-        || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "document closing; retry");
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "document closing; retry",
+        )
+    };
     handle
         .send(Command::Info { reply: tx })
         .await
@@ -189,7 +196,8 @@ async fn create_document(
             text: None,
         }
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))?
     };
     let id = match body.id {
         Some(id) => doc_id(&id)?,
@@ -197,7 +205,9 @@ async fn create_document(
     };
     let language = body.language.unwrap_or_else(|| "plaintext".to_owned());
     if !super::session::valid_language(&language) {
-        return Err(ApiError::bad("language must be a short identifier such as typescript"));
+        return Err(ApiError::bad(
+            "language must be a short identifier such as typescript",
+        ));
     }
     let text = body.text.unwrap_or_default();
     let limits = &state.registry.settings().limits;
@@ -205,7 +215,10 @@ async fn create_document(
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
-            format!("text is longer than {} characters", limits.max_document_chars),
+            format!(
+                "text is longer than {} characters",
+                limits.max_document_chars
+            ),
         ));
     }
     let meta = state

@@ -20,13 +20,15 @@ use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
 use crate::document::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
-use crate::protocol::{ClientMsg, CloseCode, ErrorCode, UserIn, error_frame};
+use crate::protocol::{ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, error_frame};
 use crate::registry::Registry;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 /// Attempts to reach a document whose task is closing under us.
 const OPEN_ATTEMPTS: usize = 3;
+/// How long a closing session may spend delivering its last frames.
+const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Frames written per wake-up before the session looks at its input again.
 const WRITE_BATCH: usize = 64;
 
@@ -101,6 +103,7 @@ pub async fn run(
     let mut attached: Option<Attached> = None;
     let mut rate = RateLimit::new(limits.rate_limit_per_sec, limits.rate_limit_burst);
     let mut errors: u32 = 0;
+    let mut limited_in_row: u32 = 0;
     let mut last_heard = Instant::now();
     let mut ticker = interval(timing.ping_interval);
     ticker.tick().await;
@@ -144,12 +147,19 @@ pub async fn run(
                     AggregatedMessage::Text(text) => text,
                     AggregatedMessage::Binary(_) => {
                         errors += 1;
-                        let f = error_frame(ErrorCode::BadMessage, "binary frames are not part of the protocol", None);
+                        let f = error_frame(
+                            ErrorCode::BadMessage,
+                            "binary frames are not part of the protocol",
+                            None,
+                        );
                         if ws.text(f).await.is_err() {
                             break End::Gone;
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
-                            break End::Close(CloseCode::ProtocolViolation, "too many bad messages");
+                            break End::Close(
+                                CloseCode::ProtocolViolation,
+                                "too many bad messages",
+                            );
                         }
                         continue;
                     }
@@ -165,22 +175,28 @@ pub async fn run(
                 let parsed = serde_json::from_str::<ClientMsg>(&text);
                 let is_presence = matches!(parsed, Ok(ClientMsg::Presence { .. }));
                 if !is_presence && !rate.allow() {
-                    errors += 1;
+                    limited_in_row += 1;
                     let seq = match &parsed {
                         Ok(ClientMsg::Op { seq, .. }) => Some(Seq(*seq)),
                         _ => None,
                     };
-                    let f = error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
+                    let f =
+                        error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
                     if ws.text(f).await.is_err() {
                         break End::Gone;
                     }
-                    if errors > limits.rate_limit_burst.max(MAX_CONSECUTIVE_ERRORS) {
+                    if limited_in_row > MAX_CONSECUTIVE_ERRORS {
                         break End::Close(CloseCode::RateLimited, "rate limited");
                     }
                     continue;
                 }
+                limited_in_row = 0;
                 let outcome = match parsed {
-                    Err(e) => Err((ErrorCode::BadMessage, format!("not a protocol message: {e}"), None)),
+                    Err(e) => Err((
+                        ErrorCode::BadMessage,
+                        format!("not a protocol message: {e}"),
+                        None,
+                    )),
                     Ok(msg) => {
                         handle_message(
                             msg,
@@ -206,7 +222,10 @@ pub async fn run(
                             break End::Close(CloseCode::TryAgainLater, "unavailable");
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
-                            break End::Close(CloseCode::ProtocolViolation, "too many bad messages");
+                            break End::Close(
+                                CloseCode::ProtocolViolation,
+                                "too many bad messages",
+                            );
                         }
                     }
                 }
@@ -214,18 +233,33 @@ pub async fn run(
                     break End::Close(CloseCode::TryAgainLater, "document closed; reconnect");
                 }
             }
-            Event::Outgoing(None) => break End::Close(CloseCode::TryAgainLater, "dropped by document"),
+            Event::Outgoing(None) => {
+                break End::Close(CloseCode::TryAgainLater, "dropped by document");
+            }
             Event::Outgoing(Some(frame)) => {
                 // Write what is queued in one go: the frames are already
                 // serialised, so a burst costs one wake-up, not one each.
+                // A write that blocks (the client stopped reading) must not
+                // hide a kick from the document, so the two race.
                 let mut next = Some(frame);
                 let mut written = 0;
-                let mut failed = false;
+                let mut outcome = None;
                 while let Some(f) = next.take() {
-                    match timeout(timing.client_idle_timeout, ws.text(f)).await {
-                        Ok(Ok(())) => {}
-                        _ => {
-                            failed = true;
+                    let kicked = async {
+                        match attached.as_mut() {
+                            Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        r = timeout(timing.client_idle_timeout, ws.text(f)) => {
+                            if !matches!(r, Ok(Ok(()))) {
+                                outcome = Some(End::Gone);
+                                break;
+                            }
+                        }
+                        code = kicked => {
+                            outcome = Some(End::Close(code, "closed by the server"));
                             break;
                         }
                     }
@@ -234,8 +268,8 @@ pub async fn run(
                         next = out_rx.try_recv().ok();
                     }
                 }
-                if failed {
-                    break End::Gone;
+                if let Some(end) = outcome {
+                    break end;
                 }
             }
             Event::Kicked(code) => break End::Close(code, "closed by the server"),
@@ -275,19 +309,23 @@ pub async fn run(
             .await;
     }
     if let End::Close(code, reason) = end {
-        // Frames queued before a kick are still delivered: a graceful close
-        // should not lose acks that were already sent our way.
-        while let Ok(f) = out_rx.try_recv() {
-            if ws.text(f).await.is_err() {
-                break;
+        // Frames queued before a close are still delivered (a graceful close
+        // must not lose acks already on their way), but a client that does
+        // not read gets only a bounded wait.
+        let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
+            while let Ok(f) = out_rx.try_recv() {
+                if ws.text(f).await.is_err() {
+                    return;
+                }
             }
-        }
-        let _ = ws
-            .close(Some(CloseReason {
-                code: actix_ws::CloseCode::Other(code.code()),
-                description: Some(reason.to_owned()),
-            }))
-            .await;
+            let _ = ws
+                .close(Some(CloseReason {
+                    code: actix_ws::CloseCode::Other(code.code()),
+                    description: Some(reason.to_owned()),
+                }))
+                .await;
+        })
+        .await;
     }
 }
 
@@ -313,6 +351,9 @@ async fn handle_message(
             if attached.is_some() {
                 return Err(refused(ErrorCode::BadMessage, "already joined"));
             }
+            if rev.is_some_and(|r| r > MAX_COUNTER) {
+                return Err(refused(ErrorCode::BadMessage, "rev must be below 2^53"));
+            }
             let client = client
                 .map(|c| ClientId::parse(&c))
                 .transpose()
@@ -334,7 +375,14 @@ async fn handle_message(
                     outbound: out_tx.clone(),
                     kick: kick_tx,
                 };
-                if handle.send(Command::Join { req, reply: reply_tx }).await.is_err() {
+                if handle
+                    .send(Command::Join {
+                        req,
+                        reply: reply_tx,
+                    })
+                    .await
+                    .is_err()
+                {
                     continue; // closed under us: the next open spawns a new task
                 }
                 match reply_rx.await {
@@ -361,9 +409,21 @@ async fn handle_message(
             op,
             selection,
         } => {
-            let a = attached.as_ref().ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
+            let a = attached
+                .as_ref()
+                .ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
+            if seq > MAX_COUNTER || rev > MAX_COUNTER {
+                return Err(refused(
+                    ErrorCode::BadMessage,
+                    "rev and seq must be below 2^53",
+                ));
+            }
             if a.permission == "read" {
-                return Err((ErrorCode::Forbidden, "read-only access".into(), Some(Seq(seq))));
+                return Err((
+                    ErrorCode::Forbidden,
+                    "read-only access".into(),
+                    Some(Seq(seq)),
+                ));
             }
             let op = TextOp::parse(&op, op_limits).map_err(|e| {
                 let r = crate::document::Refusal::from(e);
@@ -380,10 +440,13 @@ async fn handle_message(
                 op,
                 selection,
             };
-            a.handle
-                .send(cmd)
-                .await
-                .map_err(|_| (ErrorCode::Unavailable, "document closed; reconnect".into(), Some(Seq(seq))))
+            a.handle.send(cmd).await.map_err(|_| {
+                (
+                    ErrorCode::Unavailable,
+                    "document closed; reconnect".into(),
+                    Some(Seq(seq)),
+                )
+            })
         }
         ClientMsg::Presence { rev, selection } => {
             if let Some(sel) = &selection {
@@ -393,7 +456,9 @@ async fn handle_message(
             Ok(())
         }
         ClientMsg::Language { language } => {
-            let a = attached.as_ref().ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
+            let a = attached
+                .as_ref()
+                .ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
             if a.permission == "read" {
                 return Err(refused(ErrorCode::Forbidden, "read-only access"));
             }

@@ -63,7 +63,9 @@ mod tests {
     #[test]
     fn applies_in_characters() {
         assert_eq!(
-            op(r#"[1, "👍🏽", -1, 1]"#).apply_str("a漢b").expect("applies"),
+            op(r#"[1, "👍🏽", -1, 1]"#)
+                .apply_str("a漢b")
+                .expect("applies"),
             "a👍🏽b"
         );
     }

@@ -214,11 +214,11 @@ mod tests {
         let b = op(r#"[1, "b", 1]"#);
         let (a2, b2) = a.transform(&b).expect("same base");
         let mut left = Rope::from_str("xy");
-        a.apply(&mut left).expect("a");
-        b2.apply(&mut left).expect("b'");
+        a.apply(&mut left, usize::MAX).expect("a");
+        b2.apply(&mut left, usize::MAX).expect("b'");
         let mut right = Rope::from_str("xy");
-        b.apply(&mut right).expect("b");
-        a2.apply(&mut right).expect("a'");
+        b.apply(&mut right, usize::MAX).expect("b");
+        a2.apply(&mut right, usize::MAX).expect("a'");
         assert_eq!(left.to_string(), "xaby");
         assert_eq!(right.to_string(), "xaby");
     }

@@ -9,8 +9,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{OtError, TextOp};
 use crate::config;
@@ -143,18 +143,16 @@ impl TextOp {
                     });
                 }
                 RawComponent::Str(s) => {
-                    // Bytes bound characters from above: a cheap early refusal.
-                    let chars = if s.len() <= limits.max_insert_chars {
-                        s.chars().count()
-                    } else {
-                        usize::MAX
-                    };
-                    inserted = inserted
-                        .checked_add(chars)
-                        .filter(|i| *i <= limits.max_insert_chars)
-                        .ok_or(OtError::InsertTooLarge {
+                    // Count no further than the limit: a huge string costs
+                    // no more than an allowed one.
+                    let remaining = limits.max_insert_chars - inserted;
+                    let chars = s.chars().take(remaining.saturating_add(1)).count();
+                    if chars > remaining {
+                        return Err(OtError::InsertTooLarge {
                             max: limits.max_insert_chars,
-                        })?;
+                        });
+                    }
+                    inserted += chars;
                     components.push(super::Component::Insert(s));
                 }
             }

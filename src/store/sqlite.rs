@@ -15,9 +15,7 @@ use ropey::Rope;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{
-    AppendBatch, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op, now_ms,
-};
+use super::{AppendBatch, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op, now_ms};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 
 /// Most jobs in one transaction: bounds how long one commit holds replies.
@@ -148,8 +146,7 @@ impl SqliteStore {
             .map_err(|_| unavailable("writer lock poisoned"))?
             .send(make(reply))
             .map_err(|_| unavailable("writer thread stopped"))?;
-        rx.await
-            .map_err(|_| unavailable("writer thread stopped"))?
+        rx.await.map_err(|_| unavailable("writer thread stopped"))?
     }
 
     async fn read<T: Send + 'static>(
@@ -284,7 +281,12 @@ fn create(
     })
 }
 
-fn put_snapshot(conn: &Connection, id: &DocId, rev: Revision, text: &str) -> Result<(), StoreError> {
+fn put_snapshot(
+    conn: &Connection,
+    id: &DocId,
+    rev: Revision,
+    text: &str,
+) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO snapshots (document, rev, text, time_ms) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (document, rev) DO NOTHING",
@@ -332,9 +334,11 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<(), StoreError> {
     let contiguous = batch
         .ops
         .windows(2)
-        .all(|w| w[1].rev.0 == w[0].rev.0 + 1);
+        .all(|w| w[0].rev.0.checked_add(1) == Some(w[1].rev.0));
     if !contiguous {
-        return Err(StoreError::Conflict("batch revisions are not contiguous".into()));
+        return Err(StoreError::Conflict(
+            "batch revisions are not contiguous".into(),
+        ));
     }
     let current: Option<i64> = conn
         .query_row(
@@ -345,7 +349,7 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<(), StoreError> {
         .optional()
         .map_err(unavailable)?;
     let current = from_sql(current.ok_or(StoreError::NotFound)?)?;
-    if current + 1 != first.rev.0 {
+    if current.checked_add(1) != Some(first.rev.0) {
         if already_stored(conn, batch)? {
             return Ok(());
         }
@@ -451,7 +455,8 @@ impl Store for SqliteStore {
             let rows = stmt
                 .query_map(params![limit], meta_from_row)
                 .map_err(unavailable)?;
-            rows.map(|r| r.map_err(unavailable).and_then(meta)).collect()
+            rows.map(|r| r.map_err(unavailable).and_then(meta))
+                .collect()
         })
         .await
     }

@@ -55,7 +55,10 @@ impl Server {
             .next()
             .expect("address")
             .to_owned();
-        assert!(addr.starts_with("127.0.0.1:"), "unexpected first line {line:?}");
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "unexpected first line {line:?}"
+        );
         Server {
             child,
             addr,
@@ -94,7 +97,12 @@ impl Drop for Server {
 
 /// A minimal HTTP/1.1 GET or POST over a raw TCP stream (no client crate
 /// needed): returns status and body.
-pub async fn http_request(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.expect("connect");
     let body = body.unwrap_or("");
@@ -112,7 +120,10 @@ pub async fn http_request(addr: &str, method: &str, path: &str, body: Option<&st
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    let body = if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if text
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(&body)
     } else {
         body
@@ -153,7 +164,10 @@ impl Socket {
     }
 
     pub async fn send(&mut self, v: &Value) {
-        self.ws.send(Message::Text(v.to_string())).await.expect("send");
+        self.ws
+            .send(Message::Text(v.to_string()))
+            .await
+            .expect("send");
     }
 
     pub async fn send_raw(&mut self, m: Message) {
@@ -268,8 +282,12 @@ impl OtClient {
     pub async fn connect(&mut self) {
         let mut s = Socket::connect(&self.url).await;
         let join = match &self.id {
-            None => json!({"type": "join", "client": null, "rev": null, "user": {"name": self.name}}),
-            Some(id) => json!({"type": "join", "client": id, "rev": self.rev, "user": {"name": self.name}}),
+            None => {
+                json!({"type": "join", "client": null, "rev": null, "user": {"name": self.name}})
+            }
+            Some(id) => {
+                json!({"type": "join", "client": id, "rev": self.rev, "user": {"name": self.name}})
+            }
         };
         s.send(&join).await;
         let joined = s.recv_type("joined").await;
@@ -292,7 +310,11 @@ impl OtClient {
             self.text = text;
             self.rev = joined["rev"].as_u64().expect("rev");
         }
-        assert_eq!(joined["rev"].as_u64(), Some(self.rev), "joined rev matches catch-up");
+        assert_eq!(
+            joined["rev"].as_u64(),
+            Some(self.rev),
+            "joined rev matches catch-up"
+        );
         self.socket = Some(s);
         if let Some((seq, op)) = &self.inflight {
             let msg = json!({"type": "op", "rev": self.rev, "seq": seq, "op": op_json(op)});
@@ -375,7 +397,11 @@ impl OtClient {
         match m["type"].as_str() {
             Some("ack") => {
                 let seq = m["seq"].as_u64().expect("seq");
-                assert_eq!(self.inflight.as_ref().map(|p| p.0), Some(seq), "ack for the op in flight");
+                assert_eq!(
+                    self.inflight.as_ref().map(|p| p.0),
+                    Some(seq),
+                    "ack for the op in flight"
+                );
                 self.on_ack(m["rev"].as_u64().expect("rev"));
                 self.flush().await;
             }
@@ -393,6 +419,11 @@ impl OtClient {
                 self.connect().await;
             }
         }
+    }
+
+    /// Ops this client has sent (each once, whatever the resends).
+    pub fn sent(&self) -> u64 {
+        self.next_seq - 1
     }
 
     pub fn pending(&self) -> bool {
@@ -420,7 +451,9 @@ impl Rng {
     }
 }
 
-const PIECES: [&str; 10] = ["a", "bc", "😀", "漢字", "e\u{301}", "\n", "👍🏽", " ", "xyz", "ß"];
+const PIECES: [&str; 10] = [
+    "a", "bc", "😀", "漢字", "e\u{301}", "\n", "👍🏽", " ", "xyz", "ß",
+];
 
 /// A random edit of a document of `len` characters: insert, delete or both.
 pub fn random_op(rng: &mut Rng, len: usize) -> TextOp {
@@ -446,7 +479,8 @@ pub fn random_op(rng: &mut Rng, len: usize) -> TextOp {
 
 /// Fetches the document over REST: (rev, text).
 pub async fn fetch_doc(server_addr: &str, doc: &str) -> (u64, String) {
-    let (status, body) = http_request(server_addr, "GET", &format!("/api/documents/{doc}"), None).await;
+    let (status, body) =
+        http_request(server_addr, "GET", &format!("/api/documents/{doc}"), None).await;
     assert_eq!(status, 200, "GET document: {body}");
     let v: Value = serde_json::from_str(&body).expect("json");
     (

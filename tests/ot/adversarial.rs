@@ -206,7 +206,6 @@ fn transform_and_compose_refuse_mismatched_lengths() {
 /// `max_insert_chars` counts characters, so an insert of fewer characters
 /// than the limit is accepted however many bytes they take.
 #[test]
-#[ignore = "src bug: parse.rs refuses inserts whose UTF-8 byte length exceeds max_insert_chars"]
 fn insert_limit_counts_characters_not_bytes() {
     let limits = OpLimits {
         max_components: 10,
