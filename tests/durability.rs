@@ -1,0 +1,161 @@
+//! Durability end to end: acked means durable even under SIGKILL, real
+//! editing traces replay to their recorded final text and survive restarts,
+//! and SIGTERM shuts down gracefully (1001 to clients, pending commits and a
+//! snapshot written, exit 0).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use serde_json::Value;
+use tandem::ids::{DocId, Revision};
+use tandem::ot::{Component, TextOp};
+use tandem::store::Store;
+use tandem::store::sqlite::SqliteStore;
+
+fn append(len: usize, token: &str) -> TextOp {
+    TextOp::from_components([Component::Retain(len), Component::Insert(token)])
+}
+
+#[tokio::test]
+async fn sigkill_under_load_loses_no_acked_op() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let server = Server::start(&db, &[]);
+    let url = server.ws_url("killed");
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut writers = Vec::new();
+    for w in 0..6 {
+        let url = url.clone();
+        let acked = Arc::clone(&acked);
+        writers.push(tokio::spawn(async move {
+            let mut c = OtClient::join(&url, &format!("w{w}")).await;
+            for n in 0.. {
+                let token = format!("[w{w}-{n}]");
+                c.edit(append(c.text.chars().count(), &token)).await;
+                while c.pending() {
+                    if !c.step().await {
+                        return;
+                    }
+                }
+                acked.lock().expect("lock").push(token);
+            }
+        }));
+    }
+    // Let the writers get going, then kill the server mid-stream.
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if acked.lock().expect("lock").len() >= 300 {
+            break;
+        }
+    }
+    server.kill();
+    for w in writers {
+        let _ = w.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    let server = Server::start(&db, &[]);
+    let (rev, text) = fetch_doc(&server.addr, "killed").await;
+    assert!(rev as usize >= acked.len());
+    let missing: Vec<_> = acked.iter().filter(|t| !text.contains(t.as_str())).collect();
+    assert!(missing.is_empty(), "acked ops lost after SIGKILL: {missing:?}");
+}
+
+/// Replays a sequential trace through one client, one patch per op, each
+/// sent once the previous one is acked.
+async fn replay_trace(url: &str, trace: &Value) -> String {
+    let mut c = OtClient::join(url, "trace").await;
+    let mut len = 0usize;
+    for txn in trace["txns"].as_array().expect("txns") {
+        for patch in txn["patches"].as_array().expect("patches") {
+            let pos = patch[0].as_u64().expect("pos") as usize;
+            let del = patch[1].as_u64().expect("del") as usize;
+            let ins = patch[2].as_str().expect("ins");
+            let op = TextOp::from_components([
+                Component::Retain(pos),
+                Component::Delete(del),
+                Component::Insert(ins),
+                Component::Retain(len - pos - del),
+            ]);
+            len = op.target_len();
+            c.edit(op).await;
+            while c.pending() {
+                assert!(c.step().await, "server closed during replay");
+            }
+        }
+    }
+    c.text
+}
+
+#[tokio::test]
+async fn real_traces_replay_to_their_final_text_and_survive_restarts() {
+    let names = ["sequential/rustcode.json.gz", "sequential/sveltecomponent.json.gz"];
+    let traces: Vec<(&str, Value)> = names
+        .iter()
+        .map(|n| {
+            let t = load_trace(n).unwrap_or_else(|| panic!("trace {n} missing: ../shared/traces"));
+            (*n, t)
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let server = Server::start(&db, &[]);
+    // Both documents at once: their commits share fsyncs (group commit).
+    let runs = traces.iter().enumerate().map(|(i, (_, t))| {
+        let url = server.ws_url(&format!("trace{i}"));
+        async move { replay_trace(&url, t).await }
+    });
+    let texts = futures_util::future::join_all(runs).await;
+    for (i, ((name, trace), text)) in traces.iter().zip(&texts).enumerate() {
+        let end = trace["endContent"].as_str().expect("endContent");
+        assert!(text == end, "{name}: client text differs from endContent");
+        let (_, served) = fetch_doc(&server.addr, &format!("trace{i}")).await;
+        assert!(served == end, "{name}: server text differs from endContent");
+    }
+    // Graceful restart, then a hard one: the text is the same each time.
+    assert_eq!(server.terminate(), Some(0));
+    let server = Server::start(&db, &[]);
+    for (i, (name, trace)) in traces.iter().enumerate() {
+        let (_, served) = fetch_doc(&server.addr, &format!("trace{i}")).await;
+        assert!(served == trace["endContent"].as_str().expect("end"), "{name} after restart");
+    }
+    server.kill();
+    let server = Server::start(&db, &[]);
+    for (i, (name, trace)) in traces.iter().enumerate() {
+        let (_, served) = fetch_doc(&server.addr, &format!("trace{i}")).await;
+        assert!(served == trace["endContent"].as_str().expect("end"), "{name} after SIGKILL");
+    }
+}
+
+#[tokio::test]
+async fn sigterm_closes_sessions_with_1001_flushes_and_snapshots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("t.db");
+    let server = Server::start(&db, &[]);
+    let url = server.ws_url("graceful");
+    let mut a = OtClient::join(&url, "a").await;
+    for i in 0..25 {
+        a.edit(append(a.text.chars().count(), &format!("{i};"))).await;
+        while a.pending() {
+            assert!(a.step().await);
+        }
+    }
+    let mut watcher = Socket::connect(&url).await;
+    watcher
+        .send(&serde_json::json!({"type": "join", "client": null, "rev": null, "user": null}))
+        .await;
+    watcher.recv_type("joined").await;
+    let code = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "graceful exit status");
+    assert_eq!(watcher.closed().await, Some(1001));
+    // The document was snapshotted at its last revision on the way out.
+    let store = SqliteStore::open(&db).expect("open db");
+    let doc = DocId::parse("graceful").expect("id");
+    let revs = store.snapshot_revisions(&doc).await.expect("snapshots");
+    assert_eq!(revs.last(), Some(&Revision(25)));
+    let meta = store.document(&doc).await.expect("read").expect("exists");
+    assert_eq!(meta.rev, Revision(25));
+}
