@@ -58,8 +58,14 @@ async fn sigkill_under_load_loses_no_acked_op() {
     let server = Server::start(&db, &[]);
     let (rev, text) = fetch_doc(&server.addr, "killed").await;
     assert!(rev as usize >= acked.len());
-    let missing: Vec<_> = acked.iter().filter(|t| !text.contains(t.as_str())).collect();
-    assert!(missing.is_empty(), "acked ops lost after SIGKILL: {missing:?}");
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|t| !text.contains(t.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acked ops lost after SIGKILL: {missing:?}"
+    );
 }
 
 /// Replays a sequential trace through one client, one patch per op, each
@@ -90,7 +96,10 @@ async fn replay_trace(url: &str, trace: &Value) -> String {
 
 #[tokio::test]
 async fn real_traces_replay_to_their_final_text_and_survive_restarts() {
-    let names = ["sequential/rustcode.json.gz", "sequential/sveltecomponent.json.gz"];
+    let names = [
+        "sequential/rustcode.json.gz",
+        "sequential/sveltecomponent.json.gz",
+    ];
     let traces: Vec<(&str, Value)> = names
         .iter()
         .map(|n| {
@@ -118,13 +127,19 @@ async fn real_traces_replay_to_their_final_text_and_survive_restarts() {
     let server = Server::start(&db, &[]);
     for (i, (name, trace)) in traces.iter().enumerate() {
         let (_, served) = fetch_doc(&server.addr, &format!("trace{i}")).await;
-        assert!(served == trace["endContent"].as_str().expect("end"), "{name} after restart");
+        assert!(
+            served == trace["endContent"].as_str().expect("end"),
+            "{name} after restart"
+        );
     }
     server.kill();
     let server = Server::start(&db, &[]);
     for (i, (name, trace)) in traces.iter().enumerate() {
         let (_, served) = fetch_doc(&server.addr, &format!("trace{i}")).await;
-        assert!(served == trace["endContent"].as_str().expect("end"), "{name} after SIGKILL");
+        assert!(
+            served == trace["endContent"].as_str().expect("end"),
+            "{name} after SIGKILL"
+        );
     }
 }
 
@@ -136,7 +151,8 @@ async fn sigterm_closes_sessions_with_1001_flushes_and_snapshots() {
     let url = server.ws_url("graceful");
     let mut a = OtClient::join(&url, "a").await;
     for i in 0..25 {
-        a.edit(append(a.text.chars().count(), &format!("{i};"))).await;
+        a.edit(append(a.text.chars().count(), &format!("{i};")))
+            .await;
         while a.pending() {
             assert!(a.step().await);
         }

@@ -172,6 +172,11 @@ impl DocumentState {
         }
     }
 
+    /// True when the client's latest committed op is known in memory.
+    pub fn knows(&self, client: &ClientId) -> bool {
+        self.dedupe.contains_key(client)
+    }
+
     /// Records a client's latest committed op learned from the store (a
     /// client resuming after the document was reopened).
     pub fn remember(&mut self, client: &ClientId, seq: Seq, rev: Revision) {
@@ -437,5 +442,147 @@ impl DocumentState {
         for op in &self.history {
             self.dedupe.insert(op.client.clone(), (op.seq, op.rev));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ot::{Component, Range};
+
+    fn limits() -> StateLimits {
+        StateLimits {
+            history_window: 4,
+            max_document_chars: 1_000,
+            max_catchup_revisions: 10,
+        }
+    }
+
+    fn client(n: &str) -> ClientId {
+        ClientId::parse(n).expect("id")
+    }
+
+    fn insert(len: usize, at: usize, s: &str) -> TextOp {
+        TextOp::from_components([
+            Component::Retain(at),
+            Component::Insert(s),
+            Component::Retain(len - at),
+        ])
+    }
+
+    fn sub(who: &str, seq: u64, base: u64, op: TextOp) -> Submission {
+        Submission {
+            client: client(who),
+            seq: Seq(seq),
+            author: who.into(),
+            base: Revision(base),
+            op,
+            selection: None,
+            time_ms: 0,
+        }
+    }
+
+    fn publish_all(s: &mut DocumentState) {
+        let head = s.head();
+        let text = s.head_text().clone();
+        s.publish(head, text);
+    }
+
+    #[test]
+    fn concurrent_ops_are_transformed_in_order() {
+        let mut s = DocumentState::new(Rope::from_str("ac"), Revision(0), vec![], limits());
+        s.submit(sub("a", 1, 0, insert(2, 1, "b")), &[]).expect("a");
+        publish_all(&mut s);
+        // b was made on revision 0 too: inserts at the same place as a's.
+        let r = s.submit(sub("b", 1, 0, insert(2, 1, "X")), &[]).expect("b");
+        assert_eq!(r.rev, Revision(2));
+        assert_eq!(s.head_text().to_string(), "aXbc");
+        assert_eq!(s.published(), Revision(1));
+        assert_eq!(s.published_text().to_string(), "abc");
+    }
+
+    #[test]
+    fn refusals_change_nothing() {
+        let mut s = DocumentState::new(Rope::from_str("abc"), Revision(0), vec![], limits());
+        let bad_len = s.submit(sub("a", 1, 0, insert(2, 0, "x")), &[]);
+        assert_eq!(bad_len.map(|_| ()).unwrap_err().code, ErrorCode::BadOp);
+        let future = s.submit(sub("a", 1, 5, insert(3, 0, "x")), &[]);
+        assert_eq!(future.map(|_| ()).unwrap_err().code, ErrorCode::UnknownRev);
+        let huge = s.submit(sub("a", 1, 0, insert(3, 0, &"x".repeat(1_000))), &[]);
+        assert_eq!(huge.map(|_| ()).unwrap_err().code, ErrorCode::TooLarge);
+        assert_eq!(
+            (s.head(), s.head_text().to_string()),
+            (Revision(0), "abc".into())
+        );
+        assert_eq!(s.dedupe(&client("a"), Seq(1)), Dedupe::New);
+    }
+
+    #[test]
+    fn dedupe_knows_committed_seqs() {
+        let mut s = DocumentState::new(Rope::new(), Revision(0), vec![], limits());
+        s.submit(sub("a", 1, 0, insert(0, 0, "x")), &[]).expect("1");
+        publish_all(&mut s);
+        s.submit(sub("a", 2, 1, insert(1, 1, "y")), &[]).expect("2");
+        assert_eq!(s.dedupe(&client("a"), Seq(2)), Dedupe::Seen(Revision(2)));
+        assert_eq!(s.dedupe(&client("a"), Seq(1)), Dedupe::Seen(Revision(1)));
+        assert_eq!(s.dedupe(&client("a"), Seq(3)), Dedupe::New);
+        assert_eq!(s.dedupe(&client("b"), Seq(1)), Dedupe::New);
+    }
+
+    #[test]
+    fn old_bases_need_the_store_and_too_old_ones_are_refused() {
+        let mut s = DocumentState::new(Rope::new(), Revision(0), vec![], limits());
+        for i in 0..8 {
+            s.submit(sub("a", i + 1, i, insert(i as usize, i as usize, "z")), &[])
+                .expect("op");
+            publish_all(&mut s);
+        }
+        // The window keeps 4 ops: revisions 5..=8.
+        assert_eq!(s.older_needed(Revision(6)), Ok(None));
+        assert_eq!(
+            s.older_needed(Revision(2)),
+            Ok(Some((Revision(2), Revision(4))))
+        );
+        assert!(s.ops_between(Revision(2), Revision(8)).is_none());
+        let mut far = DocumentState::new(Rope::new(), Revision(50), vec![], limits());
+        assert!(far.older_needed(Revision(1)).is_err());
+        assert!(far.set_presence(&client("a"), Revision(51), None).is_ok());
+    }
+
+    #[test]
+    fn presence_moves_with_published_ops_and_op_selections_are_announced() {
+        let mut s = DocumentState::new(Rope::from_str("hello"), Revision(0), vec![], limits());
+        let caret = |at| Selection {
+            ranges: vec![Range {
+                anchor: at,
+                head: at,
+            }],
+        };
+        s.set_presence(&client("b"), Revision(0), Some(caret(5)))
+            .expect("presence");
+        let mut op = sub("a", 1, 0, insert(5, 0, ">> "));
+        op.selection = Some(caret(3));
+        s.submit(op, &[]).expect("op");
+        // Not published yet: b's cursor is still at the published revision.
+        assert_eq!(s.presence(&client("b")), Some(&caret(5)));
+        let text = s.head_text().clone();
+        let announced = s.publish(Revision(1), text);
+        assert_eq!(s.presence(&client("b")), Some(&caret(8)));
+        assert_eq!(announced, vec![(client("a"), caret(3))]);
+        let outside = s.set_presence(&client("b"), Revision(1), Some(caret(99)));
+        assert_eq!(outside.map(|_| ()).unwrap_err().code, ErrorCode::BadMessage);
+    }
+
+    #[test]
+    fn discarding_returns_to_the_published_state() {
+        let mut s = DocumentState::new(Rope::from_str("a"), Revision(0), vec![], limits());
+        s.submit(sub("a", 1, 0, insert(1, 1, "b")), &[])
+            .expect("op");
+        s.discard_unpublished();
+        assert_eq!(
+            (s.head(), s.head_text().to_string()),
+            (Revision(0), "a".into())
+        );
+        assert_eq!(s.dedupe(&client("a"), Seq(1)), Dedupe::New);
     }
 }

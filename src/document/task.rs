@@ -306,7 +306,7 @@ impl Task {
                 "document has too many clients",
             ));
         }
-        if resuming && self.state.dedupe(&client, Seq(u64::MAX)) == Dedupe::New {
+        if resuming && !self.state.knows(&client) {
             match self.store.last_seq(&self.id, &client).await {
                 Ok(Some((seq, rev))) => self.state.remember(&client, seq, rev),
                 Ok(None) => {}
@@ -390,7 +390,9 @@ impl Task {
     }
 
     /// The ops from `rev` to the published revision, or `None` when they
-    /// cannot be served (then the client gets the full text).
+    /// cannot be served (then the client gets the full text). Takes `&mut
+    /// self` only so the task future stays `Send` (the in-flight append
+    /// future is not `Sync`, so `&Task` cannot be held across an await).
     async fn catch_up(&mut self, rev: Revision) -> Option<Vec<Arc<OpRecord>>> {
         let published = self.state.published();
         match self.state.older_needed(rev) {
