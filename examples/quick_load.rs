@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::connect_async;
+use tokio_tungstenite::connect_async_with_config;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::main]
@@ -26,63 +26,68 @@ async fn main() {
     let doc = format!("quick-load-{}", std::process::id());
     let url = format!("ws://{addr}/api/documents/{doc}/ws");
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let tasks = (0..clients).map(|_| {
-        let url = url.clone();
-        tokio::spawn(async move {
-            let (mut ws, _) = connect_async(&url).await.expect("connect");
-            let join = json!({"type": "join", "client": null, "rev": null, "user": null});
-            ws.send(Message::Text(join.to_string()))
-                .await
-                .expect("join");
-            let (mut rev, mut len) = (0u64, 0u64);
-            let mut latencies = Vec::new();
-            let mut seq = 0u64;
-            let mut sent_at = None;
-            loop {
-                if sent_at.is_none() {
-                    if Instant::now() > deadline {
-                        break;
-                    }
-                    seq += 1;
-                    let op = if len == 0 {
-                        json!(["abcd"])
-                    } else {
-                        json!([len, "abcd"])
-                    };
-                    let msg = json!({"type": "op", "rev": rev, "seq": seq, "op": op});
-                    ws.send(Message::Text(msg.to_string())).await.expect("send");
-                    sent_at = Some(Instant::now());
-                }
-                let Some(Ok(Message::Text(t))) = ws.next().await else {
-                    break;
-                };
-                let m: Value = serde_json::from_str(&t).expect("json");
-                match m["type"].as_str() {
-                    Some("joined") => {
-                        rev = m["rev"].as_u64().unwrap_or(0);
-                        len = m["text"].as_str().map_or(0, |t| t.chars().count() as u64);
-                    }
-                    Some("op") => {
-                        rev = m["rev"].as_u64().unwrap_or(rev);
-                        len += 4;
-                    }
-                    Some("ack") => {
-                        rev = m["rev"].as_u64().unwrap_or(rev);
-                        len += 4;
-                        if let Some(t) = sent_at.take() {
-                            latencies.push(t.elapsed());
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let (mut ws, _) = connect_async_with_config(&url, None, true)
+                    .await
+                    .expect("connect");
+                let join = json!({"type": "join", "client": null, "rev": null, "user": null});
+                ws.send(Message::Text(join.to_string()))
+                    .await
+                    .expect("join");
+                let (mut rev, mut len) = (0u64, 0u64);
+                let mut latencies = Vec::new();
+                let mut seq = 0u64;
+                let mut sent_at = None;
+                loop {
+                    if sent_at.is_none() {
+                        if Instant::now() > deadline {
+                            break;
                         }
+                        seq += 1;
+                        let op = if len == 0 {
+                            json!(["abcd"])
+                        } else {
+                            json!([len, "abcd"])
+                        };
+                        let msg = json!({"type": "op", "rev": rev, "seq": seq, "op": op});
+                        sent_at = Some(Instant::now());
+                        ws.send(Message::Text(msg.to_string())).await.expect("send");
                     }
-                    Some("error") if m["code"] == "unknown_rev" => {
-                        // Our base was stale (a peer's op not yet seen): drop it.
-                        sent_at = None;
+                    let Some(Ok(Message::Text(t))) = ws.next().await else {
+                        break;
+                    };
+                    let m: Value = serde_json::from_str(&t).expect("json");
+                    match m["type"].as_str() {
+                        Some("joined") => {
+                            rev = m["rev"].as_u64().unwrap_or(0);
+                            len = m["text"].as_str().map_or(0, |t| t.chars().count() as u64);
+                        }
+                        Some("op") => {
+                            rev = m["rev"].as_u64().unwrap_or(rev);
+                            len += 4;
+                        }
+                        Some("ack") => {
+                            rev = m["rev"].as_u64().unwrap_or(rev);
+                            len += 4;
+                            if let Some(t) = sent_at.take() {
+                                latencies.push(t.elapsed());
+                            }
+                        }
+                        Some("error") if m["code"] == "unknown_rev" => {
+                            // Our base was stale (a peer's op not yet seen): drop it.
+                            sent_at = None;
+                        }
+                        Some("error") => eprintln!("error: {m}"),
+                        _ => {}
                     }
-                    _ => {}
                 }
-            }
-            latencies
+                latencies
+            })
         })
-    });
+        .collect();
     let start = Instant::now();
     let mut all = Vec::new();
     for t in tasks {

@@ -8,6 +8,7 @@ import {
   canUndo,
   emptyUndoManager,
   isContinuation,
+  recordInverse,
   recordLocalEdit,
   redo,
   transformUndo,
@@ -113,6 +114,30 @@ test("the undo stack is capped", () => {
     text = o.apply(text);
   }
   assert.equal(m.undoStack.length, 3);
+});
+
+test("recordInverse gives the same stacks as recordLocalEdit", () => {
+  let viaEdit = emptyUndoManager();
+  let viaInverse = emptyUndoManager();
+  let text = "hello world";
+  const edits: OpComponent[][] = [
+    [5, "!", 6],
+    [6, -6],
+    ["> ", 6],
+    [8, "x"],
+  ];
+  edits.forEach((json, i) => {
+    const o = op(json);
+    const compose = i === 3;
+    viaEdit = recordLocalEdit(viaEdit, o, text, { compose });
+    viaInverse = recordInverse(viaInverse, o.invert(text), { compose });
+    text = o.apply(text);
+  });
+  assert.deepEqual(
+    viaInverse.undoStack.map((e) => e.toJSON()),
+    viaEdit.undoStack.map((e) => e.toJSON()),
+  );
+  assert.equal(recordInverse(viaInverse, TextOperation.identity(3)), viaInverse, "no-op");
 });
 
 test("isContinuation: typing forwards and backspacing", () => {

@@ -50,7 +50,7 @@ pub struct JoinRequest {
     pub rev: Option<Revision>,
     /// Who the user is (validated by the session).
     pub user_name: String,
-    /// Their colour (validated).
+    /// Their colour (validated), or empty to pick one from the client id.
     pub user_color: String,
     /// `read`, `write` or `admin`.
     pub permission: &'static str,

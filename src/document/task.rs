@@ -317,10 +317,15 @@ impl Task {
             Some(rev) if resuming => self.catch_up(rev).await,
             _ => None,
         };
+        let color = if req.user_color.is_empty() {
+            crate::protocol::default_color(client.as_str())
+        } else {
+            req.user_color
+        };
         let user = User {
             id: client.as_str().to_owned(),
             name: req.user_name,
-            color: req.user_color,
+            color,
         };
         let published = self.state.published();
         let frame = {

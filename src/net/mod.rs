@@ -59,6 +59,13 @@ pub async fn run(
             .app_data(web::PayloadConfig::new(max_body))
             .configure(http::configure)
     })
+    // Small frames (an ack, a keystroke) must leave at once: with Nagle's
+    // algorithm a second small write waits for the peer's delayed ACK (40 ms).
+    .on_connect(|conn, _| {
+        if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+            let _ = tcp.set_nodelay(true);
+        }
+    })
     .disable_signals()
     .shutdown_timeout(5)
     .listen(listener)?;

@@ -20,7 +20,9 @@ use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
 use crate::document::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
-use crate::protocol::{ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, error_frame};
+use crate::protocol::{
+    ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, default_color, error_frame,
+};
 use crate::registry::Registry;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -508,17 +510,6 @@ fn valid_color(color: &str) -> bool {
     (hex.len() == 3 || hex.len() == 6) && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// A colour for a user who did not pick one, stable per client.
-fn default_color(seed: &str) -> String {
-    const PALETTE: [&str; 8] = [
-        "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
-    ];
-    let h = seed
-        .bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-    PALETTE[h % PALETTE.len()].to_owned()
-}
-
 fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, String), Refused> {
     let name = match user.name.map(|n| n.trim().to_owned()) {
         None => "Anonymous".to_owned(),
@@ -537,7 +528,10 @@ fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, Str
         }
     };
     let color = match user.color {
-        None => default_color(client.map_or(name.as_str(), ClientId::as_str)),
+        // A fresh client has no id yet: the document picks from its id.
+        None => client
+            .map(|c| default_color(c.as_str()))
+            .unwrap_or_default(),
         Some(c) if valid_color(&c) => c,
         Some(_) => {
             return Err(refused(

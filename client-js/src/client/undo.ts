@@ -14,6 +14,7 @@
  *
  * ```text
  * user edit op on text T:   undo = recordLocalEdit(undo, op, T, {compose}); client.applyClient(op)
+ *                           (or recordInverse(undo, inverse, {compose}) if the adapter built the inverse)
  * remote op applied:        undo = transformUndo(undo, op)
  * Ctrl+Z on text T:         {manager, op} = undo(manager, T); apply op to the editor; client.applyClient(op)
  *                           (do not record it with recordLocalEdit: undo() already pushed its redo)
@@ -63,7 +64,22 @@ export function recordLocalEdit(
   options: { compose?: boolean } = {},
 ): UndoManager {
   if (op.isNoop()) return m;
-  const inverse = op.invert(before);
+  return recordInverse(m, op.invert(before), options);
+}
+
+/**
+ * Like {@link recordLocalEdit}, given the inverse of the user's edit instead
+ * of the edit and the text before it. For an editor adapter that knows the
+ * text its change replaced (Monaco reports the range, the adapter keeps the
+ * old characters) and should not pay for `invert` over the whole document
+ * on every keystroke.
+ */
+export function recordInverse(
+  m: UndoManager,
+  inverse: TextOperation,
+  options: { compose?: boolean } = {},
+): UndoManager {
+  if (inverse.isNoop()) return m;
   const stack = m.undoStack.slice();
   const top = stack[stack.length - 1];
   if (options.compose && top) {
