@@ -550,3 +550,64 @@ async fn silent_clients_are_closed_as_idle() {
     }
     assert_eq!(code, Some(4408));
 }
+
+#[tokio::test]
+async fn a_client_far_behind_is_served_from_the_store_or_told_to_reload() {
+    let dir = tmp();
+    let server = Server::start(
+        &dir.path().join("t.db"),
+        &["--history-window", "4", "--max-catchup-revisions", "20"],
+    );
+    let url = server.ws_url("behind");
+    let (mut late, j) = joined(&url).await;
+    let late_id = j["client"].as_str().expect("id").to_owned();
+    let (mut busy, _) = joined(&url).await;
+    for seq in 1..=10u64 {
+        let op = if seq == 1 {
+            json!(["x"])
+        } else {
+            json!([seq - 1, "x"])
+        };
+        busy.send(&json!({"type": "op", "rev": seq - 1, "seq": seq, "op": op}))
+            .await;
+        busy.recv_type("ack").await;
+    }
+    // Based on revision 0, ten revisions back, beyond the in-memory window:
+    // transformed through ops read back from the store.
+    late.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["<"]}))
+        .await;
+    assert_eq!(late.recv_type("ack").await["rev"], 11);
+    late.close().await;
+    let mut again = Socket::connect(&url).await;
+    again
+        .send(&json!({"type": "join", "client": late_id, "rev": 0, "user": null}))
+        .await;
+    let j = again.recv_type("joined").await;
+    let ops = j["ops"].as_array().expect("catch-up from the store");
+    assert_eq!(ops.len(), 11);
+    assert_eq!(
+        ops[10]["client"],
+        late_id.as_str(),
+        "own op comes back as the ack"
+    );
+    for seq in 11..=35u64 {
+        busy.send(&json!({"type": "op", "rev": seq, "seq": seq, "op": [seq, "y"]}))
+            .await;
+        busy.recv_type("ack").await;
+    }
+    // Now 25 behind, past the catch-up limit: reload.
+    again
+        .send(&json!({"type": "op", "rev": 11, "seq": 2, "op": [11, "!"]}))
+        .await;
+    expect_error(&mut again, "unknown_rev").await;
+    let mut third = Socket::connect(&url).await;
+    third
+        .send(&json!({"type": "join", "client": late_id, "rev": 11, "user": null}))
+        .await;
+    let j = third.recv_type("joined").await;
+    assert!(j.get("ops").is_none());
+    let (rev, text) = fetch_doc(&server.addr, "behind").await;
+    assert_eq!(j["rev"], rev);
+    assert_eq!(j["text"], text.as_str());
+    assert!(text.starts_with("<xxxxxxxxxx"), "{text}");
+}
