@@ -768,6 +768,8 @@ impl Task {
         }
         for (client, sel) in announced {
             let Some(user) = self.sessions.get(&client).map(|s| s.user.clone()) else {
+                // It left between sending the op and its commit.
+                self.state.clear_presence(&client);
                 continue;
             };
             let frame = ServerMsg::Presence {

@@ -434,6 +434,17 @@ async fn handle_message(
             if let Some(sel) = &selection {
                 check_selection(sel).map_err(|(c, m, _)| (c, m, Some(Seq(seq))))?;
             }
+            // A cursor move still held back belongs before this op, or the
+            // peers would see it after the op's own (newer) selection.
+            if let Some((prev, sel)) = presence.take() {
+                let cmd = Command::Presence {
+                    session,
+                    client: a.joined.client.clone(),
+                    rev: prev,
+                    selection: sel,
+                };
+                let _ = a.handle.send(cmd).await;
+            }
             let cmd = Command::Op {
                 session,
                 client: a.joined.client.clone(),
