@@ -198,15 +198,17 @@ impl TextOp {
     }
 }
 
+/// Parses a valid op from JSON, for this module's unit tests.
+#[cfg(test)]
+fn test_op(json: &str) -> TextOp {
+    let raw: RawOp = serde_json::from_str(json).expect("raw op");
+    TextOp::parse(&raw, &OpLimits::default()).expect("valid op")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::test_op as op;
     use ropey::Rope;
-
-    fn op(json: &str) -> TextOp {
-        let raw: RawOp = serde_json::from_str(json).expect("raw op");
-        TextOp::parse(&raw, &OpLimits::default()).expect("valid op")
-    }
 
     #[test]
     fn transform_ties_favour_the_first() {

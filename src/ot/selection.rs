@@ -70,13 +70,8 @@ impl Selection {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{OpLimits, RawOp};
+    use super::super::test_op as op;
     use super::*;
-
-    fn op(json: &str) -> TextOp {
-        let raw: RawOp = serde_json::from_str(json).expect("raw");
-        TextOp::parse(&raw, &OpLimits::default()).expect("valid")
-    }
 
     #[test]
     fn indexes_follow_ot_js() {
