@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tandem::config::{self, Settings};
 use tandem::net::{self, ServerConfig};
+use tandem::store::SharedStore;
+use tandem::store::postgres::{self, PostgresStore};
 use tandem::store::sqlite::SqliteStore;
 
 /// Tandem: a real-time collaborative code editor.
@@ -22,6 +24,15 @@ struct Cli {
 enum Command {
     /// Run the server: the editor at http://BIND/ and the API under /api.
     Serve(ServeArgs),
+    /// Apply the PostgreSQL schema migrations in sql/ that are not applied yet.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// PostgreSQL URL, e.g. postgres://user@host:5432/tandem.
+    #[arg(long, env = "TANDEM_DATABASE_URL")]
+    database_url: String,
 }
 
 #[derive(Args)]
@@ -29,6 +40,34 @@ struct StoreArgs {
     /// SQLite database file for the embedded store (created if missing).
     #[arg(long = "data", env = "TANDEM_DATA", default_value = "tandem.db")]
     data: PathBuf,
+
+    /// PostgreSQL URL (postgres://user@host:5432/db). When set, documents are
+    /// stored there instead of in the SQLite file, and pending migrations are
+    /// applied at start-up.
+    #[arg(long, env = "TANDEM_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+impl StoreArgs {
+    async fn open(&self) -> anyhow::Result<SharedStore> {
+        match &self.database_url {
+            Some(url) => {
+                // The URL may hold a password: it is not repeated in errors.
+                postgres::migrate(url)
+                    .await
+                    .context("migrating the PostgreSQL schema")?;
+                let store = PostgresStore::connect(url)
+                    .await
+                    .context("connecting to PostgreSQL")?;
+                Ok(Arc::new(store))
+            }
+            None => {
+                let store = SqliteStore::open(&self.data)
+                    .with_context(|| format!("opening {}", self.data.display()))?;
+                Ok(Arc::new(store))
+            }
+        }
+    }
 }
 
 #[derive(Args)]
@@ -136,8 +175,7 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let store = SqliteStore::open(&args.store.data)
-        .with_context(|| format!("opening {}", args.store.data.display()))?;
+    let store = args.store.open().await?;
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
@@ -155,12 +193,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     let config = ServerConfig {
-        store: Arc::new(store),
+        store,
         settings: args.settings(),
         static_dir,
         workers: args.workers,
     };
     net::run(listener, config, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
+    let applied = postgres::migrate(&args.database_url)
+        .await
+        .context("migrating the PostgreSQL schema")?;
+    if applied.is_empty() {
+        println!("schema is up to date");
+    } else {
+        let versions: Vec<String> = applied.iter().map(i64::to_string).collect();
+        println!("applied migrations: {}", versions.join(", "));
+    }
     Ok(())
 }
 
@@ -175,5 +226,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+        Command::Migrate(args) => actix_web::rt::System::new().block_on(migrate(args)),
     }
 }

@@ -10,17 +10,26 @@
 //! Adding a backend is one line: implement [`Backend`] (its `open` must
 //! return the same storage on every call) and add
 //! `conformance_tests!(name => constructor expression);`. The expression is
-//! evaluated inside the async test, so it may `.await`. A backend that needs
-//! a service must fail when the service is missing, not skip.
+//! evaluated inside the async test, so it may `.await`; it yields an
+//! `Option`, `None` when the backend's service is not configured.
+//!
+//! PostgreSQL runs when `TANDEM_TEST_DATABASE_URL` names a server
+//! (e.g. `postgres://postgres@127.0.0.1:5432/postgres`); each test gets a
+//! fresh database `tandem_test_<random>`, dropped when the test ends. Without
+//! the variable the PostgreSQL tests fail in CI (`CI=true`) and elsewhere
+//! print `SKIPPED: PostgreSQL conformance ...` to stderr and pass, so a
+//! backend is never skipped silently.
 
 mod store_conformance;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use store_conformance::Backend;
 use tandem::store::SharedStore;
+use tandem::store::postgres::{PostgresStore, migrate};
 use tandem::store::sqlite::SqliteStore;
 
 /// Instantiates every conformance check for one backend.
@@ -44,7 +53,7 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $store_test() {
-                let backend = $make;
+                let Some(backend) = $make else { return };
                 let store = store_conformance::Backend::open(&backend).await;
                 store_conformance::$store_test(&*store).await;
             }
@@ -52,7 +61,7 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $backend_test() {
-                let backend = $make;
+                let Some(backend) = $make else { return };
                 store_conformance::$backend_test(&backend).await;
             }
         )*
@@ -83,4 +92,158 @@ impl Backend for Sqlite {
     }
 }
 
-conformance_tests!(sqlite => Sqlite::new());
+conformance_tests!(sqlite => Some(Sqlite::new()));
+
+/// A fresh PostgreSQL database on the server that `TANDEM_TEST_DATABASE_URL`
+/// names, dropped (with any connections still open to it) when this is
+/// dropped, also when the test panics.
+struct Postgres {
+    /// The server's URL, for creating and dropping the test database.
+    admin_url: String,
+    /// The test database's name.
+    name: String,
+    /// The test database's URL.
+    url: String,
+}
+
+impl Postgres {
+    /// `None` (after saying so on stderr) when no server is configured
+    /// outside CI; panics when none is configured in CI.
+    async fn new() -> Option<Self> {
+        let Ok(admin_url) = std::env::var("TANDEM_TEST_DATABASE_URL") else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("TANDEM_TEST_DATABASE_URL must be set in CI");
+            }
+            // Straight to stderr, past the test harness's capture of
+            // `eprintln!`, so the skip shows in every run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: PostgreSQL conformance (set TANDEM_TEST_DATABASE_URL)"
+            );
+            return None;
+        };
+        let name = format!("tandem_test_{:016x}", rand::random::<u64>());
+        let admin = admin_client(&admin_url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = database_url(&admin_url, &name);
+        Some(Self {
+            admin_url,
+            name,
+            url,
+        })
+    }
+}
+
+/// `url` with its database (the path) replaced by `name`.
+fn database_url(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to TANDEM_TEST_DATABASE_URL");
+    tokio::spawn(connection);
+    client
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // Drop runs inside the test's runtime, where blocking on another
+        // future is not allowed: drop the database from a thread of its own.
+        let (url, name) = (self.admin_url.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                admin_client(&url)
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("dropping test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn open(&self) -> SharedStore {
+        migrate(&self.url).await.expect("migrate");
+        Arc::new(
+            PostgresStore::connect(&self.url)
+                .await
+                .expect("connect PostgreSQL store"),
+        )
+    }
+}
+
+conformance_tests!(postgres => Postgres::new().await);
+
+/// PostgreSQL only: when the server closes the writer's connection, appends
+/// fail as `Unavailable` (which the document task retries) until the writer
+/// reconnects on a later batch, and then succeed: it never stays down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_writer_reconnects() {
+    use tandem::ids::Revision;
+    use tandem::store::StoreError;
+
+    let Some(backend) = Postgres::new().await else {
+        return;
+    };
+    let store = backend.open().await;
+    let id = store_conformance::doc("reconnect");
+    let who = store_conformance::client("alice");
+    store
+        .create_document(&id, "rust", "")
+        .await
+        .expect("create");
+    let admin = admin_client(&backend.admin_url).await;
+    let terminated = admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&backend.name],
+        )
+        .await
+        .expect("terminate the store's connections");
+    assert!(terminated >= 2, "the writer's and a reader's connections");
+    let ops = store_conformance::records(1..=1, &who);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match store
+            .append(store_conformance::batch(&id, ops.clone()))
+            .await
+        {
+            Ok(()) => break,
+            Err(StoreError::Unavailable(_)) if attempts < 5 => {}
+            other => panic!("attempt {attempts}: expected Ok or Unavailable, got {other:?}"),
+        }
+    }
+    // Reads recover too (the pool replaces its broken connections).
+    let mut meta = store.document(&id).await;
+    if matches!(meta, Err(StoreError::Unavailable(_))) {
+        meta = store.document(&id).await;
+    }
+    assert_eq!(meta.expect("read").expect("exists").rev, Revision(1));
+}

@@ -6,9 +6,11 @@
 //! batch whose first revision is not the document's next one fails with
 //! [`StoreError::Conflict`] instead of forking history.
 //!
-//! Backends: [`sqlite`] (embedded, the default) and, later, PostgreSQL. Both
-//! pass the same conformance suite in `tests/store.rs`.
+//! Backends: [`sqlite`] (embedded, the default) and [`postgres`] (several
+//! nodes sharing one database; schema in `sql/`). Both pass the same
+//! conformance suite in `tests/store.rs`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;

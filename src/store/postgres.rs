@@ -1,0 +1,781 @@
+//! The PostgreSQL store, for several nodes sharing one database.
+//!
+//! Writes go to one writer task that owns a dedicated connection and
+//! group-commits, as the SQLite store does: every job waiting when a
+//! transaction starts goes into it, each under its own savepoint so that one
+//! job's conflict does not undo the others, and nobody is answered `Ok`
+//! before `COMMIT` has returned. One writer means one commit (one WAL flush)
+//! for many documents' appends instead of one per append, and no contention
+//! between this node's own writers. Reads go through a `bb8` pool.
+//!
+//! The fence between nodes is the primary key on `ops (document, rev)`: a
+//! node that has lost a document's lease and still appends gets
+//! [`StoreError::Conflict`] instead of forking history.
+//!
+//! All of this runs on a small runtime of its own, on its own thread, so the
+//! connections do not depend on whichever runtime (an actix worker, a test)
+//! happened to call first; callers only await replies. The thread ends when
+//! the store is dropped.
+//!
+//! The schema lives in `sql/` as numbered plain-SQL migrations, embedded in
+//! the binary and applied by [`migrate`].
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bb8::Pool;
+use bb8_postgres::PostgresConnectionManager;
+use ropey::Rope;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
+
+use super::{AppendBatch, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op, now_ms};
+use crate::ids::{ClientId, DocId, Revision, Seq};
+
+/// The migrations, in order: `(version, SQL)`. Each runs once, in its own
+/// transaction, and is recorded in `schema_migrations`.
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/0001_init.sql"))];
+
+/// Key of the advisory lock that serialises migrations between nodes that
+/// start at once (any constant; this one is "tandem" in ASCII).
+const MIGRATION_LOCK: i64 = 0x74_61_6e_64_65_6d;
+/// Most jobs in one transaction: bounds how long one commit holds replies.
+const MAX_JOBS_PER_COMMIT: usize = 4_096;
+/// Jobs queued for the writer before `write` waits for room.
+const WRITER_QUEUE: usize = 8_192;
+/// Most pooled read connections.
+const READER_POOL: u32 = 8;
+/// How long a read waits for a pooled connection.
+const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+type PgPool = Pool<PostgresConnectionManager<NoTls>>;
+type Pooled = bb8::PooledConnection<'static, PostgresConnectionManager<NoTls>>;
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// Maps a driver error to what a caller acts on. A unique violation is
+/// another writer's revision or an existing id (`Conflict`); a foreign-key
+/// violation is a missing document (`NotFound`); a value PostgreSQL refuses
+/// (SQLSTATE class 22) would be refused again, so it is not `Unavailable`;
+/// everything else (a closed connection, I/O, the server shutting down, a
+/// serialisation failure) may succeed when retried.
+fn pg_error(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,
+        Some(c) if c.code().starts_with("22") => {
+            StoreError::Conflict(format!("value refused: {e}"))
+        }
+        _ => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn to_sql(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Conflict(format!("{n} is out of range")))
+}
+
+fn from_sql(n: i64) -> Result<u64, StoreError> {
+    u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
+}
+
+fn parse_config(url: &str) -> Result<Config, StoreError> {
+    // The URL may hold a password: the error names neither.
+    url.parse::<Config>()
+        .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))
+}
+
+/// Opens one connection and drives it on the current runtime.
+async fn connect(config: &Config) -> Result<Client, StoreError> {
+    let (client, connection) = config.connect(NoTls).await.map_err(pg_error)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies every migration in [`MIGRATIONS`] that the database has not
+/// recorded yet, holding a session advisory lock so that nodes starting at
+/// the same time apply each one exactly once. Returns the versions applied.
+///
+/// # Errors
+///
+/// [`StoreError::Unavailable`] when the database cannot be reached or a
+/// migration fails (that migration is rolled back).
+pub async fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
+    let config = parse_config(url)?;
+    let mut client = connect(&config).await?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error)?;
+    let applied = apply_migrations(&mut client).await;
+    // Closing the session would release the lock too; unlock explicitly so a
+    // pooled or long-lived session could not keep it.
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg_error);
+    let applied = applied?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn apply_migrations(client: &mut Client) -> Result<Vec<i64>, StoreError> {
+    client
+        .batch_execute(
+            "SET client_min_messages TO warning;
+             CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version     bigint PRIMARY KEY,
+                 applied_ms  bigint NOT NULL
+             )",
+        )
+        .await
+        .map_err(pg_error)?;
+    let done: Vec<i64> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await
+        .map_err(pg_error)?
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<_, _>>()
+        .map_err(pg_error)?;
+    let mut applied = Vec::new();
+    for (version, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| unavailable(format!("migration {version}: {e}")))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_ms) VALUES ($1, $2)",
+            &[version, &now_ms()],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        tracing::info!("applied migration {version}");
+        applied.push(*version);
+    }
+    Ok(applied)
+}
+
+enum Job {
+    Create {
+        id: DocId,
+        language: String,
+        text: String,
+        reply: Reply<DocumentMeta>,
+    },
+    Append {
+        batch: AppendBatch,
+        reply: Reply<()>,
+    },
+    SetLanguage {
+        id: DocId,
+        language: String,
+        reply: Reply<()>,
+    },
+    PutSnapshot {
+        id: DocId,
+        rev: Revision,
+        text: Rope,
+        reply: Reply<()>,
+    },
+}
+
+/// The PostgreSQL store. The schema must be migrated first ([`migrate`]).
+pub struct PostgresStore {
+    /// To the writer task. It ends when the store is dropped.
+    writer: mpsc::Sender<Job>,
+    /// Pooled read connections.
+    pool: PgPool,
+    /// The store's own runtime, where reads run.
+    runtime: tokio::runtime::Handle,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (a `postgres://` URL), checks it can
+    /// be reached, and starts the writer task.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the URL is invalid or the database
+    /// cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let config = parse_config(url)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(unavailable)?;
+        let handle = runtime.handle().clone();
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let (started_tx, started_rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("tandem-postgres".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let started = async {
+                        let writer = connect(&config).await?;
+                        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+                        let pool = Pool::builder()
+                            .max_size(READER_POOL)
+                            .connection_timeout(POOL_TIMEOUT)
+                            .build(manager)
+                            .await
+                            .map_err(pg_error)?;
+                        drop(pool.get().await.map_err(unavailable)?);
+                        Ok::<_, StoreError>((writer, pool))
+                    }
+                    .await;
+                    match started {
+                        Ok((writer, pool)) => {
+                            if started_tx.send(Ok(pool)).is_ok() {
+                                writer_loop(config, Some(writer), rx).await;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                        }
+                    }
+                });
+            })
+            .map_err(unavailable)?;
+        let pool = started_rx
+            .await
+            .map_err(|_| unavailable("PostgreSQL thread stopped"))??;
+        Ok(Self {
+            writer: tx,
+            pool,
+            runtime: handle,
+        })
+    }
+
+    async fn write<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(make(reply))
+            .await
+            .map_err(|_| unavailable("writer task stopped"))?;
+        rx.await.map_err(|_| unavailable("writer task stopped"))?
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime.
+    async fn read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pooled) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.runtime
+            .spawn(async move {
+                let conn = pool.get_owned().await.map_err(unavailable)?;
+                f(conn).await
+            })
+            .await
+            .map_err(unavailable)?
+    }
+}
+
+async fn writer_loop(config: Config, mut client: Option<Client>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::new();
+    while rx.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
+        let batch = std::mem::take(&mut jobs);
+        // A broken connection is replaced on the next batch, never for good.
+        if client.as_ref().is_none_or(Client::is_closed) {
+            client = match connect(&config).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("PostgreSQL writer cannot connect: {e}");
+                    for job in batch {
+                        reply(job, Err(StoreError::Unavailable(e.to_string())));
+                    }
+                    continue;
+                }
+            };
+        }
+        let Some(conn) = client.as_mut() else {
+            continue;
+        };
+        match commit_jobs(conn, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    reply(job, outcome);
+                }
+            }
+            Err(e) => {
+                // Nothing of this transaction is known to be committed; the
+                // callers retry, and a retried append is idempotent.
+                tracing::warn!("PostgreSQL group commit failed: {e}");
+                if conn.is_closed() {
+                    client = None;
+                }
+                for job in batch {
+                    reply(job, Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+/// Runs each job under its own savepoint in one transaction and commits
+/// once. The outcomes are only meaningful if this returns `Ok`.
+async fn commit_jobs(
+    conn: &mut Client,
+    jobs: &[Job],
+) -> Result<Vec<Result<Option<DocumentMeta>, StoreError>>, tokio_postgres::Error> {
+    let mut tx = conn.transaction().await?;
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let sp = tx.savepoint("job").await?;
+        let outcome = run_job(&sp, job).await;
+        if outcome.is_ok() {
+            sp.commit().await?;
+        } else {
+            sp.rollback().await?;
+        }
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
+    match job {
+        Job::Create { reply, .. } => {
+            let _ = reply.send(result.and_then(|m| {
+                m.ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
+            }));
+        }
+        Job::Append { reply, .. }
+        | Job::SetLanguage { reply, .. }
+        | Job::PutSnapshot { reply, .. } => {
+            let _ = reply.send(result.map(|_| ()));
+        }
+    }
+}
+
+async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Option<DocumentMeta>, StoreError> {
+    match job {
+        Job::Create {
+            id, language, text, ..
+        } => create(conn, id, language, text).await.map(Some),
+        Job::Append { batch, .. } => append(conn, batch).await.map(|_| None),
+        Job::SetLanguage { id, language, .. } => {
+            let n = conn
+                .execute(
+                    "UPDATE documents SET language = $2, updated_ms = $3 WHERE id = $1",
+                    &[&id.as_str(), language, &now_ms()],
+                )
+                .await
+                .map_err(pg_error)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(None)
+        }
+        Job::PutSnapshot { id, rev, text, .. } => {
+            put_snapshot(conn, id, *rev, &text.to_string()).await?;
+            Ok(None)
+        }
+    }
+}
+
+async fn create(
+    conn: &impl GenericClient,
+    id: &DocId,
+    language: &str,
+    text: &str,
+) -> Result<DocumentMeta, StoreError> {
+    let now = now_ms();
+    let inserted = conn
+        .execute(
+            "INSERT INTO documents (id, language, rev, created_ms, updated_ms)
+             VALUES ($1, $2, 0, $3, $3) ON CONFLICT (id) DO NOTHING",
+            &[&id.as_str(), &language, &now],
+        )
+        .await
+        .map_err(pg_error)?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!("document {id} exists")));
+    }
+    put_snapshot(conn, id, Revision(0), text).await?;
+    Ok(DocumentMeta {
+        id: id.clone(),
+        language: language.to_owned(),
+        rev: Revision(0),
+        created_ms: now,
+        updated_ms: now,
+    })
+}
+
+/// Snapshot text is stored as its UTF-8 bytes (`bytea`): document text may
+/// contain U+0000, which a PostgreSQL `text` value cannot hold, and
+/// escaping it would need an unescape on every read and a rule for text
+/// that already looks escaped.
+async fn put_snapshot(
+    conn: &impl GenericClient,
+    id: &DocId,
+    rev: Revision,
+    text: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO snapshots (document, rev, text, time_ms) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (document, rev) DO NOTHING",
+        &[&id.as_str(), &to_sql(rev.0)?, &text.as_bytes(), &now_ms()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+/// True when the ops are already stored exactly: a retried append.
+async fn already_stored(
+    conn: &impl GenericClient,
+    batch: &AppendBatch,
+) -> Result<bool, StoreError> {
+    let revs = batch
+        .ops
+        .iter()
+        .map(|o| to_sql(o.rev.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = conn
+        .query(
+            "SELECT rev, client, seq FROM ops WHERE document = $1 AND rev = ANY($2)",
+            &[&batch.doc.as_str(), &revs],
+        )
+        .await
+        .map_err(pg_error)?;
+    if rows.len() != batch.ops.len() {
+        return Ok(false);
+    }
+    for row in rows {
+        let rev: i64 = row.try_get(0).map_err(pg_error)?;
+        let client: &str = row.try_get(1).map_err(pg_error)?;
+        let seq: i64 = row.try_get(2).map_err(pg_error)?;
+        let Some(op) = batch.ops.iter().find(|o| to_sql(o.rev.0).ok() == Some(rev)) else {
+            return Ok(false);
+        };
+        if client != op.client.as_str() || to_sql(op.seq.0)? != seq {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn append(conn: &impl GenericClient, batch: &AppendBatch) -> Result<(), StoreError> {
+    let (Some(first), Some(last)) = (batch.ops.first(), batch.ops.last()) else {
+        return Ok(());
+    };
+    let contiguous = batch
+        .ops
+        .windows(2)
+        .all(|w| w[0].rev.0.checked_add(1) == Some(w[1].rev.0));
+    if !contiguous {
+        return Err(StoreError::Conflict(
+            "batch revisions are not contiguous".into(),
+        ));
+    }
+    // FOR UPDATE: a concurrent writer of the same document (another node)
+    // waits here and then sees the revision this one commits.
+    let current: i64 = conn
+        .query_opt(
+            "SELECT rev FROM documents WHERE id = $1 FOR UPDATE",
+            &[&batch.doc.as_str()],
+        )
+        .await
+        .map_err(pg_error)?
+        .ok_or(StoreError::NotFound)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    let current = from_sql(current)?;
+    if current.checked_add(1) != Some(first.rev.0) {
+        if already_stored(conn, batch).await? {
+            return Ok(());
+        }
+        return Err(StoreError::Conflict(format!(
+            "document {} is at revision {current}, append starts at {}",
+            batch.doc, first.rev
+        )));
+    }
+    let n = batch.ops.len();
+    let (mut revs, mut clients, mut seqs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut authors, mut ops, mut times) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for op in &batch.ops {
+        revs.push(to_sql(op.rev.0)?);
+        clients.push(op.client.as_str());
+        seqs.push(to_sql(op.seq.0)?);
+        authors.push(op.author.as_str());
+        // JSON escapes U+0000 as \u0000, so an op is always valid `text`.
+        ops.push(op.op.to_json());
+        times.push(op.time_ms);
+    }
+    // One statement for the whole batch, however many ops it has.
+    conn.execute(
+        "INSERT INTO ops (document, rev, client, seq, author, op, time_ms)
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[],
+                                  $5::text[], $6::text[], $7::bigint[])",
+        &[
+            &batch.doc.as_str(),
+            &revs,
+            &clients,
+            &seqs,
+            &authors,
+            &ops,
+            &times,
+        ],
+    )
+    .await
+    .map_err(|e| match pg_error(e) {
+        StoreError::Conflict(m) => StoreError::Conflict(format!("append to {}: {m}", batch.doc)),
+        other => other,
+    })?;
+    conn.execute(
+        "UPDATE documents SET rev = $2, updated_ms = $3 WHERE id = $1",
+        &[&batch.doc.as_str(), &to_sql(last.rev.0)?, &now_ms()],
+    )
+    .await
+    .map_err(pg_error)?;
+    if let Some((rev, text)) = &batch.snapshot {
+        put_snapshot(conn, &batch.doc, *rev, &text.to_string()).await?;
+    }
+    Ok(())
+}
+
+fn meta(row: &Row) -> Result<DocumentMeta, StoreError> {
+    let id: &str = row.try_get(0).map_err(pg_error)?;
+    Ok(DocumentMeta {
+        id: DocId::parse(id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        language: row.try_get(1).map_err(pg_error)?,
+        rev: Revision(from_sql(row.try_get(2).map_err(pg_error)?)?),
+        created_ms: row.try_get(3).map_err(pg_error)?,
+        updated_ms: row.try_get(4).map_err(pg_error)?,
+    })
+}
+
+fn op_record(row: &Row) -> Result<OpRecord, StoreError> {
+    let client: &str = row.try_get(1).map_err(pg_error)?;
+    let op: &str = row.try_get(4).map_err(pg_error)?;
+    Ok(OpRecord {
+        rev: Revision(from_sql(row.try_get(0).map_err(pg_error)?)?),
+        client: ClientId::parse(client).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        seq: Seq(from_sql(row.try_get(2).map_err(pg_error)?)?),
+        author: row.try_get(3).map_err(pg_error)?,
+        op: decode_op(op)?,
+        time_ms: row.try_get(5).map_err(pg_error)?,
+    })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_document(
+        &self,
+        id: &DocId,
+        language: &str,
+        text: &str,
+    ) -> Result<DocumentMeta, StoreError> {
+        let (id, language, text) = (id.clone(), language.to_owned(), text.to_owned());
+        self.write(|reply| Job::Create {
+            id,
+            language,
+            text,
+            reply,
+        })
+        .await
+    }
+
+    async fn document(&self, id: &DocId) -> Result<Option<DocumentMeta>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| async move {
+            c.query_opt(
+                "SELECT id, language, rev, created_ms, updated_ms FROM documents WHERE id = $1",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(meta)
+            .transpose()
+        })
+        .await
+    }
+
+    async fn list_documents(&self, limit: usize) -> Result<Vec<DocumentMeta>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |c| async move {
+            c.query(
+                "SELECT id, language, rev, created_ms, updated_ms FROM documents
+                 ORDER BY updated_ms DESC, id LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(meta)
+            .collect()
+        })
+        .await
+    }
+
+    async fn snapshot_at_or_before(
+        &self,
+        id: &DocId,
+        rev: Revision,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let id = id.clone();
+        let rev = to_sql(rev.0)?;
+        self.read(move |c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT rev, text FROM snapshots WHERE document = $1 AND rev <= $2
+                     ORDER BY rev DESC LIMIT 1",
+                    &[&id.as_str(), &rev],
+                )
+                .await
+                .map_err(pg_error)?;
+            row.map(|row| {
+                let rev: i64 = row.try_get(0).map_err(pg_error)?;
+                let text: Vec<u8> = row.try_get(1).map_err(pg_error)?;
+                Ok(Snapshot {
+                    rev: Revision(from_sql(rev)?),
+                    text: String::from_utf8(text)
+                        .map_err(|e| StoreError::Corrupt(format!("snapshot text: {e}")))?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn snapshot_revisions(&self, id: &DocId) -> Result<Vec<Revision>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| async move {
+            c.query(
+                "SELECT rev FROM snapshots WHERE document = $1 ORDER BY rev",
+                &[&id.as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| Ok(Revision(from_sql(r.try_get(0).map_err(pg_error)?)?)))
+            .collect()
+        })
+        .await
+    }
+
+    async fn ops(
+        &self,
+        id: &DocId,
+        after: Revision,
+        upto: Revision,
+        limit: usize,
+    ) -> Result<Vec<OpRecord>, StoreError> {
+        let id = id.clone();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (after, upto) = (to_sql(after.0)?, to_sql(upto.0)?);
+        self.read(move |c| async move {
+            let params: [&(dyn ToSql + Sync); 4] = [&id.as_str(), &after, &upto, &limit];
+            c.query(
+                "SELECT rev, client, seq, author, op, time_ms FROM ops
+                 WHERE document = $1 AND rev > $2 AND rev <= $3 ORDER BY rev LIMIT $4",
+                &params,
+            )
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(op_record)
+            .collect()
+        })
+        .await
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
+        self.write(|reply| Job::Append { batch, reply }).await
+    }
+
+    async fn find_op(
+        &self,
+        id: &DocId,
+        client: &ClientId,
+        seq: Seq,
+    ) -> Result<Option<Revision>, StoreError> {
+        let (id, client) = (id.clone(), client.clone());
+        let seq = to_sql(seq.0)?;
+        self.read(move |c| async move {
+            c.query_opt(
+                "SELECT rev FROM ops WHERE document = $1 AND client = $2 AND seq = $3",
+                &[&id.as_str(), &client.as_str(), &seq],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| Ok(Revision(from_sql(r.try_get(0).map_err(pg_error)?)?)))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn last_seq(
+        &self,
+        id: &DocId,
+        client: &ClientId,
+    ) -> Result<Option<(Seq, Revision)>, StoreError> {
+        let (id, client) = (id.clone(), client.clone());
+        self.read(move |c| async move {
+            c.query_opt(
+                "SELECT seq, rev FROM ops WHERE document = $1 AND client = $2
+                 ORDER BY seq DESC LIMIT 1",
+                &[&id.as_str(), &client.as_str()],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| {
+                let seq: i64 = r.try_get(0).map_err(pg_error)?;
+                let rev: i64 = r.try_get(1).map_err(pg_error)?;
+                Ok((Seq(from_sql(seq)?), Revision(from_sql(rev)?)))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_language(&self, id: &DocId, language: &str) -> Result<(), StoreError> {
+        let (id, language) = (id.clone(), language.to_owned());
+        self.write(|reply| Job::SetLanguage {
+            id,
+            language,
+            reply,
+        })
+        .await
+    }
+
+    async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError> {
+        let id = id.clone();
+        self.write(|reply| Job::PutSnapshot {
+            id,
+            rev,
+            text,
+            reply,
+        })
+        .await
+    }
+}
