@@ -18,11 +18,10 @@ fn append(len: usize, token: &str) -> TextOp {
     TextOp::from_components([Component::Retain(len), Component::Insert(token)])
 }
 
-#[tokio::test]
-async fn sigkill_under_load_loses_no_acked_op() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("t.db");
-    let server = Server::start(&db, &[]);
+on_both_stores!(sigkill_under_load_loses_no_acked_op, sigkill_under_load);
+
+async fn sigkill_under_load(db: Db) {
+    let server = Server::start_db(&db, &[]);
     let url = server.ws_url("killed");
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut writers = Vec::new();
@@ -55,7 +54,7 @@ async fn sigkill_under_load_loses_no_acked_op() {
         let _ = w.await;
     }
     let acked = acked.lock().expect("lock").clone();
-    let server = Server::start(&db, &[]);
+    let server = Server::start_db(&db, &[]);
     let (rev, text) = fetch_doc(&server.addr, "killed").await;
     assert!(rev as usize >= acked.len());
     let missing: Vec<_> = acked
@@ -174,4 +173,70 @@ async fn sigterm_closes_sessions_with_1001_flushes_and_snapshots() {
     assert_eq!(revs.last(), Some(&Revision(25)));
     let meta = store.document(&doc).await.expect("read").expect("exists");
     assert_eq!(meta.rev, Revision(25));
+}
+
+#[tokio::test]
+async fn postgres_connections_killed_under_load_lose_nothing() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let Db::Postgres(pg) = &db else {
+        unreachable!("Db::postgres makes a PostgreSQL database")
+    };
+    let server = Server::start_db(&db, &[]);
+    let url = server.ws_url("pgkill");
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (url, acked, stop) = (url.clone(), Arc::clone(&acked), Arc::clone(&stop));
+        writers.push(tokio::spawn(async move {
+            let mut c = OtClient::join(&url, &format!("w{w}")).await;
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let token = format!("[w{w}-{n}]");
+                n += 1;
+                c.edit(append(c.text.chars().count(), &token)).await;
+                while c.pending() {
+                    // No disconnect, no reload: the server rides it out.
+                    assert!(c.step().await, "client w{w} was disconnected");
+                }
+                acked.lock().expect("lock").push(token);
+            }
+            c.sent()
+        }));
+    }
+    let admin = pg::admin_client(&pg.admin_url).await;
+    let acks = || acked.lock().expect("lock").len();
+    for round in 1..=3 {
+        while acks() < round * 150 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        // Cut every connection the server has to its database.
+        let cut = admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&pg.name],
+            )
+            .await
+            .expect("terminate backends");
+        assert!(cut >= 1, "the server had connections to cut");
+    }
+    while acks() < 600 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut sent = 0;
+    for w in writers {
+        sent += w.await.expect("writer");
+    }
+    let (rev, text) = fetch_doc(&server.addr, "pgkill").await;
+    assert_eq!(rev, sent, "every op committed exactly once");
+    let acked = acked.lock().expect("lock").clone();
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|t| !text.contains(t.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "acked ops lost: {missing:?}");
 }

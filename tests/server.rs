@@ -48,10 +48,10 @@ async fn two_clients_type_concurrently_and_converge() {
     assert_eq!(b.text, text);
 }
 
-#[tokio::test]
-async fn twenty_clients_with_disconnects_converge_without_gaps() {
-    let dir = tmp();
-    let server = Server::start(&dir.path().join("t.db"), &[]);
+on_both_stores!(twenty_clients_with_disconnects_converge_without_gaps, crowd);
+
+async fn crowd(db: Db) {
+    let server = Server::start_db(&db, &[]);
     let url = server.ws_url("crowd");
     let mut clients = Vec::new();
     for i in 0..20 {
@@ -209,10 +209,10 @@ async fn expect_error(s: &mut Socket, code: &str) -> Value {
     m
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_and_changes_nothing() {
-    let dir = tmp();
-    let server = Server::start(&dir.path().join("t.db"), &["--max-message-bytes", "65536"]);
+on_both_stores!(bad_input_is_refused_and_changes_nothing, bad_input);
+
+async fn bad_input(db: Db) {
+    let server = Server::start_db(&db, &["--max-message-bytes", "65536"]);
     let url = server.ws_url("bad");
     let (mut good, _) = joined(&url).await;
     good.send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["base"]}))

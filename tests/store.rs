@@ -20,13 +20,14 @@
 //! print `SKIPPED: PostgreSQL conformance ...` to stderr and pass, so a
 //! backend is never skipped silently.
 
+mod common;
 mod store_conformance;
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use common::pg::{TestDatabase, admin_client};
 use store_conformance::Backend;
 use tandem::store::SharedStore;
 use tandem::store::postgres::{PostgresStore, migrate};
@@ -94,100 +95,8 @@ impl Backend for Sqlite {
 
 conformance_tests!(sqlite => Some(Sqlite::new()));
 
-/// A fresh PostgreSQL database on the server that `TANDEM_TEST_DATABASE_URL`
-/// names, dropped (with any connections still open to it) when this is
-/// dropped, also when the test panics.
-struct Postgres {
-    /// The server's URL, for creating and dropping the test database.
-    admin_url: String,
-    /// The test database's name.
-    name: String,
-    /// The test database's URL.
-    url: String,
-}
-
-impl Postgres {
-    /// `None` (after saying so on stderr) when no server is configured
-    /// outside CI; panics when none is configured in CI.
-    async fn new() -> Option<Self> {
-        let Ok(admin_url) = std::env::var("TANDEM_TEST_DATABASE_URL") else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("TANDEM_TEST_DATABASE_URL must be set in CI");
-            }
-            // Straight to stderr, past the test harness's capture of
-            // `eprintln!`, so the skip shows in every run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: PostgreSQL conformance (set TANDEM_TEST_DATABASE_URL)"
-            );
-            return None;
-        };
-        let name = format!("tandem_test_{:016x}", rand::random::<u64>());
-        let admin = admin_client(&admin_url).await;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create test database");
-        let url = database_url(&admin_url, &name);
-        Some(Self {
-            admin_url,
-            name,
-            url,
-        })
-    }
-}
-
-/// `url` with its database (the path) replaced by `name`.
-fn database_url(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let after_scheme = base.find("://").map_or(0, |i| i + 3);
-    let base = match base[after_scheme..].find('/') {
-        Some(slash) => &base[..after_scheme + slash],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
-    }
-}
-
-async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .expect("connect to TANDEM_TEST_DATABASE_URL");
-    tokio::spawn(connection);
-    client
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        // Drop runs inside the test's runtime, where blocking on another
-        // future is not allowed: drop the database from a thread of its own.
-        let (url, name) = (self.admin_url.clone(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                admin_client(&url)
-                    .await
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("dropping test database {}: {dropped:?}", self.name);
-        }
-    }
-}
-
 #[async_trait]
-impl Backend for Postgres {
+impl Backend for TestDatabase {
     async fn open(&self) -> SharedStore {
         migrate(&self.url).await.expect("migrate");
         Arc::new(
@@ -198,7 +107,7 @@ impl Backend for Postgres {
     }
 }
 
-conformance_tests!(postgres => Postgres::new().await);
+conformance_tests!(postgres => TestDatabase::new().await);
 
 /// PostgreSQL only: when the server closes the writer's connection, appends
 /// fail as `Unavailable` (which the document task retries) until the writer
@@ -208,7 +117,7 @@ async fn postgres_writer_reconnects() {
     use tandem::ids::Revision;
     use tandem::store::StoreError;
 
-    let Some(backend) = Postgres::new().await else {
+    let Some(backend) = TestDatabase::new().await else {
         return;
     };
     let store = backend.open().await;

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,15 +29,75 @@ pub struct Server {
     pub data: PathBuf,
 }
 
+/// Runs `$body(db)` as two tests, `$name::sqlite` and `$name::postgres`:
+/// one protocol test body, both stores.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($name:ident, $body:ident) => {
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn sqlite() {
+                $body(Db::sqlite()).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                if let Some(db) = Db::postgres().await {
+                    $body(db).await;
+                }
+            }
+        }
+    };
+}
+
+/// Where a test server keeps its data: a SQLite file, or a fresh
+/// PostgreSQL database.
+pub enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(pg::TestDatabase),
+}
+
+impl Db {
+    pub fn sqlite() -> Db {
+        Db::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// `None` when no PostgreSQL is configured (and not in CI).
+    pub async fn postgres() -> Option<Db> {
+        pg::TestDatabase::new().await.map(Db::Postgres)
+    }
+
+    fn args(&self) -> Vec<String> {
+        match self {
+            Db::Sqlite(dir) => vec![
+                "--data".into(),
+                dir.path().join("t.db").display().to_string(),
+            ],
+            Db::Postgres(db) => vec!["--database-url".into(), db.url.clone()],
+        }
+    }
+}
+
 impl Server {
     /// Starts `tandem serve` on a free port with its database at `data`.
     pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let args = ["--data".to_owned(), data.display().to_string()];
+        Self::spawn(&args, extra, data)
+    }
+
+    /// Starts `tandem serve` on a free port with the given store.
+    pub fn start_db(db: &Db, extra: &[&str]) -> Server {
+        Self::spawn(&db.args(), extra, Path::new(""))
+    }
+
+    fn spawn(store: &[String], extra: &[&str], data: &Path) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .arg("serve")
             .arg("--bind")
             .arg("127.0.0.1:0")
-            .arg("--data")
-            .arg(data)
+            .args(store)
             .arg("--static-dir")
             .arg("/nonexistent")
             .args(extra)
