@@ -130,6 +130,11 @@ struct ServeArgs {
     /// Messages queued to one client before it is disconnected as too slow.
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE)]
     outbound_queue: usize,
+
+    /// How long appends are retried while the store is unreachable before
+    /// clients are told `unavailable` and asked to reconnect.
+    #[arg(long, env = "TANDEM_STORE_RETRY_SECS", default_value_t = config::STORE_RETRY_LIMIT.as_secs())]
+    store_retry_secs: u64,
 }
 
 impl ServeArgs {
@@ -143,6 +148,7 @@ impl ServeArgs {
         s.limits.max_catchup_revisions = self.max_catchup_revisions;
         s.limits.rate_limit_per_sec = self.rate_limit;
         s.limits.outbound_queue = self.outbound_queue.max(16);
+        s.timing.store_retry_limit = std::time::Duration::from_secs(self.store_retry_secs);
         s.timing.snapshot_interval = self.snapshot_interval.max(1);
         s.timing.document_idle_close = std::time::Duration::from_secs(self.document_idle_secs);
         s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs.max(1));

@@ -240,3 +240,70 @@ async fn postgres_connections_killed_under_load_lose_nothing() {
         .collect();
     assert!(missing.is_empty(), "acked ops lost: {missing:?}");
 }
+
+#[tokio::test]
+async fn postgres_gone_too_long_means_unavailable_then_the_resend_lands_once() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let Db::Postgres(pg) = &db else {
+        unreachable!("Db::postgres makes a PostgreSQL database")
+    };
+    let server = Server::start_db(&db, &["--store-retry-secs", "1"]);
+    let url = server.ws_url("pgdown");
+    let mut c = OtClient::join(&url, "c").await;
+    c.edit(append(0, "before;")).await;
+    while c.pending() {
+        assert!(c.step().await);
+    }
+    // Take the database away: no new connections, existing ones cut.
+    let admin = pg::admin_client(&pg.admin_url).await;
+    let name = &pg.name;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        .await
+        .expect("disallow");
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+            &[name],
+        )
+        .await
+        .expect("terminate");
+    c.edit(append(7, "during;")).await;
+    // Past the retry limit the op is refused as unavailable and the session
+    // closed; nothing was acked.
+    let socket = c.socket.as_mut().expect("connected");
+    let mut saw_unavailable = false;
+    loop {
+        match socket.next().await {
+            Received::Msg(m) if m["type"] == "error" => {
+                assert_eq!(m["code"], "unavailable", "{m}");
+                saw_unavailable = true;
+            }
+            Received::Msg(m) => assert_ne!(m["type"], "ack", "nothing may be acked: {m}"),
+            Received::Closed(code) => {
+                assert_eq!(code, Some(1013));
+                break;
+            }
+        }
+    }
+    assert!(saw_unavailable);
+    c.disconnect();
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+        .await
+        .expect("allow");
+    // The client resumes and resends; the op lands exactly once.
+    c.connect().await;
+    while c.pending() {
+        if !c.step().await {
+            c.connect().await;
+        }
+    }
+    assert_eq!(
+        fetch_doc(&server.addr, "pgdown").await,
+        (2, "before;during;".to_owned())
+    );
+}

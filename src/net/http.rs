@@ -100,9 +100,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let (commits, ops) = state.registry.store().commit_stats();
     HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "open_documents": state.registry.open_count(),
+        "store": { "commits": commits, "ops": ops },
     }))
 }
 

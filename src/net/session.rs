@@ -254,6 +254,10 @@ pub async fn run(
                         }
                     };
                     tokio::select! {
+                        // A frame that can be written is written before a
+                        // kick is looked at, so the error that explains the
+                        // kick is not dropped.
+                        biased;
                         r = timeout(timing.client_idle_timeout, ws.text(f)) => {
                             if !matches!(r, Ok(Ok(()))) {
                                 outcome = Some(End::Gone);

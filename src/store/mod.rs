@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use ropey::Rope;
@@ -165,6 +166,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a snapshot (kept if one exists at that revision already).
     async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError>;
+
+    /// `(commits, ops)` written by this store since it was opened.
+    fn commit_stats(&self) -> (u64, u64);
+}
+
+/// Counts of what a store's group commit did: how many transactions it
+/// committed and how many ops they carried (ops per commit is the batching
+/// that a writer achieved under load).
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    commits: AtomicU64,
+    ops: AtomicU64,
+}
+
+impl CommitStats {
+    /// Records one committed transaction carrying `ops` ops.
+    pub fn record(&self, ops: usize) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        self.ops.fetch_add(ops as u64, Ordering::Relaxed);
+    }
+
+    /// `(commits, ops)` so far.
+    pub fn read(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.ops.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// A shared store handle.

@@ -20,6 +20,7 @@
 //! The schema lives in `sql/` as numbered plain-SQL migrations, embedded in
 //! the binary and applied by [`migrate`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +32,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
 
-use super::{AppendBatch, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op, now_ms};
+use super::{
+    AppendBatch, CommitStats, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op,
+    now_ms,
+};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 
 /// The migrations, in order: `(version, SQL)`. Each runs once, in its own
@@ -200,6 +204,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The store's own runtime, where reads run.
     runtime: tokio::runtime::Handle,
+    /// Shared with the writer task.
+    stats: Arc<CommitStats>,
 }
 
 impl PostgresStore {
@@ -219,6 +225,8 @@ impl PostgresStore {
         let handle = runtime.handle().clone();
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let (started_tx, started_rx) = oneshot::channel();
+        let stats = Arc::new(CommitStats::default());
+        let writer_stats = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("tandem-postgres".into())
             .spawn(move || {
@@ -239,7 +247,7 @@ impl PostgresStore {
                     match started {
                         Ok((writer, pool)) => {
                             if started_tx.send(Ok(pool)).is_ok() {
-                                writer_loop(config, Some(writer), rx).await;
+                                writer_loop(config, Some(writer), rx, &writer_stats).await;
                             }
                         }
                         Err(e) => {
@@ -256,6 +264,7 @@ impl PostgresStore {
             writer: tx,
             pool,
             runtime: handle,
+            stats,
         })
     }
 
@@ -289,7 +298,12 @@ impl PostgresStore {
     }
 }
 
-async fn writer_loop(config: Config, mut client: Option<Client>, mut rx: mpsc::Receiver<Job>) {
+async fn writer_loop(
+    config: Config,
+    mut client: Option<Client>,
+    mut rx: mpsc::Receiver<Job>,
+    stats: &CommitStats,
+) {
     let mut jobs = Vec::new();
     while rx.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
         let batch = std::mem::take(&mut jobs);
@@ -311,6 +325,14 @@ async fn writer_loop(config: Config, mut client: Option<Client>, mut rx: mpsc::R
         };
         match commit_jobs(conn, &batch).await {
             Ok(outcomes) => {
+                let ops = batch
+                    .iter()
+                    .map(|j| match j {
+                        Job::Append { batch, .. } => batch.ops.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                stats.record(ops);
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     reply(job, outcome);
                 }
@@ -777,5 +799,9 @@ impl Store for PostgresStore {
             reply,
         })
         .await
+    }
+
+    fn commit_stats(&self) -> (u64, u64) {
+        self.stats.read()
     }
 }

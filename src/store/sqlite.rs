@@ -15,7 +15,10 @@ use ropey::Rope;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::{AppendBatch, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op, now_ms};
+use super::{
+    AppendBatch, CommitStats, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op,
+    now_ms,
+};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 
 /// Most jobs in one transaction: bounds how long one commit holds replies.
@@ -93,6 +96,8 @@ pub struct SqliteStore {
     writer: Mutex<std_mpsc::Sender<Job>>,
     /// Idle read connections; a read takes one or opens a new one.
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Shared with the writer thread.
+    stats: Arc<CommitStats>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -125,14 +130,17 @@ impl SqliteStore {
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
         let (tx, rx) = std_mpsc::channel();
+        let stats = Arc::new(CommitStats::default());
+        let writer_stats = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("tandem-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, &writer_stats))
             .map_err(unavailable)?;
         Ok(Self {
             path,
             writer: Mutex::new(tx),
             readers: Arc::new(Mutex::new(Vec::new())),
+            stats,
         })
     }
 
@@ -174,7 +182,7 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Job>) {
+fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Job>, stats: &CommitStats) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_JOBS_PER_COMMIT {
@@ -183,13 +191,13 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit_jobs(&mut conn, jobs);
+        commit_jobs(&mut conn, jobs, stats);
     }
 }
 
 /// Runs each job under its own savepoint in one transaction, commits once,
 /// then replies. Nothing is replied `Ok` before the commit has returned.
-fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
+fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>, stats: &CommitStats) {
     let mut outcomes: Vec<(Job, Result<Option<DocumentMeta>, StoreError>)> =
         Vec::with_capacity(jobs.len());
     let committed = (|| -> Result<(), StoreError> {
@@ -205,6 +213,9 @@ fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
         }
         tx.commit().map_err(unavailable)
     })();
+    if committed.is_ok() {
+        stats.record(appended_ops(outcomes.iter().map(|(job, _)| job)));
+    }
     for (job, result) in outcomes {
         let result = match (&committed, result) {
             (Err(e), _) => Err(StoreError::Unavailable(e.to_string())),
@@ -212,6 +223,15 @@ fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>) {
         };
         reply(job, result);
     }
+}
+
+/// Ops carried by the append jobs among `jobs`.
+fn appended_ops<'a>(jobs: impl Iterator<Item = &'a Job>) -> usize {
+    jobs.map(|j| match j {
+        Job::Append { batch, .. } => batch.ops.len(),
+        _ => 0,
+    })
+    .sum()
 }
 
 fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
@@ -617,5 +637,9 @@ impl Store for SqliteStore {
             reply,
         })
         .await
+    }
+
+    fn commit_stats(&self) -> (u64, u64) {
+        self.stats.read()
     }
 }
