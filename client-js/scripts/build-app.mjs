@@ -64,7 +64,9 @@ const workers = await esbuild.build({
 const workerUrls = {};
 for (const [file, out] of Object.entries(workers.metafile.outputs)) {
   if (!out.entryPoint || !file.endsWith(".js")) continue;
-  const name = Object.keys(WORKERS).find((w) => relative(assets, join(root, file)).startsWith(`${w}-`));
+  const name = Object.keys(WORKERS).find((w) =>
+    relative(assets, join(root, file)).startsWith(`${w}-`),
+  );
   if (name) workerUrls[name] = `/assets/${relative(assets, join(root, file))}`;
 }
 for (const name of Object.keys(WORKERS)) {
@@ -90,7 +92,8 @@ const tags = [
 ]
   .filter(Boolean)
   .join("\n    ");
-if (!template.includes("<!-- tandem:assets -->")) throw new Error("template lacks the assets marker");
+if (!template.includes("<!-- tandem:assets -->"))
+  throw new Error("template lacks the assets marker");
 await writeFile(join(dist, "index.html"), template.replace("<!-- tandem:assets -->", tags));
 
 const sizes = Object.entries({ ...workers.metafile.outputs, ...app.metafile.outputs })

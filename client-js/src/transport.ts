@@ -43,7 +43,11 @@ export interface SocketLike {
 /** Opens a socket to `url` that reports to `handlers`. */
 export type SocketFactory = (url: string, handlers: SocketHandlers) => SocketLike;
 
-/** A {@link SocketFactory} over the browser's `WebSocket`. */
+/**
+ * A {@link SocketFactory} over the browser's `WebSocket`. Sending on a socket
+ * that is no longer open does nothing (the browser would log an error): the
+ * close is on its way, and the connection resends what matters on resume.
+ */
 export const browserSocketFactory: SocketFactory = (url, handlers) => {
   const ws = new WebSocket(url);
   ws.onopen = () => handlers.onOpen();
@@ -52,7 +56,12 @@ export const browserSocketFactory: SocketFactory = (url, handlers) => {
     handlers.onMessage(typeof ev.data === "string" ? ev.data : "");
   };
   ws.onclose = (ev: CloseEvent) => handlers.onClose(ev.code, ev.reason);
-  return ws;
+  return {
+    send: (data) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(data);
+    },
+    close: (code, reason) => ws.close(code, reason),
+  };
 };
 
 /** Timers, injectable for tests. */

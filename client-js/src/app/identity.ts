@@ -36,7 +36,6 @@ function storage(): Storage | null {
 
 /** A name as the server accepts it: trimmed, no control characters, at most 64 characters. */
 export function cleanName(name: string): string {
-  // eslint-disable-next-line no-control-regex
   const chars = [...name.replace(/[\u0000-\u001f\u007f-\u009f]/g, "").trim()];
   return chars.slice(0, MAX_NAME_LENGTH).join("").trim();
 }

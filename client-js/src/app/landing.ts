@@ -35,7 +35,11 @@ function open(id: string): void {
 export function renderLanding(root: HTMLElement, notice: string | null): void {
   document.title = "Tandem";
   document.body.className = "landing-page";
-  const newButton = h("button", { id: "new-document", class: "primary", type: "button" }, "New document");
+  const newButton = h(
+    "button",
+    { id: "new-document", class: "primary", type: "button" },
+    "New document",
+  );
   newButton.addEventListener("click", () => open(randomDocumentId()));
 
   const idInput = h("input", {
@@ -47,7 +51,12 @@ export function renderLanding(root: HTMLElement, notice: string | null): void {
     autocomplete: "off",
     spellcheck: "false",
   });
-  const openForm = h("form", { class: "open-form" }, idInput, h("button", { type: "submit" }, "Open"));
+  const openForm = h(
+    "form",
+    { class: "open-form" },
+    idInput,
+    h("button", { type: "submit" }, "Open"),
+  );
   openForm.addEventListener("submit", (e) => {
     e.preventDefault();
     const id = idInput.value.trim();
@@ -62,7 +71,11 @@ export function renderLanding(root: HTMLElement, notice: string | null): void {
     "main",
     { class: "landing" },
     h("h1", {}, h("span", { class: "logo-dot a" }), h("span", { class: "logo-dot b" }), "Tandem"),
-    h("p", { class: "tagline" }, "Edit code together, in real time. Share the link; everyone types at once."),
+    h(
+      "p",
+      { class: "tagline" },
+      "Edit code together, in real time. Share the link; everyone types at once.",
+    ),
     ...(notice ? [h("p", { class: "notice", role: "alert" }, notice)] : []),
     h("div", { class: "actions" }, newButton, openForm),
     h("h2", {}, "Recent documents"),
@@ -99,8 +112,7 @@ async function loadRecent(list: HTMLElement): Promise<void> {
         h(
           "span",
           { class: "meta" },
-          `${d.language} · ${d.rev} edit${d.rev === 1 ? "" : "s"}` +
-            (d.updated_ms ? ` · ${timeAgo(d.updated_ms)}` : ""),
+          `${d.language} · revision ${d.rev}` + (d.updated_ms ? ` · ${timeAgo(d.updated_ms)}` : ""),
         ),
       ),
     ),

@@ -232,8 +232,10 @@ export class MonacoBinding {
       return;
     }
     const before = this.localSelectionOrNull();
+    const viewport = this.viewportAnchor();
     this.editModel(edits);
     if (before) this.restoreSelection(transformSelection(before, op, false));
+    if (viewport) this.restoreViewport(viewport, op);
     const crInserted = op.ops.some((c) => typeof c === "string" && c.includes("\r"));
     if (crInserted || this.shadow.utf16Length !== this.model.getValueLength()) {
       this.scheduleReconcile();
@@ -287,7 +289,14 @@ export class MonacoBinding {
       return false; // the stacks do not fit the text: a bug; do nothing rather than corrupt
     }
     if (!result) return false;
-    const edits = operationToEdits(this.shadow, result.op);
+    let edits: Utf16Edit[];
+    try {
+      edits = operationToEdits(this.shadow, result.op);
+    } catch {
+      this.rebuildShadow();
+      this.scheduleReconcile();
+      return false;
+    }
     this.editModel(edits);
     this.undoManager = result.manager;
     this.group = null;
@@ -437,6 +446,36 @@ export class MonacoBinding {
     } finally {
       this.suppress--;
     }
+  }
+
+  /**
+   * The first visible line (as a code point offset of its start) and how far
+   * the view is scrolled into it, so that a colleague's edit above the view
+   * does not move what the user is looking at.
+   */
+  private viewportAnchor(): { offset: number; line: number; delta: number } | null {
+    const range = this.editor.getVisibleRanges()[0];
+    // At the very top, text inserted above simply pushes the view's content down.
+    if (!range || this.editor.getScrollTop() <= 0) return null;
+    const line = range.startLineNumber;
+    return {
+      line,
+      offset: this.shadow.toCodePoint(this.model.getOffsetAt({ lineNumber: line, column: 1 })),
+      delta: this.editor.getScrollTop() - this.editor.getTopForLineNumber(line),
+    };
+  }
+
+  private restoreViewport(
+    anchor: { offset: number; line: number; delta: number },
+    op: TextOperation,
+  ): void {
+    // As if the anchor were ours: text inserted right at it goes above the view.
+    const line = this.toPosition(transformIndex(op, anchor.offset, true)).lineNumber;
+    if (line === anchor.line) return;
+    this.editor.setScrollTop(
+      this.editor.getTopForLineNumber(line) + anchor.delta,
+      monaco.editor.ScrollType.Immediate,
+    );
   }
 
   private toPosition(offset: number): monaco.IPosition {

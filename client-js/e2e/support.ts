@@ -1,0 +1,280 @@
+/**
+ * Helpers for the browser end-to-end tests: the server process, Chromium
+ * pages with the app, and polling for convergence (no fixed sleeps).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { createWriteStream, existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+
+/** Chromium flags: headless, no sandbox (root in CI), nothing fetched from outside. */
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+];
+
+/** Polls `check` until it returns a value other than undefined/false, or fails with `what`. */
+export async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown = null;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** One run of the tandem binary. */
+export class ServerProcess {
+  private constructor(
+    private readonly proc: ChildProcess,
+    readonly port: number,
+    private readonly exited: Promise<number | null>,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /**
+   * Starts `bin serve` on `port` (0: any) and reads the port from its first
+   * line. stderr goes to `logFile`.
+   */
+  static async start(
+    bin: string,
+    opts: { port: number; data: string; staticDir: string; logFile: string },
+  ): Promise<ServerProcess> {
+    const log = createWriteStream(opts.logFile, { flags: "a" });
+    const proc = spawn(
+      bin,
+      [
+        "serve",
+        "--bind",
+        `127.0.0.1:${opts.port}`,
+        "--data",
+        opts.data,
+        "--static-dir",
+        opts.staticDir,
+      ],
+      { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TANDEM_LOG: "info" } },
+    );
+    proc.stderr?.pipe(log);
+    const exited = new Promise<number | null>((resolve) =>
+      proc.on("exit", (code) => resolve(code)),
+    );
+    const lines = createInterface({ input: proc.stdout as NodeJS.ReadableStream });
+    const port = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error("the server printed no address in 20 s")),
+        20_000,
+      );
+      lines.once("line", (line) => {
+        clearTimeout(timer);
+        const m = /^tandem listening on http:\/\/[^:]+:(\d+)/.exec(line);
+        if (m) resolve(Number(m[1]));
+        else reject(new Error(`unexpected first line from the server: ${line}`));
+      });
+      proc.once("error", (e) => reject(e));
+      void exited.then((code) => {
+        clearTimeout(timer);
+        reject(new Error(`the server exited with ${code}: ${tail(opts.logFile)}`));
+      });
+    });
+    lines.on("line", () => {}); // keep draining stdout
+    return new ServerProcess(proc, port, exited);
+  }
+
+  /** Sends `signal` and waits for the process to end. */
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill(signal);
+    const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 15_000));
+    const r = await Promise.race([this.exited, timeout]);
+    if (r === "timeout") {
+      this.proc.kill("SIGKILL");
+      throw new Error(`the server did not stop within 15 s of ${signal}`);
+    }
+    return r;
+  }
+
+  /** Kills the process if it is still running (for cleanup). */
+  kill(): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill("SIGKILL");
+  }
+}
+
+/** The last lines of a log file, for error messages. */
+export function tail(file: string, lines = 20): string {
+  try {
+    return readFileSync(file, "utf8").split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+/** A browser page showing one document, as one named user. */
+export class EditorPage {
+  readonly errors: string[] = [];
+
+  private constructor(
+    readonly name: string,
+    readonly context: BrowserContext,
+    readonly page: Page,
+  ) {}
+
+  static async open(
+    browser: Browser,
+    baseUrl: string,
+    docId: string,
+    user: { name: string; color: string },
+    options: { width?: number; height?: number; dark?: boolean } = {},
+  ): Promise<EditorPage> {
+    const context = await browser.newContext({
+      viewport: { width: options.width ?? 1000, height: options.height ?? 640 },
+      colorScheme: options.dark ? "dark" : "light",
+    });
+    await context.addInitScript((u: { name: string; color: string }) => {
+      localStorage.setItem("tandem.name", u.name);
+      localStorage.setItem("tandem.color", u.color);
+    }, user);
+    const page = await context.newPage();
+    const p = new EditorPage(user.name, context, page);
+    page.on("pageerror", (e) => p.errors.push(`pageerror: ${e.message}`));
+    page.on("console", (m) => {
+      if (m.type() !== "error") return;
+      const text = m.text();
+      // The browser logs failed socket attempts while the server restarts.
+      if (/WebSocket connection to|ERR_CONNECTION_REFUSED|Failed to load resource/.test(text))
+        return;
+      p.errors.push(`console.error: ${text}`);
+    });
+    await page.goto(`${baseUrl}/d/${encodeURIComponent(docId)}`);
+    await p.waitConnected();
+    // Suggestions pop up on a timer and Enter would accept them: keep typing deterministic.
+    await page.evaluate(() =>
+      window.tandem?.editor.updateOptions({
+        quickSuggestions: false,
+        suggestOnTriggerCharacters: false,
+        wordBasedSuggestions: "off",
+        acceptSuggestionOnEnter: "off",
+        parameterHints: { enabled: false },
+      }),
+    );
+    return p;
+  }
+
+  async waitConnected(timeoutMs = 20_000): Promise<void> {
+    await until(
+      `${this.name} connected`,
+      () => this.page.evaluate(() => window.tandem?.connection.status.kind === "connected"),
+      timeoutMs,
+    );
+  }
+
+  text(): Promise<string> {
+    return this.page.evaluate(() => window.tandem?.editor.getValue() ?? "");
+  }
+
+  /** Connection state: status, edits waiting, revision. */
+  state(): Promise<{ status: string; waiting: number; rev: number | null }> {
+    return this.page.evaluate(() => {
+      const c = window.tandem?.connection;
+      return {
+        status: c?.status.kind ?? "none",
+        waiting: c?.waitingEdits ?? -1,
+        rev: c?.revision ?? null,
+      };
+    });
+  }
+
+  /** Focuses the editor and puts the caret at (line, column), 1-based. */
+  async caretAt(lineNumber: number, column: number): Promise<void> {
+    await this.page.evaluate(
+      ([l, c]) => {
+        const e = window.tandem?.editor;
+        e?.focus();
+        e?.setPosition({ lineNumber: l as number, column: c as number });
+      },
+      [lineNumber, column],
+    );
+  }
+
+  /** Focuses the editor and puts the caret at the end of the document. */
+  async caretAtEnd(): Promise<void> {
+    await this.page.evaluate(() => {
+      const e = window.tandem?.editor;
+      const m = e?.getModel();
+      if (!e || !m) return;
+      e.focus();
+      const line = m.getLineCount();
+      e.setPosition({ lineNumber: line, column: m.getLineMaxColumn(line) });
+    });
+  }
+
+  /** Pastes `text` at the caret as Monaco's paste command does (no clipboard needed). */
+  async paste(text: string): Promise<void> {
+    await this.page.evaluate(
+      (t) => window.tandem?.editor.trigger("keyboard", "paste", { text: t }),
+      text,
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.context.close();
+  }
+}
+
+/** The document as the server has it (REST). */
+export async function serverDocument(
+  baseUrl: string,
+  id: string,
+): Promise<{ id: string; rev: number; language: string; text: string }> {
+  const res = await fetch(`${baseUrl}/api/documents/${encodeURIComponent(id)}`);
+  if (!res.ok) throw new Error(`GET document ${id}: ${res.status}`);
+  return (await res.json()) as { id: string; rev: number; language: string; text: string };
+}
+
+/**
+ * Waits until every page is connected with nothing waiting and shows the
+ * same text as the server; returns that text.
+ */
+export async function converged(
+  baseUrl: () => string,
+  id: string,
+  pages: readonly EditorPage[],
+  timeoutMs = 30_000,
+): Promise<string> {
+  return until(
+    "the editors and the server to agree",
+    async () => {
+      const states = await Promise.all(pages.map((p) => p.state()));
+      if (states.some((s) => s.status !== "connected" || s.waiting !== 0)) return undefined;
+      const texts = await Promise.all(pages.map((p) => p.text()));
+      const server = await serverDocument(baseUrl(), id);
+      return texts.every((t) => t === server.text) ? server.text : undefined;
+    },
+    timeoutMs,
+  );
+}
+
+/** True if `path` exists. */
+export function exists(path: string): boolean {
+  return existsSync(path);
+}
+
+export { join };

@@ -1,0 +1,286 @@
+/**
+ * The editor page, `/d/{id}`: Monaco filling the window under a top bar
+ * with the language picker, the people present, the user's name, a
+ * copy-link button and the connection status.
+ *
+ * Test hook: `window.tandem` holds the editor, the current binding and its
+ * connection (the e2e tests read text and state through it).
+ *
+ * @module
+ */
+
+import * as monaco from "monaco-editor";
+import { MonacoBinding, normalizeColor, peerName } from "../monaco/index.js";
+import type { Connection, ConnectionStatus, Peer } from "../connection.js";
+import type { JoinUser } from "../protocol.js";
+import { copyText, h } from "./dom.js";
+import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
+
+/** What the page exposes on `window.tandem`. */
+export interface TandemHook {
+  readonly documentId: string;
+  readonly editor: monaco.editor.IStandaloneCodeEditor;
+  readonly monaco: typeof monaco;
+  readonly binding: MonacoBinding;
+  readonly connection: Connection;
+}
+
+declare global {
+  interface Window {
+    tandem?: TandemHook;
+  }
+}
+
+/** The WebSocket URL of document `id`, passing on a `?token=` of the page. */
+function socketUrl(id: string): string {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const token = new URLSearchParams(location.search).get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  return `${scheme}://${location.host}/api/documents/${encodeURIComponent(id)}/ws${query}`;
+}
+
+/** Monaco's languages as picker options, by display name. */
+function languageOptions(): { id: string; name: string }[] {
+  const seen = new Set<string>();
+  const out: { id: string; name: string }[] = [];
+  for (const l of monaco.languages.getLanguages()) {
+    if (seen.has(l.id)) continue;
+    seen.add(l.id);
+    out.push({ id: l.id, name: l.aliases?.[0] ?? l.id });
+  }
+  return out.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+/** Renders the editor for document `id` into `root` and connects. */
+export function renderEditor(root: HTMLElement, id: string): void {
+  document.title = `${id} · Tandem`;
+  document.body.className = "editor-page";
+  let user: JoinUser = loadUser();
+
+  // ---- top bar ---------------------------------------------------------------
+  const language = h("select", { id: "language", "aria-label": "Language", disabled: "" });
+  for (const l of languageOptions()) language.append(h("option", { value: l.id }, l.name));
+  const people = h("ul", { id: "people", class: "people", "aria-label": "People here" });
+  const nameInput = h("input", {
+    id: "name",
+    placeholder: "Your name",
+    "aria-label": "Your name",
+    maxlength: String(MAX_NAME_LENGTH),
+    autocomplete: "nickname",
+    spellcheck: "false",
+  });
+  nameInput.value = user.name;
+  const share = h(
+    "button",
+    { id: "share", type: "button", title: "Copy this document's link" },
+    "Copy link",
+  );
+  const statusText = h("span", { class: "status-text" }, "Connecting…");
+  const retry = h(
+    "button",
+    { id: "retry", type: "button", class: "link", hidden: "" },
+    "Retry now",
+  );
+  const status = h(
+    "div",
+    { id: "status", class: "status connecting", role: "status", "aria-live": "polite" },
+    h("span", { class: "status-dot" }),
+    statusText,
+    retry,
+  );
+  const bar = h(
+    "header",
+    { class: "topbar" },
+    h(
+      "a",
+      { href: "/", class: "brand", title: "All documents" },
+      h("span", { class: "logo-dot a" }),
+      h("span", { class: "logo-dot b" }),
+      "Tandem",
+    ),
+    h("span", { class: "doc-id", title: "Document id" }, id),
+    language,
+    h("div", { class: "spacer" }),
+    people,
+    nameInput,
+    share,
+    status,
+  );
+  const editorHost = h("div", { id: "editor", class: "editor" });
+  root.replaceChildren(bar, editorHost);
+
+  // ---- the editor --------------------------------------------------------------
+  const dark = window.matchMedia?.("(prefers-color-scheme: dark)").matches ?? false;
+  const model = monaco.editor.createModel(
+    "",
+    "plaintext",
+    monaco.Uri.parse(`inmemory://tandem/${encodeURIComponent(id)}`),
+  );
+  const editor = monaco.editor.create(editorHost, {
+    model,
+    automaticLayout: true,
+    theme: dark ? "vs-dark" : "vs",
+    fontSize: 14,
+    scrollBeyondLastLine: false,
+    fixedOverflowWidgets: true,
+    unusualLineTerminators: "off",
+    renderLineHighlight: "all",
+    readOnly: true,
+  });
+
+  let binding: MonacoBinding;
+  let unsubscribe: (() => void)[] = [];
+
+  const setLanguage = (lang: string): void => {
+    if (!language.querySelector(`option[value="${CSS.escape(lang)}"]`)) {
+      language.append(h("option", { value: lang }, lang));
+    }
+    language.value = lang;
+    if (model.getLanguageId() !== lang) monaco.editor.setModelLanguage(model, lang);
+  };
+
+  const renderPeople = (peers: ReadonlyMap<string, Peer>): void => {
+    const chip = (name: string, color: string, title: string, self: boolean) =>
+      h(
+        "li",
+        { class: self ? "person self" : "person", title },
+        h("span", { class: "person-dot", style: `background:${normalizeColor(color)}` }),
+        h("span", { class: "person-name" }, name),
+      );
+    const me = chip(user.name ? `${user.name} (you)` : "You", user.color, "You", true);
+    const others = [...peers.values()].map((p) =>
+      chip(peerName(p), p.user?.color ?? "", `${peerName(p)} is here`, false),
+    );
+    people.replaceChildren(me, ...others);
+    people.dataset["count"] = String(others.length + 1);
+  };
+
+  const renderStatus = (s: ConnectionStatus, waiting: number): void => {
+    let text: string;
+    switch (s.kind) {
+      case "connecting":
+        text = "Connecting…";
+        break;
+      case "connected":
+        text = waiting > 0 ? `Connected · saving ${plural(waiting, "edit")}` : "Connected";
+        break;
+      case "reconnecting":
+        text = `Reconnecting…${waiting ? ` · ${plural(waiting, "edit")} waiting` : ""}`;
+        break;
+      case "offline":
+        text = `Offline · ${plural(waiting, "edit")} waiting · retrying in ${Math.ceil(s.retryInMs / 1000)} s`;
+        break;
+      case "closed":
+        text = `Disconnected (${s.reason || s.code})${waiting ? ` · ${plural(waiting, "edit")} not saved` : ""}`;
+        break;
+    }
+    status.className = `status ${s.kind}`;
+    status.dataset["waiting"] = String(waiting);
+    statusText.textContent = text;
+    retry.hidden = !(s.kind === "reconnecting" || s.kind === "offline");
+  };
+
+  const bind = (): void => {
+    binding = new MonacoBinding(editor, { url: socketUrl(id), user });
+    const c = binding.connection;
+    unsubscribe = [
+      c.on("status", (s) => renderStatus(s, c.waitingEdits)),
+      c.on("peers", (p) => renderPeople(p)),
+      c.on("joined", (j) => {
+        language.disabled = j.permission === "read";
+        setLanguage(j.language ?? "plaintext");
+      }),
+      c.on("language", (l) => setLanguage(l.language)),
+      c.on("refused", (r) =>
+        console.warn(`tandem: the server refused a message: ${r.code}: ${r.message}`),
+      ),
+      c.on("protocolError", (e) =>
+        console.warn("tandem: protocol error, reloading the document", e),
+      ),
+    ];
+    renderPeople(c.peers);
+    renderStatus(c.status, 0);
+    binding.start();
+  };
+  bind();
+
+  // The status event does not fire on acks: refresh "saving" from time to time.
+  let shownWaiting = -1;
+  window.setInterval(() => {
+    const c = binding.connection;
+    if (c.waitingEdits !== shownWaiting) {
+      shownWaiting = c.waitingEdits;
+      renderStatus(c.status, shownWaiting);
+    }
+  }, 400);
+
+  language.addEventListener("change", () => {
+    const lang = language.value;
+    if (binding.connection.setLanguage(lang)) setLanguage(lang);
+    else setLanguage(binding.connection.language ?? model.getLanguageId());
+  });
+
+  retry.addEventListener("click", () => binding.connection.reconnectNow());
+
+  share.addEventListener("click", () => {
+    const url = `${location.origin}/d/${encodeURIComponent(id)}`;
+    void copyText(url).then((ok) => {
+      share.textContent = ok ? "Copied!" : "Copy failed";
+      window.setTimeout(() => (share.textContent = "Copy link"), 1500);
+    });
+  });
+
+  // A new name needs a new join: rebind once nothing is waiting to be saved.
+  let renameTimer: number | null = null;
+  const applyName = (): void => {
+    renameTimer = null;
+    const name = cleanName(nameInput.value);
+    nameInput.value = name;
+    if (name === user.name) return;
+    if (binding.connection.waitingEdits > 0) {
+      renameTimer = window.setTimeout(applyName, 300);
+      return;
+    }
+    saveName(name);
+    user = { ...user, name };
+    for (const u of unsubscribe) u();
+    binding.dispose();
+    bind();
+  };
+  nameInput.addEventListener("change", () => {
+    if (renameTimer === null) applyName();
+  });
+  nameInput.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") {
+      nameInput.blur();
+      editor.focus();
+    }
+  });
+
+  // Leave at once when the tab goes (peers see us leave); come back from the
+  // back/forward cache with a fresh session.
+  window.addEventListener("pagehide", () => {
+    for (const u of unsubscribe) u();
+    binding.dispose();
+  });
+  window.addEventListener("pageshow", (e) => {
+    if (e.persisted) bind();
+  });
+
+  window.tandem = {
+    documentId: id,
+    editor,
+    monaco,
+    get binding() {
+      return binding;
+    },
+    get connection() {
+      return binding.connection;
+    },
+  };
+  editor.focus();
+}
