@@ -13,6 +13,8 @@
 //!   (the sequencer).
 //! - [`registry`]: which documents are open on this node.
 //! - [`store`]: the `Store` trait and its backends (SQLite embedded).
+//! - [`history`]: reading history: text at a revision, grouped revisions,
+//!   blame, diffs, the op that restores an old text. Pure.
 //! - [`protocol`]: the wire messages, error codes and close codes.
 //! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
@@ -25,6 +27,7 @@
 
 pub mod config;
 pub mod document;
+pub mod history;
 pub mod ids;
 pub mod net;
 pub mod ot;

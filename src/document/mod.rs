@@ -125,6 +125,17 @@ pub enum Command {
         /// The answer.
         reply: oneshot::Sender<DocumentInfo>,
     },
+    /// Make the text equal to `target` again with one new op, diffed
+    /// against the head text and sequenced like a client's op; answered
+    /// with its revision once it is published (durable).
+    Restore {
+        /// The text to restore (read from history by the caller).
+        target: String,
+        /// Recorded as the op's author.
+        author: String,
+        /// The revision of the restoring op, or why it was refused.
+        reply: oneshot::Sender<Result<Revision, Refusal>>,
+    },
 }
 
 /// A handle to a running document task.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytestring::ByteString;
 use ropey::Rope;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
@@ -129,7 +129,12 @@ struct Task {
     last_snapshot: Revision,
     idle_since: Option<Instant>,
     closing: bool,
+    /// Restores sequenced and not yet published: their revision and who to
+    /// tell once it is durable.
+    restores: Vec<(Revision, RestoreReply)>,
 }
+
+type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
 
 impl Task {
     async fn load(
@@ -184,6 +189,7 @@ impl Task {
             last_snapshot: snapshot.rev,
             idle_since: Some(Instant::now()),
             closing: false,
+            restores: Vec::new(),
         })
     }
 
@@ -285,6 +291,43 @@ impl Task {
                     language: self.language.clone(),
                     text: self.state.published_text().to_string(),
                 });
+            }
+            Command::Restore {
+                target,
+                author,
+                reply,
+            } => self.restore(&target, author, reply),
+        }
+    }
+
+    /// Sequences one op that turns the published text into `target`, as a
+    /// client's op from a one-off client based on the published revision;
+    /// `reply` is answered when it is published. Ops sequenced but not yet
+    /// published are concurrent with it and are transformed like any
+    /// client's (they stay); with none, the result is exactly `target`.
+    /// The diff is bounded in time by `history::DIFF_DEADLINE`.
+    fn restore(&mut self, target: &str, author: String, reply: RestoreReply) {
+        if self.closing {
+            let _ = reply.send(Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "document closing; retry",
+            )));
+            return;
+        }
+        let current = self.state.published_text().to_string();
+        let sub = Submission {
+            client: ClientId::random(),
+            seq: Seq(1),
+            author,
+            base: self.state.published(),
+            op: crate::history::diff_op(&current, target),
+            selection: None,
+            time_ms: now_ms(),
+        };
+        match self.state.submit(sub, &[]) {
+            Ok(record) => self.restores.push((record.rev, reply)),
+            Err(r) => {
+                let _ = reply.send(Err(r));
             }
         }
     }
@@ -690,6 +733,14 @@ impl Task {
                     self.last_snapshot = flight.end;
                 }
                 self.publish(&flight.ops, flight.end, flight.text);
+                let end = flight.end;
+                let (done, waiting) = std::mem::take(&mut self.restores)
+                    .into_iter()
+                    .partition(|(rev, _)| *rev <= end);
+                self.restores = waiting;
+                for (rev, reply) in done {
+                    let _ = reply.send(Ok(rev));
+                }
                 true
             }
             Err(StoreError::Unavailable(e)) => {
@@ -728,6 +779,9 @@ impl Task {
         let frame = error_frame(code, "the document could not be saved; reconnect", None);
         self.broadcast(&frame, None);
         self.state.discard_unpublished();
+        for (_, reply) in self.restores.drain(..) {
+            let _ = reply.send(Err(Refusal::new(code, "the document could not be saved")));
+        }
         self.kick_all(close);
     }
 

@@ -94,6 +94,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/documents", web::post().to(create_document))
         .route("/api/documents/{id}", web::get().to(get_document))
         .route("/api/documents/{id}/ws", web::get().to(websocket))
+        .configure(super::history::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));

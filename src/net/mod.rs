@@ -1,6 +1,7 @@
 //! The network edge: the HTTP server with the WebSocket sessions and the
 //! REST API, and the graceful shutdown that ties them to the documents.
 
+pub mod history;
 pub mod http;
 pub mod session;
 

@@ -1,0 +1,349 @@
+//! The history REST API: ops, text at a revision, diffs, revisions grouped
+//! by author, blame, and restore. Everything is read from the store (the
+//! op log is durable before anyone hears of an op, so it is never behind
+//! what clients saw), except restore, which goes through the document task
+//! like any client op. Nothing here creates a document.
+//!
+//! Routes (see `docs/api.md`):
+//!
+//! - `GET  /api/documents/{id}/ops?from=A&to=B&limit=N`
+//! - `GET  /api/documents/{id}/text?rev=N`
+//! - `GET  /api/documents/{id}/diff?from=A&to=B[&format=json]`
+//! - `GET  /api/documents/{id}/revisions`
+//! - `GET  /api/documents/{id}/blame`
+//! - `POST /api/documents/{id}/restore` `{"rev": N}`
+
+use std::collections::HashMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::http::{ApiError, AppState};
+use crate::document::Command;
+use crate::history::{self, Blame, GROUP_GAP_MS};
+use crate::ids::{DocId, Revision};
+use crate::protocol::ErrorCode;
+use crate::store::{SharedStore, StoreError};
+
+/// Default page size of `ops`.
+const OPS_DEFAULT_LIMIT: usize = 1000;
+/// Largest page size of `ops`.
+const OPS_MAX_LIMIT: usize = 10_000;
+/// Ops read from the store at once when walking the whole history.
+const PAGE: usize = 10_000;
+/// Lines of context around each change of a diff.
+const DIFF_CONTEXT: usize = 3;
+/// Author recorded for a restore that names none.
+const RESTORE_AUTHOR: &str = "restore";
+
+/// Registers the history routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/documents/{id}/ops", web::get().to(ops))
+        .route("/api/documents/{id}/text", web::get().to(text))
+        .route("/api/documents/{id}/diff", web::get().to(diff))
+        .route("/api/documents/{id}/revisions", web::get().to(revisions))
+        .route("/api/documents/{id}/blame", web::get().to(blame))
+        .route("/api/documents/{id}/restore", web::post().to(restore));
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_message", message)
+}
+
+fn doc_id(raw: &str) -> Result<DocId, ApiError> {
+    DocId::parse(raw).map_err(|e| bad(e.to_string()))
+}
+
+fn corrupt(message: impl Into<String>) -> ApiError {
+    StoreError::Corrupt(message.into()).into()
+}
+
+/// The query string as a map; repeated keys keep the last value.
+fn query(req: &HttpRequest) -> Result<HashMap<String, String>, ApiError> {
+    web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map(|q| q.into_inner().into_iter().collect())
+        .map_err(|e| bad(format!("bad query string: {e}")))
+}
+
+/// A non-negative integer parameter, if present.
+fn number(q: &HashMap<String, String>, key: &str) -> Result<Option<u64>, ApiError> {
+    q.get(key)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| bad(format!("{key} must be a non-negative integer")))
+        })
+        .transpose()
+}
+
+/// The document's latest committed revision; 404 when it does not exist.
+async fn current_rev(store: &SharedStore, id: &DocId) -> Result<u64, ApiError> {
+    match store.document(id).await? {
+        Some(meta) => Ok(meta.rev.0),
+        None => Err(StoreError::NotFound.into()),
+    }
+}
+
+fn check_rev(name: &str, rev: u64, current: u64) -> Result<(), ApiError> {
+    if rev > current {
+        return Err(bad(format!(
+            "{name} {rev} is beyond the current revision {current}"
+        )));
+    }
+    Ok(())
+}
+
+/// `from` and `to` of a range, defaulting to `0` and `current`, checked.
+fn range(q: &HashMap<String, String>, current: u64) -> Result<(u64, u64), ApiError> {
+    let from = number(q, "from")?.unwrap_or(0);
+    let to = number(q, "to")?.unwrap_or(current);
+    check_rev("to", to, current)?;
+    if from > to {
+        return Err(bad(format!("from {from} is after to {to}")));
+    }
+    Ok((from, to))
+}
+
+/// The text at `rev` (at most the current revision): the nearest snapshot
+/// at or before it plus the ops after that snapshot.
+async fn text_at(store: &SharedStore, id: &DocId, rev: u64) -> Result<String, ApiError> {
+    let snapshot = store
+        .snapshot_at_or_before(id, Revision(rev))
+        .await?
+        .ok_or_else(|| corrupt(format!("document {id} has no snapshot at or before {rev}")))?;
+    let ops = store
+        .ops(id, snapshot.rev, Revision(rev), usize::MAX)
+        .await?;
+    if ops.len() as u64 != rev - snapshot.rev.0 {
+        return Err(corrupt(format!(
+            "ops missing before revision {rev} of {id}"
+        )));
+    }
+    history::text_at(&snapshot.text, ops.iter().map(|o| &o.op))
+        .map_err(|e| corrupt(format!("history of {id} does not apply: {e}")))
+}
+
+async fn ops(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let q = query(&req)?;
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    let (from, to) = range(&q, current)?;
+    let limit = match number(&q, "limit")? {
+        None => OPS_DEFAULT_LIMIT,
+        Some(0) => return Err(bad("limit must be at least 1")),
+        Some(n) => usize::try_from(n).unwrap_or(usize::MAX).min(OPS_MAX_LIMIT),
+    };
+    let records = store.ops(&id, Revision(from), Revision(to), limit).await?;
+    let next = records.last().map(|o| o.rev.0).filter(|&last| last < to);
+    let body: Vec<_> = records
+        .iter()
+        .map(|o| {
+            serde_json::json!({
+                "rev": o.rev, "op": o.op, "client": o.client,
+                "author": o.author, "time": o.time_ms,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "ops": body, "next": next })))
+}
+
+async fn text(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let q = query(&req)?;
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    let rev = number(&q, "rev")?.unwrap_or(current);
+    check_rev("rev", rev, current)?;
+    let text = text_at(store, &id, rev).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("X-Revision", rev.to_string()))
+        .body(text))
+}
+
+async fn diff(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let q = query(&req)?;
+    let json = match q.get("format").map(String::as_str) {
+        Some("json") => true,
+        Some("diff") => false,
+        Some(_) => return Err(bad("format must be json or diff")),
+        None => req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/json")),
+    };
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    let (from, to) = range(&q, current)?;
+    let old = text_at(store, &id, from).await?;
+    let new = text_at(store, &id, to).await?;
+    if json {
+        let hunks = history::line_diff(&old, &new, DIFF_CONTEXT);
+        return Ok(HttpResponse::Ok().json(serde_json::json!({
+            "from": from, "to": to, "hunks": hunks,
+        })));
+    }
+    let body = history::unified_diff(&old, &new, &format!("{id}@{from}"), &format!("{id}@{to}"));
+    Ok(HttpResponse::Ok()
+        .content_type("text/x-diff; charset=utf-8")
+        .body(body))
+}
+
+async fn revisions(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    let mut groups = Vec::new();
+    let mut after = 0;
+    while after < current {
+        let page = store
+            .ops(&id, Revision(after), Revision(current), PAGE)
+            .await?;
+        let Some(last) = page.last() else {
+            return Err(corrupt(format!(
+                "ops missing after revision {after} of {id}"
+            )));
+        };
+        after = last.rev.0;
+        history::group_ops(&mut groups, &page, GROUP_GAP_MS);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "rev": current, "revisions": groups,
+    })))
+}
+
+async fn blame(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    let first = store
+        .snapshot_at_or_before(&id, Revision(0))
+        .await?
+        .ok_or_else(|| corrupt(format!("document {id} has no snapshot 0")))?;
+    let mut text = ropey::Rope::from_str(&first.text);
+    let mut attribution = Blame::new(text.len_chars(), first.rev);
+    // Author of each revision, as an index into `names` (0: none).
+    let mut names: Vec<String> = vec![String::new()];
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut author_of: Vec<u32> = vec![0; (first.rev.0 + 1) as usize];
+    let mut after = first.rev.0;
+    while after < current {
+        let page = store
+            .ops(&id, Revision(after), Revision(current), PAGE)
+            .await?;
+        if page.is_empty() {
+            return Err(corrupt(format!(
+                "ops missing after revision {after} of {id}"
+            )));
+        }
+        for op in &page {
+            let broken = |e| corrupt(format!("op {} of {id} does not apply: {e}", op.rev));
+            op.op.apply(&mut text, usize::MAX).map_err(broken)?;
+            attribution.apply(&op.op, op.rev).map_err(broken)?;
+            let n = match index.get(&op.author) {
+                Some(&n) => n,
+                None => {
+                    let n = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                    names.push(op.author.clone());
+                    index.insert(op.author.clone(), n);
+                    n
+                }
+            };
+            author_of.push(n);
+            after = op.rev.0;
+        }
+    }
+    let text = text.to_string();
+    let lines: Vec<_> = attribution
+        .lines(&text)
+        .into_iter()
+        .enumerate()
+        .map(|(i, rev)| {
+            let author = author_of
+                .get(rev as usize)
+                .filter(|&&n| n != 0)
+                .and_then(|&n| names.get(n as usize));
+            serde_json::json!({ "line": i + 1, "rev": rev, "author": author })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "rev": current, "lines": lines })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    rev: u64,
+    author: Option<String>,
+}
+
+async fn restore(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let body: RestoreBody =
+        serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
+    let author = body.author.unwrap_or_else(|| RESTORE_AUTHOR.to_owned());
+    if author.is_empty() || author.chars().count() > 64 || author.chars().any(char::is_control) {
+        return Err(bad("author must be 1 to 64 printable characters"));
+    }
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    check_rev("rev", body.rev, current)?;
+    let target = text_at(store, &id, body.rev).await?;
+    let handle = match state.registry.get(&id) {
+        Some(h) => h,
+        None => state.registry.open(&id),
+    };
+    let unavailable = || {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "document closing; retry",
+        )
+    };
+    let (tx, rx) = oneshot::channel();
+    handle
+        .send(Command::Restore {
+            target,
+            author,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| unavailable())?;
+    match rx.await.map_err(|_| unavailable())? {
+        Ok(rev) => Ok(HttpResponse::Ok().json(serde_json::json!({ "rev": rev }))),
+        Err(r) => {
+            let (status, code) = match r.code {
+                ErrorCode::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+                ErrorCode::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+                _ => (StatusCode::CONFLICT, "conflict"),
+            };
+            Err(ApiError::new(status, code, r.message))
+        }
+    }
+}
