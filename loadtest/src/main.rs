@@ -1,0 +1,132 @@
+//! `tandem-loadtest`: see `--help` and loadtest/README.md.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use tandem_loadtest::stats::print_summary;
+use tandem_loadtest::{LoadConfig, TraceConfig, run_load, run_trace};
+
+/// Load generator for a Tandem server: OT clients that behave like the
+/// browser client, HDR latency histograms, and a convergence check.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The server, `http://HOST:PORT`.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Documents (clients are spread round-robin); trace copies with --trace.
+    #[arg(long, default_value_t = 1)]
+    docs: usize,
+    /// Typing clients.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// Ops per second per typing client (open loop).
+    #[arg(long, default_value_t = 2.0)]
+    rate: f64,
+    /// Characters each op inserts.
+    #[arg(long, default_value_t = 4)]
+    chars: usize,
+    /// Send the next op as soon as the last is acked (ignores --rate).
+    #[arg(long)]
+    closed_loop: bool,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Connected clients that never type.
+    #[arg(long, default_value_t = 0)]
+    lurkers: usize,
+    /// Cursor (presence) updates per second per client.
+    #[arg(long, default_value_t = 0.0)]
+    presence: f64,
+    /// Create each document first with this many characters of text.
+    #[arg(long, default_value_t = 0)]
+    doc_size: usize,
+    /// Seed for positions and text.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The server's pid: report its CPU time and peak RSS.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Seconds to wait for quiescence after the load stops.
+    #[arg(long, default_value_t = 60.0)]
+    quiesce_timeout: f64,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Replay this sequential editing trace (gzipped JSON) instead.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Trace replay: as fast as acks allow (the only speed so far; required).
+    #[arg(long)]
+    max_speed: bool,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}
+
+fn main() -> std::process::ExitCode {
+    let a = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = rt.block_on(async {
+        match &a.trace {
+            Some(path) => {
+                run_trace(TraceConfig {
+                    url: a.url.clone(),
+                    trace: path.clone(),
+                    docs: a.docs,
+                    max_speed: a.max_speed,
+                    seed: a.seed,
+                    pid: a.pid,
+                })
+                .await
+            }
+            None => {
+                run_load(LoadConfig {
+                    url: a.url.clone(),
+                    docs: a.docs,
+                    clients: a.clients,
+                    rate: a.rate,
+                    chars: a.chars,
+                    closed_loop: a.closed_loop,
+                    duration: secs(a.duration),
+                    warmup: secs(a.warmup),
+                    lurkers: a.lurkers,
+                    presence_hz: a.presence,
+                    doc_size: a.doc_size,
+                    seed: a.seed,
+                    pid: a.pid,
+                    quiesce_timeout: secs(a.quiesce_timeout),
+                })
+                .await
+            }
+        }
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem-loadtest: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    print_summary(&report);
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&report).expect("json");
+        if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("tandem-loadtest: write {}: {e}", path.display());
+            return std::process::ExitCode::from(2);
+        }
+    }
+    if report["converged"] == true {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    }
+}

@@ -1,0 +1,192 @@
+//! Measurement: HDR histograms (microseconds), counters, /proc readings and
+//! the report (readable summary and JSON).
+
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+
+/// A latency histogram in microseconds, 1 µs to 10 minutes, 3 digits.
+pub fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("histogram bounds")
+}
+
+/// Records a duration, saturating at the histogram's bounds.
+pub fn record(h: &mut Histogram<u64>, d: std::time::Duration) {
+    let us = (d.as_micros() as u64).clamp(1, 600_000_000);
+    h.saturating_record(us);
+}
+
+/// p50/p90/p99/max/mean in milliseconds, and the sample count.
+pub fn summary(h: &Histogram<u64>) -> Value {
+    let ms = |us: u64| us as f64 / 1000.0;
+    if h.is_empty() {
+        return json!({"p50": null, "p90": null, "p99": null, "max": null, "mean": null, "count": 0});
+    }
+    json!({
+        "p50": ms(h.value_at_quantile(0.50)),
+        "p90": ms(h.value_at_quantile(0.90)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "max": ms(h.max()),
+        "mean": h.mean() / 1000.0,
+        "count": h.len(),
+    })
+}
+
+/// What one client counted.
+pub struct ClientStats {
+    pub ack: Histogram<u64>,
+    pub delivery: Histogram<u64>,
+    /// Acks (in the measured window: ops sent inside it).
+    pub acked: u64,
+    /// Local edits held by the ops acked in the window.
+    pub edits_acked: u64,
+    pub acked_total: u64,
+    pub edits: u64,
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub disconnects: u64,
+    pub dropped_edits: u64,
+    pub presence_sent: u64,
+    pub error_samples: Vec<String>,
+}
+
+impl Default for ClientStats {
+    fn default() -> Self {
+        ClientStats {
+            ack: new_hist(),
+            delivery: new_hist(),
+            acked: 0,
+            edits_acked: 0,
+            acked_total: 0,
+            edits: 0,
+            errors: 0,
+            rate_limited: 0,
+            disconnects: 0,
+            dropped_edits: 0,
+            presence_sent: 0,
+            error_samples: Vec::new(),
+        }
+    }
+}
+
+impl ClientStats {
+    pub fn error(&mut self, what: String) {
+        self.errors += 1;
+        if self.error_samples.len() < 3 {
+            self.error_samples.push(what);
+        }
+    }
+
+    pub fn merge(&mut self, o: &ClientStats) {
+        self.ack.add(&o.ack).expect("same bounds");
+        self.delivery.add(&o.delivery).expect("same bounds");
+        self.acked += o.acked;
+        self.edits_acked += o.edits_acked;
+        self.acked_total += o.acked_total;
+        self.edits += o.edits;
+        self.errors += o.errors;
+        self.rate_limited += o.rate_limited;
+        self.disconnects += o.disconnects;
+        self.dropped_edits += o.dropped_edits;
+        self.presence_sent += o.presence_sent;
+        for s in &o.error_samples {
+            if self.error_samples.len() < 5 {
+                self.error_samples.push(s.clone());
+            }
+        }
+    }
+}
+
+/// utime + stime of a process in seconds (`/proc/PID/stat`; `self` works).
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &s[s.rfind(')')? + 1..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // After the command: state is field 3, utime 14, stime 15.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0) // USER_HZ is 100 on Linux.
+}
+
+/// Peak resident set (VmHWM) in MiB.
+pub fn peak_rss_mb(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn fmt_ms(v: &Value, key: &str) -> String {
+    v[key]
+        .as_f64()
+        .map_or_else(|| "-".to_owned(), |x| format!("{x:.2}"))
+}
+
+fn lat_line(name: &str, v: &Value) -> String {
+    format!(
+        "{name:<9} p50 {} ms  p90 {} ms  p99 {} ms  max {} ms  (n={})",
+        fmt_ms(v, "p50"),
+        fmt_ms(v, "p90"),
+        fmt_ms(v, "p99"),
+        fmt_ms(v, "max"),
+        v["count"]
+    )
+}
+
+/// A readable summary of a JSON report (load or trace).
+pub fn print_summary(r: &Value) {
+    let opt = |k: &str, unit: &str| {
+        r[k].as_f64()
+            .map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}{unit}"))
+    };
+    println!("== tandem-loadtest: {}", r["mode"].as_str().unwrap_or("?"));
+    if r["mode"] == "trace" {
+        println!(
+            "trace {}: {} copies, {} edits in {:.2} s: {:.0} edits/s",
+            r["trace"].as_str().unwrap_or("?"),
+            r["docs"],
+            r["ops_acked"],
+            r["elapsed_s"].as_f64().unwrap_or(0.0),
+            r["ops_per_sec"].as_f64().unwrap_or(0.0)
+        );
+        println!("end text matches endContent: {}", r["matches_end_content"]);
+    } else {
+        println!(
+            "{} writers + {} lurkers on {} docs, {}, {} s measured after {} s warmup",
+            r["clients"],
+            r["lurkers"],
+            r["docs"],
+            if r["closed_loop"] == true {
+                "closed loop".to_owned()
+            } else {
+                format!("{} ops/s per writer", r["rate"])
+            },
+            r["duration_s"],
+            r["warmup_s"]
+        );
+        println!(
+            "throughput {:.1} acked ops/s ({} ops, {} edits acked in window; {} edits made in all)",
+            r["ops_per_sec"].as_f64().unwrap_or(0.0),
+            r["ops_acked"],
+            r["edits_acked"],
+            r["edits"]
+        );
+    }
+    println!("{}", lat_line("ack", &r["ack_ms"]));
+    println!("{}", lat_line("delivery", &r["delivery_ms"]));
+    println!(
+        "errors {} (rate_limited {}), disconnects {}, dropped edits {}",
+        r["errors"], r["rate_limited"], r["disconnects"], r["dropped_edits"]
+    );
+    if let Some(s) = r["error_samples"].as_array().filter(|a| !a.is_empty()) {
+        for e in s {
+            println!("  error: {}", e.as_str().unwrap_or(""));
+        }
+    }
+    println!(
+        "server cpu {} ({}), peak rss {}; loadgen cpu {}",
+        opt("server_cpu_s", " s"),
+        opt("server_cpu_pct", "% of one core"),
+        opt("server_peak_rss_mb", " MiB"),
+        opt("loadgen_cpu_s", " s")
+    );
+    println!("converged: {}", r["converged"]);
+}

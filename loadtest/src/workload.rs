@@ -1,0 +1,669 @@
+//! Workload shapes: writers (open loop at `--rate`, or closed loop), lurkers
+//! and presence, spread round-robin over `--docs` documents; the measured
+//! window after a warmup; then stop, quiescence and the convergence check.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{MissedTickBehavior, interval_at, sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{JoinOutcome, OtClient, Rng, ServerMsg, Ws, connect, insert_op, parse_op};
+use crate::http::{addr_of, create_document, fetch_document};
+use crate::stats::{ClientStats, cpu_seconds, peak_rss_mb, record, summary};
+
+/// Everything `tandem-loadtest` (without `--trace`) is told.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// `http://HOST:PORT`.
+    pub url: String,
+    pub docs: usize,
+    pub clients: usize,
+    /// Ops per second per writer (open loop).
+    pub rate: f64,
+    /// Characters each edit inserts.
+    pub chars: usize,
+    pub closed_loop: bool,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub lurkers: usize,
+    /// Presence (cursor) updates per second per client, 0 for none.
+    pub presence_hz: f64,
+    /// Create each document first with this many characters.
+    pub doc_size: usize,
+    pub seed: u64,
+    /// The server's pid, for CPU and memory.
+    pub pid: Option<u32>,
+    /// How long to wait for quiescence after the stop.
+    pub quiesce_timeout: Duration,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            url: "http://127.0.0.1:8080".into(),
+            docs: 1,
+            clients: 10,
+            rate: 2.0,
+            chars: 4,
+            closed_loop: false,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            lurkers: 0,
+            presence_hz: 0.0,
+            doc_size: 0,
+            seed: 1,
+            pid: None,
+            quiesce_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Phase {
+    Connecting,
+    Running,
+    /// No new edits; flush what is pending.
+    Stopping,
+    /// Read until each document's revision (by index) is reached, then end.
+    Drain(Arc<Vec<u64>>),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn contains(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+/// Delivery latency bookkeeping for one document: revision → when its
+/// sender sent it (known once the sender has its ack) and the receipts that
+/// came before that.
+struct DocTrack {
+    map: Mutex<HashMap<u64, RevEntry>>,
+    /// How many clients besides the sender receive each op.
+    receivers: usize,
+}
+
+#[derive(Default)]
+struct RevEntry {
+    sent: Option<Instant>,
+    waiting: Vec<Instant>,
+    seen: usize,
+}
+
+impl DocTrack {
+    fn on_ack(&self, rev: u64, sent: Instant, win: Option<Window>, hist: &mut Histogram<u64>) {
+        if self.receivers == 0 {
+            return;
+        }
+        let mut map = self.map.lock().expect("lock");
+        let e = map.entry(rev).or_default();
+        e.sent = Some(sent);
+        let measured = win.is_some_and(|w| w.contains(sent));
+        for w in e.waiting.drain(..) {
+            if measured {
+                record(hist, w.saturating_duration_since(sent));
+            }
+        }
+        if e.seen >= self.receivers {
+            map.remove(&rev);
+        }
+    }
+
+    fn on_receive(&self, rev: u64, now: Instant, win: Option<Window>, hist: &mut Histogram<u64>) {
+        let mut map = self.map.lock().expect("lock");
+        let e = map.entry(rev).or_default();
+        e.seen += 1;
+        match e.sent {
+            Some(s) => {
+                if win.is_some_and(|w| w.contains(s)) {
+                    record(hist, now.saturating_duration_since(s));
+                }
+                if e.seen >= self.receivers {
+                    map.remove(&rev);
+                }
+            }
+            None => e.waiting.push(now),
+        }
+    }
+}
+
+struct Shared {
+    window: OnceLock<Window>,
+    docs: Vec<DocTrack>,
+}
+
+struct Spec {
+    ix: usize,
+    doc: usize,
+    writer: bool,
+    url: String,
+}
+
+/// How a client ended.
+struct ClientEnd {
+    doc: usize,
+    text: String,
+    stats: ClientStats,
+    fatal: Option<String>,
+}
+
+/// A client's state besides its socket.
+struct Ctx {
+    c: OtClient,
+    st: ClientStats,
+    rng: Rng,
+    spec: Spec,
+    cfg: Arc<LoadConfig>,
+    shared: Arc<Shared>,
+    resend_at: Option<Instant>,
+}
+
+enum Next {
+    Nothing,
+    Flush,
+    Reload,
+}
+
+async fn open(c: &mut OtClient, url: &str, reload: bool) -> Result<(Ws, JoinOutcome)> {
+    let mut ws = connect(url).await?;
+    ws.send(Message::Text(c.join_msg(reload))).await?;
+    loop {
+        match timeout(Duration::from_secs(30), ws.next())
+            .await
+            .context("timed out waiting for joined")?
+        {
+            Some(Ok(Message::Text(t))) => {
+                let m: ServerMsg = serde_json::from_str(&t)?;
+                match m.kind.as_str() {
+                    "joined" => {
+                        let out = c.on_joined(&m)?;
+                        return Ok((ws, out));
+                    }
+                    "error" => bail!("join refused: {:?} {:?}", m.code, m.message),
+                    _ => {}
+                }
+            }
+            Some(Ok(Message::Close(f))) => bail!("closed while joining: {f:?}"),
+            Some(Err(e)) => bail!("while joining: {e}"),
+            None => bail!("closed while joining"),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+impl Ctx {
+    fn window(&self) -> Option<Window> {
+        self.shared.window.get().copied()
+    }
+
+    fn acked(&mut self, rev: u64, inf: crate::client::Inflight) {
+        let now = Instant::now();
+        let win = self.window();
+        self.st.acked_total += 1;
+        if win.is_some_and(|w| w.contains(inf.sent_at)) {
+            self.st.acked += 1;
+            self.st.edits_acked += inf.edits;
+            record(&mut self.st.ack, now.saturating_duration_since(inf.sent_at));
+        }
+        self.shared.docs[self.spec.doc].on_ack(rev, inf.sent_at, win, &mut self.st.delivery);
+    }
+
+    fn handle(&mut self, t: &str) -> Result<Next> {
+        let m: ServerMsg = serde_json::from_str(t).context("server sent bad JSON")?;
+        match m.kind.as_str() {
+            "ack" => {
+                let rev = m.rev.context("ack without rev")?;
+                if self.c.inflight.as_ref().map(|i| i.seq) != m.seq {
+                    self.st
+                        .error(format!("ack for seq {:?} not in flight", m.seq));
+                    return Ok(Next::Nothing);
+                }
+                let inf = self.c.on_ack(rev)?;
+                self.acked(rev, inf);
+                Ok(Next::Flush)
+            }
+            "op" => {
+                let rev = m.rev.context("op without rev")?;
+                let op = parse_op(m.op.as_ref().context("op without op")?)?;
+                self.c.on_remote(rev, &op)?;
+                let win = self.window();
+                self.shared.docs[self.spec.doc].on_receive(
+                    rev,
+                    Instant::now(),
+                    win,
+                    &mut self.st.delivery,
+                );
+                Ok(Next::Nothing)
+            }
+            "error" => {
+                let code = m.code.unwrap_or_default();
+                if code == "rate_limited" {
+                    self.st.rate_limited += 1;
+                    if m.seq.is_some() {
+                        self.resend_at = Some(Instant::now() + Duration::from_millis(50));
+                    }
+                    return Ok(Next::Nothing);
+                }
+                self.st
+                    .error(format!("{code}: {}", m.message.unwrap_or_default()));
+                // A refused op will never be accepted as it stands: reload.
+                Ok(if m.seq.is_some() {
+                    Next::Reload
+                } else {
+                    Next::Nothing
+                })
+            }
+            _ => Ok(Next::Nothing),
+        }
+    }
+
+    /// After (re)joining: take the catch-up ack, then resend or flush.
+    async fn after_join(&mut self, ws: &mut Ws, out: JoinOutcome) -> Result<()> {
+        self.st.dropped_edits += out.dropped_edits;
+        if let Some((rev, inf)) = out.acked {
+            self.acked(rev, inf);
+        }
+        let msg = if self.c.inflight.is_some() {
+            self.c.resend_msg()
+        } else {
+            self.c.take_send(Instant::now())
+        };
+        if let Some(m) = msg {
+            ws.send(Message::Text(m)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reconnects with backoff and resumes (or reloads).
+    async fn reconnect(&mut self, reload: bool) -> Result<Ws> {
+        let mut delay = Duration::from_millis(50);
+        let mut last = String::new();
+        for _ in 0..30 {
+            sleep(delay).await;
+            match open(&mut self.c, &self.spec.url, reload).await {
+                Ok((mut ws, out)) => {
+                    if self.after_join(&mut ws, out).await.is_ok() {
+                        return Ok(ws);
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+        bail!("could not reconnect: {last}")
+    }
+
+    fn make_edit(&mut self) -> Result<()> {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+        let len = self.c.text.len_chars();
+        let pos = self.rng.below(len as u64 + 1) as usize;
+        let s: String = (0..self.cfg.chars)
+            .map(|_| ALPHABET[self.rng.below(ALPHABET.len() as u64) as usize] as char)
+            .collect();
+        self.c.edit(insert_op(len, pos, &s))?;
+        self.st.edits += 1;
+        Ok(())
+    }
+
+    fn presence_msg(&mut self) -> String {
+        let p = self.rng.below(self.c.server_len() as u64 + 1);
+        format!(
+            r#"{{"type":"presence","rev":{},"selection":{{"ranges":[{{"anchor":{p},"head":{p}}}]}}}}"#,
+            self.c.rev
+        )
+    }
+}
+
+async fn send_or_reconnect(ctx: &mut Ctx, ws: &mut Ws, msg: Option<String>) -> Result<()> {
+    if let Some(m) = msg
+        && ws.send(Message::Text(m)).await.is_err()
+    {
+        ctx.st.disconnects += 1;
+        *ws = ctx.reconnect(false).await?;
+    }
+    Ok(())
+}
+
+async fn drive(
+    ctx: &mut Ctx,
+    mut ws: Ws,
+    mut phase_rx: watch::Receiver<Phase>,
+    idle_tx: &mpsc::UnboundedSender<usize>,
+) -> Result<()> {
+    let cfg = ctx.cfg.clone();
+    let far = Duration::from_secs(86_400 * 365);
+    let op_period = if cfg.rate > 0.0 {
+        Duration::from_secs_f64(1.0 / cfg.rate)
+    } else {
+        far
+    };
+    let pres_period = if cfg.presence_hz > 0.0 {
+        Duration::from_secs_f64(1.0 / cfg.presence_hz)
+    } else {
+        far
+    };
+    let mut op_timer = interval_at(tokio::time::Instant::now() + far, op_period);
+    let mut pres_timer = interval_at(tokio::time::Instant::now() + far, pres_period);
+    op_timer.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    pres_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut started = false;
+    let mut idle_sent = false;
+    loop {
+        let phase = phase_rx.borrow_and_update().clone();
+        let running = phase == Phase::Running;
+        if running && !started {
+            started = true;
+            let now = tokio::time::Instant::now();
+            let o = op_period.mul_f64(ctx.rng.unit());
+            op_timer = interval_at(now + o, op_period);
+            op_timer.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            let p = pres_period.mul_f64(ctx.rng.unit());
+            pres_timer = interval_at(now + p, pres_period);
+            pres_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
+        let typing = running && ctx.spec.writer;
+        if typing && cfg.closed_loop && !ctx.c.pending() {
+            ctx.make_edit()?;
+            let m = ctx.c.take_send(Instant::now());
+            send_or_reconnect(ctx, &mut ws, m).await?;
+            continue;
+        }
+        let stopped = matches!(phase, Phase::Stopping | Phase::Drain(_));
+        if stopped && !ctx.c.pending() && !idle_sent {
+            idle_sent = true;
+            let _ = idle_tx.send(ctx.spec.ix);
+        }
+        if let Phase::Drain(t) = &phase
+            && !ctx.c.pending()
+            && ctx.c.rev >= t[ctx.spec.doc]
+        {
+            let _ = ws.close(None).await;
+            return Ok(());
+        }
+        let ticking = typing && !cfg.closed_loop && cfg.rate > 0.0;
+        let presencing = running && cfg.presence_hz > 0.0;
+        let resend_at = ctx.resend_at;
+        tokio::select! {
+            r = phase_rx.changed() => {
+                if r.is_err() {
+                    bail!("coordinator gone");
+                }
+            }
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => match ctx.handle(&t)? {
+                    Next::Nothing => {}
+                    Next::Flush => {
+                        let m = ctx.c.take_send(Instant::now());
+                        send_or_reconnect(ctx, &mut ws, m).await?;
+                    }
+                    Next::Reload => {
+                        ws = ctx.reconnect(true).await?;
+                    }
+                },
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    ctx.st.disconnects += 1;
+                    ws = ctx.reconnect(false).await?;
+                }
+                Some(Ok(_)) => {}
+            },
+            _ = op_timer.tick(), if ticking => {
+                ctx.make_edit()?;
+                let m = ctx.c.take_send(Instant::now());
+                send_or_reconnect(ctx, &mut ws, m).await?;
+            }
+            _ = pres_timer.tick(), if presencing => {
+                let m = ctx.presence_msg();
+                ctx.st.presence_sent += 1;
+                send_or_reconnect(ctx, &mut ws, Some(m)).await?;
+            }
+            _ = sleep_until(resend_at.unwrap_or_else(|| Instant::now() + far).into()), if resend_at.is_some() => {
+                ctx.resend_at = None;
+                let m = ctx.c.resend_msg();
+                send_or_reconnect(ctx, &mut ws, m).await?;
+            }
+        }
+    }
+}
+
+async fn run_client(
+    spec: Spec,
+    cfg: Arc<LoadConfig>,
+    shared: Arc<Shared>,
+    phase_rx: watch::Receiver<Phase>,
+    ready_tx: mpsc::UnboundedSender<usize>,
+    idle_tx: mpsc::UnboundedSender<usize>,
+) -> ClientEnd {
+    let ix = spec.ix;
+    let name = format!("{}-{ix}", if spec.writer { "writer" } else { "lurker" });
+    let mut ctx = Ctx {
+        c: OtClient::new(&name),
+        st: ClientStats::default(),
+        rng: Rng::new(cfg.seed.wrapping_mul(1_000_003).wrapping_add(ix as u64)),
+        spec,
+        cfg,
+        shared,
+        resend_at: None,
+    };
+    let first = open(&mut ctx.c, &ctx.spec.url, false).await;
+    let _ = ready_tx.send(ix);
+    let fatal = match first {
+        Err(e) => Some(format!("client {ix}: {e:#}")),
+        Ok((ws, _)) => drive(&mut ctx, ws, phase_rx, &idle_tx)
+            .await
+            .err()
+            .map(|e| format!("client {ix}: {e:#}")),
+    };
+    if fatal.is_some() {
+        let _ = idle_tx.send(ix);
+    }
+    ClientEnd {
+        doc: ctx.spec.doc,
+        text: ctx.c.text.to_string(),
+        stats: ctx.st,
+        fatal,
+    }
+}
+
+/// Text for `--doc-size`: prose-like ASCII lines, `n` characters.
+pub fn filler_text(n: usize) -> String {
+    const LINE: &str = "The quick brown fox jumps over the lazy dog; tandem load test line.\n";
+    LINE.chars().cycle().take(n).collect()
+}
+
+/// A unique-enough prefix for this run's document ids.
+pub fn run_prefix(kind: &str, seed: u64) -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("lt-{kind}-{seed}-{}-{ms}", std::process::id())
+}
+
+/// Runs the load and returns the JSON report.
+pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
+    if cfg.docs == 0 {
+        bail!("--docs must be at least 1");
+    }
+    let addr = addr_of(&cfg.url);
+    let prefix = run_prefix("load", cfg.seed);
+    let doc_ids: Vec<String> = (0..cfg.docs).map(|i| format!("{prefix}-{i}")).collect();
+    if cfg.doc_size > 0 {
+        let text = filler_text(cfg.doc_size);
+        for id in &doc_ids {
+            create_document(&addr, id, &text).await?;
+        }
+    }
+    let total = cfg.clients + cfg.lurkers;
+    let specs: Vec<Spec> = (0..total)
+        .map(|ix| {
+            let doc = ix % cfg.docs;
+            Spec {
+                ix,
+                doc,
+                writer: ix < cfg.clients,
+                url: format!("ws://{addr}/api/documents/{}/ws", doc_ids[doc]),
+            }
+        })
+        .collect();
+    let mut members = vec![0usize; cfg.docs];
+    for s in &specs {
+        members[s.doc] += 1;
+    }
+    let shared = Arc::new(Shared {
+        window: OnceLock::new(),
+        docs: members
+            .iter()
+            .map(|&m| DocTrack {
+                map: Mutex::new(HashMap::new()),
+                receivers: m.saturating_sub(1),
+            })
+            .collect(),
+    });
+    let cfg = Arc::new(cfg);
+    let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel();
+    let (idle_tx, mut idle_rx) = mpsc::unbounded_channel();
+    let mut handles = Vec::with_capacity(total);
+    for spec in specs {
+        handles.push(tokio::spawn(run_client(
+            spec,
+            cfg.clone(),
+            shared.clone(),
+            phase_rx.clone(),
+            ready_tx.clone(),
+            idle_tx.clone(),
+        )));
+    }
+    drop((ready_tx, idle_tx, phase_rx));
+    let mut ready = 0;
+    while ready < total {
+        match timeout(Duration::from_secs(60), ready_rx.recv()).await {
+            Ok(Some(_)) => ready += 1,
+            _ => bail!("only {ready} of {total} clients connected"),
+        }
+    }
+
+    let pid = cfg.pid.map(|p| p.to_string());
+    let t0 = Instant::now();
+    let win = Window {
+        start: t0 + cfg.warmup,
+        end: t0 + cfg.warmup + cfg.duration,
+    };
+    let _ = shared.window.set(win);
+    let _ = phase_tx.send(Phase::Running);
+    sleep_until(win.start.into()).await;
+    let server_cpu0 = pid.as_deref().and_then(cpu_seconds);
+    let self_cpu0 = cpu_seconds("self");
+    sleep_until(win.end.into()).await;
+    let server_cpu1 = pid.as_deref().and_then(cpu_seconds);
+    let self_cpu1 = cpu_seconds("self");
+    let measured = win.end.saturating_duration_since(win.start).as_secs_f64();
+    let _ = phase_tx.send(Phase::Stopping);
+
+    // Quiescence: every client has nothing pending.
+    let quiesce_deadline = Instant::now() + cfg.quiesce_timeout;
+    let mut idle = std::collections::HashSet::new();
+    while idle.len() < total {
+        match tokio::time::timeout_at(quiesce_deadline.into(), idle_rx.recv()).await {
+            Ok(Some(ix)) => {
+                idle.insert(ix);
+            }
+            _ => break,
+        }
+    }
+    let quiesced = idle.len() == total;
+    let mut server_docs = Vec::with_capacity(cfg.docs);
+    for id in &doc_ids {
+        server_docs.push(fetch_document(&addr, id).await?);
+    }
+    let targets = Arc::new(server_docs.iter().map(|d| d.0).collect::<Vec<_>>());
+    let _ = phase_tx.send(Phase::Drain(targets));
+
+    let mut total_stats = ClientStats::default();
+    let mut converged = quiesced;
+    let mut fatal = Vec::new();
+    let mut mismatched = 0usize;
+    let drain_deadline = Instant::now() + cfg.quiesce_timeout;
+    for h in handles {
+        let abort = h.abort_handle();
+        match tokio::time::timeout_at(drain_deadline.into(), h).await {
+            Ok(Ok(end)) => {
+                total_stats.merge(&end.stats);
+                if let Some(f) = end.fatal {
+                    converged = false;
+                    fatal.push(f);
+                } else if end.text != server_docs[end.doc].1 {
+                    converged = false;
+                    mismatched += 1;
+                }
+            }
+            Ok(Err(e)) => {
+                converged = false;
+                fatal.push(format!("client task: {e}"));
+            }
+            Err(_) => {
+                abort.abort();
+                converged = false;
+                fatal.push("client did not reach the server's revision in time".into());
+            }
+        }
+    }
+    for f in fatal.iter().take(5) {
+        eprintln!("fatal: {f}");
+    }
+    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
+    let server_cpu = diff(server_cpu0, server_cpu1);
+    let s = &total_stats;
+    let mut errors: Vec<Value> = s.error_samples.iter().map(|e| json!(e)).collect();
+    errors.extend(fatal.iter().take(5).map(|f| json!(f)));
+    Ok(json!({
+        "mode": "load",
+        "url": cfg.url,
+        "clients": cfg.clients,
+        "lurkers": cfg.lurkers,
+        "docs": cfg.docs,
+        "rate": cfg.rate,
+        "closed_loop": cfg.closed_loop,
+        "chars": cfg.chars,
+        "presence_hz": cfg.presence_hz,
+        "doc_size": cfg.doc_size,
+        "seed": cfg.seed,
+        "duration_s": cfg.duration.as_secs_f64(),
+        "warmup_s": cfg.warmup.as_secs_f64(),
+        "ops_per_sec": s.acked as f64 / measured,
+        "edits_per_sec": s.edits_acked as f64 / measured,
+        "ops_acked": s.acked,
+        "edits_acked": s.edits_acked,
+        "ops_acked_total": s.acked_total,
+        "edits": s.edits,
+        "presence_sent": s.presence_sent,
+        "ack_ms": summary(&s.ack),
+        "delivery_ms": summary(&s.delivery),
+        "converged": converged,
+        "quiesced": quiesced,
+        "mismatched_clients": mismatched,
+        "fatal_clients": fatal.len(),
+        "errors": s.errors + fatal.len() as u64,
+        "rate_limited": s.rate_limited,
+        "disconnects": s.disconnects,
+        "dropped_edits": s.dropped_edits,
+        "error_samples": errors,
+        "server_cpu_s": server_cpu,
+        "server_cpu_pct": server_cpu.map(|c| 100.0 * c / measured),
+        "server_peak_rss_mb": pid.as_deref().and_then(peak_rss_mb),
+        "loadgen_cpu_s": diff(self_cpu0, self_cpu1),
+        "final_revs": server_docs.iter().map(|d| d.0).collect::<Vec<_>>(),
+    }))
+}

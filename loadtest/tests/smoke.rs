@@ -1,0 +1,174 @@
+//! Smoke test: the load generator's library code, in process, against the
+//! real server binary for about three seconds. Asserts that ops were acked
+//! and that every client converged; never asserts timings.
+//!
+//! The server binary is `$TANDEM_BIN`, or `target/debug/tandem` of this
+//! workspace (built by `cargo test --workspace`; built here when missing).
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tandem_loadtest::{LoadConfig, TraceConfig, run_load, run_trace};
+
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn server_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("TANDEM_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
+    let bin = target.join("debug").join("tandem");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "tandem", "--bin", "tandem"])
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo build")
+            .success();
+        assert!(ok, "cargo build --bin tandem failed");
+    }
+    bin
+}
+
+fn start_server(name: &str) -> Server {
+    let dir = std::env::temp_dir().join(format!("tandem-loadtest-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut child = Command::new(server_binary())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--static-dir",
+            "/nonexistent",
+        ])
+        .arg("--data")
+        .arg(dir.join("t.db"))
+        .env("TANDEM_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tandem");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .expect("address")
+        .to_owned();
+    assert!(
+        addr.starts_with("127.0.0.1:"),
+        "unexpected first line {line:?}"
+    );
+    Server {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_load_converges() {
+    let server = start_server("load");
+    let report = run_load(LoadConfig {
+        url: format!("http://{}", server.addr),
+        docs: 2,
+        clients: 5,
+        rate: 20.0,
+        lurkers: 2,
+        presence_hz: 5.0,
+        doc_size: 2_000,
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        pid: Some(server.child.id()),
+        ..LoadConfig::default()
+    })
+    .await
+    .expect("load run");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
+    assert!(
+        report["delivery_ms"]["count"].as_u64().unwrap() > 0,
+        "{report:#}"
+    );
+    assert_eq!(report["errors"], 0, "{report:#}");
+    for key in ["p50", "p90", "p99", "max"] {
+        assert!(report["ack_ms"][key].is_number(), "{report:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_loop_load_converges() {
+    let server = start_server("closed");
+    let report = run_load(LoadConfig {
+        url: format!("http://{}", server.addr),
+        clients: 4,
+        closed_loop: true,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        ..LoadConfig::default()
+    })
+    .await
+    .expect("load run");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
+}
+
+/// A small hand-made trace: the replay must end at `endContent`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_replay_matches_end_content() {
+    use std::io::Write;
+    let server = start_server("trace");
+    let trace = serde_json::json!({
+        "startContent": "",
+        "endContent": "héllo wörld😀\n",
+        "txns": [
+            {"patches": [[0, 0, "hello world"]]},
+            {"patches": [[7, 1, "ö"], [1, 1, "é"]]},
+            {"patches": [[11, 0, "😀\n"]]},
+        ]
+    });
+    let path = server._dir.join("t.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).expect("create"),
+        flate2::Compression::default(),
+    );
+    gz.write_all(trace.to_string().as_bytes()).expect("write");
+    gz.finish().expect("finish");
+    let report = run_trace(TraceConfig {
+        url: format!("http://{}", server.addr),
+        trace: path,
+        docs: 2,
+        max_speed: true,
+        seed: 1,
+        pid: None,
+    })
+    .await
+    .expect("trace run");
+    assert_eq!(report["matches_end_content"], true, "{report:#}");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert_eq!(report["ops_acked"], 8, "{report:#}");
+}
