@@ -1,7 +1,8 @@
 /**
  * The editor page, `/d/{id}`: Monaco filling the window under a top bar
  * with the language picker, the people present, the user's name, a
- * copy-link button and the connection status.
+ * copy-link button, a History button (the panel in `history-panel.ts`) and
+ * the connection status.
  *
  * Test hook: `window.tandem` holds the editor, the current binding and its
  * connection (the e2e tests read text and state through it).
@@ -15,6 +16,7 @@ import type { Connection, ConnectionStatus, Peer } from "../connection.js";
 import type { JoinUser } from "../protocol.js";
 import { copyText, h } from "./dom.js";
 import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
+import { HistoryPanel } from "./history-panel.js";
 
 /** What the page exposes on `window.tandem`. */
 export interface TandemHook {
@@ -23,6 +25,8 @@ export interface TandemHook {
   readonly monaco: typeof monaco;
   readonly binding: MonacoBinding;
   readonly connection: Connection;
+  /** The open history panel, if any. */
+  readonly history: HistoryPanel | null;
 }
 
 declare global {
@@ -79,6 +83,16 @@ export function renderEditor(root: HTMLElement, id: string): void {
     { id: "share", type: "button", title: "Copy this document's link" },
     "Copy link",
   );
+  const historyButton = h(
+    "button",
+    {
+      id: "history",
+      type: "button",
+      title: "Show the document's history",
+      "aria-expanded": "false",
+    },
+    "History",
+  );
   const statusText = h("span", { class: "status-text" }, "Connecting…");
   const retry = h(
     "button",
@@ -108,6 +122,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
     people,
     nameInput,
     share,
+    historyButton,
     status,
   );
   const editorHost = h("div", { id: "editor", class: "editor" });
@@ -271,6 +286,26 @@ export function renderEditor(root: HTMLElement, id: string): void {
     if (e.persisted) bind();
   });
 
+  // ---- history -------------------------------------------------------------------
+  let history: HistoryPanel | null = null;
+  const closeHistory = (): void => history?.close();
+  historyButton.addEventListener("click", () => {
+    if (history) {
+      closeHistory();
+      return;
+    }
+    const panel = new HistoryPanel({ id, model, userName: () => user.name, dark }, () => {
+      if (history === panel) history = null;
+      historyButton.setAttribute("aria-expanded", "false");
+      historyButton.classList.remove("active");
+    });
+    history = panel;
+    root.append(panel.element);
+    historyButton.setAttribute("aria-expanded", "true");
+    historyButton.classList.add("active");
+    void panel.start();
+  });
+
   window.tandem = {
     documentId: id,
     editor,
@@ -280,6 +315,9 @@ export function renderEditor(root: HTMLElement, id: string): void {
     },
     get connection() {
       return binding.connection;
+    },
+    get history() {
+      return history;
     },
   };
   editor.focus();
