@@ -15,6 +15,8 @@
 //! - [`store`]: the `Store` trait and its backends (SQLite embedded).
 //! - [`history`]: reading history: text at a revision, grouped revisions,
 //!   blame, diffs, the op that restores an old text. Pure.
+//! - [`replay`]: admin tools over a store: replay and verify a document's
+//!   whole history, export it as JSON lines, import an export, fork.
 //! - [`protocol`]: the wire messages, error codes and close codes.
 //! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
@@ -33,4 +35,5 @@ pub mod net;
 pub mod ot;
 pub mod protocol;
 pub mod registry;
+pub mod replay;
 pub mod store;

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tandem::config::{self, Settings};
+use tandem::ids::{DocId, Revision};
 use tandem::net::{self, ServerConfig};
+use tandem::replay::{self, ReplayReport};
 use tandem::store::SharedStore;
 use tandem::store::postgres::{self, PostgresStore};
 use tandem::store::sqlite::SqliteStore;
@@ -26,6 +28,67 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the PostgreSQL schema migrations in sql/ that are not applied yet.
     Migrate(MigrateArgs),
+    /// Replay a document's op log from snapshot 0 and check it; exits 0 only
+    /// when everything verified. Run it against a stopped server's store or
+    /// a copy (it only reads, except `--into`).
+    Replay(ReplayArgs),
+    /// Write a document (snapshot 0 and every op) as JSON lines.
+    Export(ExportArgs),
+    /// Create a document from an export, appending its ops, and verify it.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// The document.
+    doc: String,
+
+    /// Replay up to this revision (default: the latest).
+    #[arg(long)]
+    to: Option<u64>,
+
+    /// Also compare every stored snapshot with the replayed text (without
+    /// it, only the op log is checked to apply without gaps).
+    #[arg(long)]
+    verify: bool,
+
+    /// Fork: create this new document with the text at `--to` (at revision
+    /// 0; the history is not copied). Only done when the replay verifies.
+    #[arg(long)]
+    into: Option<String>,
+
+    /// Print the report as JSON instead of lines of text.
+    #[arg(long)]
+    json: bool,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The document.
+    doc: String,
+
+    /// Write here instead of to standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// An export written by `tandem export` (`-` for standard input).
+    file: PathBuf,
+
+    /// Create the document under this id instead of the one in the export.
+    #[arg(long)]
+    id: Option<String>,
+
+    #[command(flatten)]
+    store: StoreArgs,
 }
 
 #[derive(Args)]
@@ -221,6 +284,97 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_doc(raw: &str) -> anyhow::Result<DocId> {
+    DocId::parse(raw).with_context(|| format!("bad document id {raw:?}"))
+}
+
+fn print_report(report: &ReplayReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!(
+        "{}: replayed {} ops (revision 0 to {} of {}) in {:.1} ms ({:.0} ops/s); {} snapshots checked",
+        report.id,
+        report.ops_replayed,
+        report.to,
+        report.latest,
+        report.elapsed_ms,
+        report.ops_per_sec,
+        report.snapshots_checked
+    );
+    for m in &report.mismatches {
+        println!("mismatch at revision {} ({}): {}", m.rev, m.kind, m.detail);
+    }
+    println!("{}", if report.ok { "ok" } else { "FAILED" });
+    Ok(())
+}
+
+async fn replay_cmd(args: ReplayArgs) -> anyhow::Result<bool> {
+    let doc = parse_doc(&args.doc)?;
+    let into = args.into.as_deref().map(parse_doc).transpose()?;
+    let store = args.store.open().await?;
+    let report = replay::replay_with(
+        store.as_ref(),
+        &doc,
+        args.to.map(Revision),
+        None,
+        args.verify || into.is_some(),
+    )
+    .await?;
+    print_report(&report, args.json)?;
+    if !report.ok {
+        return Ok(false);
+    }
+    if let (Some(new), Some(text)) = (into, &report.text) {
+        let meta = store
+            .document(&doc)
+            .await?
+            .context("document disappeared")?;
+        store.create_document(&new, &meta.language, text).await?;
+        eprintln!("forked {doc}@{} into {new} (at revision 0)", report.to);
+    }
+    Ok(true)
+}
+
+async fn export_cmd(args: ExportArgs) -> anyhow::Result<()> {
+    let doc = parse_doc(&args.doc)?;
+    let store = args.store.open().await?;
+    let summary = match &args.out {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            replay::export(store.as_ref(), &doc, &mut out).await?
+        }
+        None => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            replay::export(store.as_ref(), &doc, &mut out).await?
+        }
+    };
+    eprintln!("exported {} at revision {}", summary.id, summary.rev);
+    Ok(())
+}
+
+async fn import_cmd(args: ImportArgs) -> anyhow::Result<()> {
+    let id = args.id.as_deref().map(parse_doc).transpose()?;
+    let store = args.store.open().await?;
+    let summary = if args.file.as_os_str() == "-" {
+        let mut input = std::io::stdin().lock();
+        replay::import(store.as_ref(), &mut input, id).await?
+    } else {
+        let file = std::fs::File::open(&args.file)
+            .with_context(|| format!("opening {}", args.file.display()))?;
+        let mut input = std::io::BufReader::new(file);
+        replay::import(store.as_ref(), &mut input, id).await?
+    };
+    println!(
+        "imported {} at revision {} ({} ops), verified",
+        summary.id, summary.rev, summary.ops
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -233,5 +387,14 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
         Command::Migrate(args) => actix_web::rt::System::new().block_on(migrate(args)),
+        Command::Replay(args) => {
+            let ok = actix_web::rt::System::new().block_on(replay_cmd(args))?;
+            if !ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Export(args) => actix_web::rt::System::new().block_on(export_cmd(args)),
+        Command::Import(args) => actix_web::rt::System::new().block_on(import_cmd(args)),
     }
 }

@@ -12,6 +12,9 @@
 //! - `GET  /api/documents/{id}/revisions`
 //! - `GET  /api/documents/{id}/blame`
 //! - `POST /api/documents/{id}/restore` `{"rev": N}`
+//! - `POST /api/admin/documents/{id}/replay?to=N`: replays and verifies the
+//!   whole history ([`crate::replay`]). No authentication exists yet: like
+//!   every route here it is open to anyone who can reach the server.
 
 use std::collections::HashMap;
 
@@ -46,7 +49,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/documents/{id}/diff", web::get().to(diff))
         .route("/api/documents/{id}/revisions", web::get().to(revisions))
         .route("/api/documents/{id}/blame", web::get().to(blame))
-        .route("/api/documents/{id}/restore", web::post().to(restore));
+        .route("/api/documents/{id}/restore", web::post().to(restore))
+        .route(
+            "/api/admin/documents/{id}/replay",
+            web::post().to(admin_replay),
+        );
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -346,4 +353,46 @@ async fn restore(
             Err(ApiError::new(status, code, r.message))
         }
     }
+}
+
+/// Replays the document from snapshot 0 and checks every stored snapshot;
+/// when the document is open on this node (and `to` is not given), the
+/// final text is also compared with its live text. Answers the report,
+/// `200` whether or not it verified (see `ok`).
+async fn admin_replay(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = doc_id(&path)?;
+    let q = query(&req)?;
+    let store = state.registry.store();
+    let current = current_rev(store, &id).await?;
+    let to = number(&q, "to")?;
+    if let Some(to) = to {
+        check_rev("to", to, current)?;
+    }
+    // The live state, only when the document is open here already (this
+    // endpoint never opens one).
+    let live = match (to, state.registry.get(&id)) {
+        (None, Some(handle)) => {
+            let (tx, rx) = oneshot::channel();
+            match handle.send(Command::Info { reply: tx }).await {
+                Ok(()) => rx.await.ok(),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let (to, live_text) = match &live {
+        Some(info) => (Some(info.rev), Some(info.text.as_str())),
+        None => (to.map(Revision), None),
+    };
+    let report = crate::replay::replay(store.as_ref(), &id, to, live_text)
+        .await
+        .map_err(|e| match e {
+            crate::replay::ReplayError::Store(e) => ApiError::from(e),
+            e => bad(e.to_string()),
+        })?;
+    Ok(HttpResponse::Ok().json(report))
 }
