@@ -112,10 +112,10 @@ fn counts(op: &TextOp) -> (u64, u64) {
     })
 }
 
-#[tokio::test]
-async fn history_matches_what_the_clients_saw() {
-    let dir = tmp();
-    let server = Server::start(&dir.path().join("t.db"), &["--snapshot-interval", "5"]);
+on_both_stores!(history_matches_what_the_clients_saw, history_matches);
+
+async fn history_matches(db: Db) {
+    let server = Server::start_db(&db, &["--snapshot-interval", "5"]);
     let addr = server.addr.clone();
     let url = server.ws_url("hist");
     let mut a = OtClient::join(&url, "Ada").await;
@@ -272,10 +272,10 @@ async fn history_matches_what_the_clients_saw() {
     }
 }
 
-#[tokio::test]
-async fn restore_reaches_every_client_as_one_op() {
-    let dir = tmp();
-    let server = Server::start(&dir.path().join("t.db"), &["--snapshot-interval", "5"]);
+on_both_stores!(restore_reaches_every_client_as_one_op, restore_reaches);
+
+async fn restore_reaches(db: Db) {
+    let server = Server::start_db(&db, &["--snapshot-interval", "5"]);
     let addr = server.addr.clone();
     let url = server.ws_url("rest");
     let mut a = OtClient::join(&url, "Ada").await;
