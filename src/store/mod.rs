@@ -10,6 +10,7 @@
 //! nodes sharing one database; schema in `sql/`). Both pass the same
 //! conformance suite in `tests/store.rs`.
 
+mod job;
 pub mod postgres;
 pub mod sqlite;
 

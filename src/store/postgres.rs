@@ -32,6 +32,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
 
+use super::job::{Job, Reply, reply};
 use super::{
     AppendBatch, CommitStats, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op,
     now_ms,
@@ -56,8 +57,6 @@ const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
 type PgPool = Pool<PostgresConnectionManager<NoTls>>;
 type Pooled = bb8::PooledConnection<'static, PostgresConnectionManager<NoTls>>;
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
 /// Maps a driver error to what a caller acts on. A unique violation is
 /// another writer's revision or an existing id (`Conflict`); a foreign-key
 /// violation is a missing document (`NotFound`); a value PostgreSQL refuses
@@ -170,30 +169,6 @@ async fn apply_migrations(client: &mut Client) -> Result<Vec<i64>, StoreError> {
         applied.push(*version);
     }
     Ok(applied)
-}
-
-enum Job {
-    Create {
-        id: DocId,
-        language: String,
-        text: String,
-        reply: Reply<DocumentMeta>,
-    },
-    Append {
-        batch: AppendBatch,
-        reply: Reply<()>,
-    },
-    SetLanguage {
-        id: DocId,
-        language: String,
-        reply: Reply<()>,
-    },
-    PutSnapshot {
-        id: DocId,
-        rev: Revision,
-        text: Rope,
-        reply: Reply<()>,
-    },
 }
 
 /// The PostgreSQL store. The schema must be migrated first ([`migrate`]).
@@ -372,21 +347,6 @@ async fn commit_jobs(
     }
     tx.commit().await?;
     Ok(outcomes)
-}
-
-fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
-    match job {
-        Job::Create { reply, .. } => {
-            let _ = reply.send(result.and_then(|m| {
-                m.ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
-            }));
-        }
-        Job::Append { reply, .. }
-        | Job::SetLanguage { reply, .. }
-        | Job::PutSnapshot { reply, .. } => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-    }
 }
 
 async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Option<DocumentMeta>, StoreError> {

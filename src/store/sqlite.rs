@@ -15,6 +15,7 @@ use ropey::Rope;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::job::{Job, Reply, reply};
 use super::{
     AppendBatch, CommitStats, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op,
     now_ms,
@@ -62,32 +63,6 @@ CREATE TABLE IF NOT EXISTS document_access (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS documents_updated ON documents (updated_ms DESC);
 ";
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-enum Job {
-    Create {
-        id: DocId,
-        language: String,
-        text: String,
-        reply: Reply<DocumentMeta>,
-    },
-    Append {
-        batch: AppendBatch,
-        reply: Reply<()>,
-    },
-    SetLanguage {
-        id: DocId,
-        language: String,
-        reply: Reply<()>,
-    },
-    PutSnapshot {
-        id: DocId,
-        rev: Revision,
-        text: Rope,
-        reply: Reply<()>,
-    },
-}
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -232,21 +207,6 @@ fn appended_ops<'a>(jobs: impl Iterator<Item = &'a Job>) -> usize {
         _ => 0,
     })
     .sum()
-}
-
-fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
-    match job {
-        Job::Create { reply, .. } => {
-            let _ = reply.send(result.and_then(|m| {
-                m.ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
-            }));
-        }
-        Job::Append { reply, .. }
-        | Job::SetLanguage { reply, .. }
-        | Job::PutSnapshot { reply, .. } => {
-            let _ = reply.send(result.map(|_| ()));
-        }
-    }
 }
 
 fn run_job(conn: &Connection, job: &Job) -> Result<Option<DocumentMeta>, StoreError> {
