@@ -51,6 +51,13 @@ pub const RATE_LIMIT_BURST: u32 = 1_000;
 /// positions replace older unsent ones, so a chatty client costs the others
 /// at most 20 presence messages a second.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(50);
+/// When frames about other clients arrive faster than this, a session holds
+/// them and writes them together at most once per interval (an answer to
+/// the client itself is never held). A lone typist's peers see each op at
+/// once; a document with hundreds of typists costs one socket write per
+/// peer per interval instead of one per op, for a few milliseconds of
+/// delay well under what a person notices.
+pub const OUTBOUND_COALESCE: Duration = Duration::from_millis(5);
 /// Consecutive refused messages after which a connection is closed with 4400:
 /// a client that gets only errors is broken, and answering it forever is waste.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 100;
@@ -118,6 +125,8 @@ pub struct Timing {
     pub client_idle_timeout: Duration,
     /// See [`PRESENCE_INTERVAL`].
     pub presence_interval: Duration,
+    /// See [`OUTBOUND_COALESCE`].
+    pub outbound_coalesce: Duration,
     /// See [`STORE_RETRY_LIMIT`].
     pub store_retry_limit: Duration,
 }
@@ -130,6 +139,7 @@ impl Default for Timing {
             ping_interval: PING_INTERVAL,
             client_idle_timeout: CLIENT_IDLE_TIMEOUT,
             presence_interval: PRESENCE_INTERVAL,
+            outbound_coalesce: OUTBOUND_COALESCE,
             store_retry_limit: STORE_RETRY_LIMIT,
         }
     }

@@ -194,6 +194,11 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE)]
     outbound_queue: usize,
 
+    /// Milliseconds a connection may hold other clients' ops to write them
+    /// together when they arrive faster than this (0: never hold).
+    #[arg(long, env = "TANDEM_OUTBOUND_COALESCE_MS", default_value_t = config::OUTBOUND_COALESCE.as_millis() as u64)]
+    outbound_coalesce_ms: u64,
+
     /// How long appends are retried while the store is unreachable before
     /// clients are told `unavailable` and asked to reconnect.
     #[arg(long, env = "TANDEM_STORE_RETRY_SECS", default_value_t = config::STORE_RETRY_LIMIT.as_secs())]
@@ -216,6 +221,7 @@ impl ServeArgs {
         s.timing.document_idle_close = std::time::Duration::from_secs(self.document_idle_secs);
         s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs.max(1));
         s.timing.ping_interval = s.timing.client_idle_timeout / 3;
+        s.timing.outbound_coalesce = std::time::Duration::from_millis(self.outbound_coalesce_ms);
         s
     }
 }

@@ -307,3 +307,74 @@ async fn postgres_gone_too_long_means_unavailable_then_the_resend_lands_once() {
         (2, "before;during;".to_owned())
     );
 }
+
+/// A client reconnects while its op is still being stored, and resends it
+/// only after the commit: it must get exactly one ack (the commit must not
+/// ack the new connection as well as the resend's answer). The store is
+/// held still by locking the document's row from another connection.
+#[tokio::test]
+async fn resend_across_a_slow_commit_is_acked_once() {
+    let Some(db) = Db::postgres().await else {
+        return;
+    };
+    let Db::Postgres(pg) = &db else {
+        unreachable!("Db::postgres makes a PostgreSQL database")
+    };
+    let server = Server::start_db(&db, &[]);
+    let url = server.ws_url("slow");
+    let mut first = Socket::connect(&url).await;
+    first
+        .send(&serde_json::json!({"type": "join", "client": null, "rev": null, "user": null}))
+        .await;
+    let joined = first.recv_type("joined").await;
+    let client = joined["client"].as_str().expect("client id").to_owned();
+
+    let blocker = pg::admin_client(&pg.url).await;
+    blocker
+        .batch_execute("BEGIN; SELECT rev FROM documents WHERE id = 'slow' FOR UPDATE")
+        .await
+        .expect("lock the document row");
+    let op = serde_json::json!({"type": "op", "rev": 0, "seq": 1, "op": ["hello"]});
+    first.send(&op).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    first.close().await;
+
+    let mut second = Socket::connect(&url).await;
+    second
+        .send(&serde_json::json!({"type": "join", "client": client, "rev": 0, "user": null}))
+        .await;
+    let joined = second.recv_type("joined").await;
+    assert_eq!(joined["rev"], 0, "the op is not committed yet");
+    blocker.batch_execute("COMMIT").await.expect("unlock");
+    // Let the commit land before the resend.
+    for _ in 0..100 {
+        if fetch_doc(&server.addr, "slow").await.0 == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fetch_doc(&server.addr, "slow").await,
+        (1, "hello".to_owned())
+    );
+
+    second.send(&op).await;
+    let ack = second.recv_type("ack").await;
+    assert_eq!(
+        (ack["seq"].as_u64(), ack["rev"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // A duplicate ack for seq 1 would arrive before the next op's.
+    second
+        .send(&serde_json::json!({"type": "op", "rev": 1, "seq": 2, "op": [5, "!"]}))
+        .await;
+    let next = second.recv_type("ack").await;
+    assert_eq!(
+        (next["seq"].as_u64(), next["rev"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        fetch_doc(&server.addr, "slow").await,
+        (2, "hello!".to_owned())
+    );
+}

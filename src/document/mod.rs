@@ -34,7 +34,38 @@ pub type SessionId = u64;
 
 /// What a session is sent by its document: frames, in order, through a
 /// bounded queue.
-pub type Outbound = mpsc::Sender<ByteString>;
+pub type Outbound = mpsc::Sender<Frame>;
+
+/// One serialised message for a session, and whether it may wait to share
+/// a socket write with the frames after it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The JSON text.
+    pub text: ByteString,
+    /// An answer to this client (`joined`, `ack`, `error`): written at once,
+    /// with everything queued before it. Other clients' ops and cursors may
+    /// be held for [`crate::config::OUTBOUND_COALESCE`] when they come
+    /// faster than that, so a busy document costs one write per interval
+    /// per peer instead of one per op.
+    pub urgent: bool,
+}
+
+impl Frame {
+    /// A frame answering this client.
+    #[must_use]
+    pub fn reply(text: ByteString) -> Self {
+        Self { text, urgent: true }
+    }
+
+    /// A frame about someone else.
+    #[must_use]
+    pub fn news(text: ByteString) -> Self {
+        Self {
+            text,
+            urgent: false,
+        }
+    }
+}
 
 /// How the document tells a session to close (its queue may be full, so
 /// this goes beside it).

@@ -2,27 +2,28 @@
 //! store, and fans out to sessions. See the module doc of `document` for the
 //! order of an op's life.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytestring::ByteString;
+use futures_util::FutureExt;
 use ropey::Rope;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
 use super::state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
-use super::{Command, DocumentHandle, JoinRequest, Joined, Kick, Outbound, SessionId};
+use super::{Command, DocumentHandle, Frame, JoinRequest, Joined, Kick, Outbound, SessionId};
 use crate::config::{DOCUMENT_QUEUE, Settings};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
 use crate::protocol::{
     CatchUpOp, CloseCode, ErrorCode, PROTOCOL_VERSION, PeerInfo, ServerMsg, User, error_frame,
 };
-use crate::store::{AppendBatch, OpRecord, SharedStore, StoreError, now_ms};
+use crate::store::{AppendBatch, Durable, OpRecord, SharedStore, StoreError, now_ms};
 
 /// Language of a document created by opening it.
 pub const DEFAULT_LANGUAGE: &str = "plaintext";
@@ -50,7 +51,8 @@ struct SessionEntry {
 }
 
 enum Event {
-    Committed(Result<(), StoreError>),
+    Written(Result<Durable, StoreError>),
+    Flushed(Result<(), StoreError>),
     Command(Command),
     Shutdown,
     Idle,
@@ -58,8 +60,10 @@ enum Event {
     Nothing,
 }
 
-type AppendFuture = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+type AppendFuture = Pin<Box<dyn Future<Output = Result<Durable, StoreError>> + Send>>;
 
+/// Ops handed to the store and not yet written (at most one batch: the
+/// next starts only once this one's place in the log is settled).
 struct InFlight {
     ops: Vec<Arc<OpRecord>>,
     end: Revision,
@@ -68,6 +72,14 @@ struct InFlight {
     future: AppendFuture,
     first_failure: Option<Instant>,
     attempt: u32,
+}
+
+/// A written batch waiting for the store's flush; then it is published.
+struct Flushing {
+    ops: Vec<Arc<OpRecord>>,
+    end: Revision,
+    text: Rope,
+    durable: Durable,
 }
 
 /// Spawns the task for `id` on the current runtime. `on_exit` runs when it
@@ -126,12 +138,19 @@ struct Task {
     language: String,
     sessions: HashMap<ClientId, SessionEntry>,
     in_flight: Option<InFlight>,
+    /// Written batches in revision order, oldest first.
+    flushing: VecDeque<Flushing>,
     last_snapshot: Revision,
     idle_since: Option<Instant>,
     closing: bool,
     /// Restores sequenced and not yet published: their revision and who to
     /// tell once it is durable.
     restores: Vec<(Revision, RestoreReply)>,
+    /// Which session to ack each unpublished op to: the one that sent it,
+    /// or the one that resent it after a reconnect. An op whose client has
+    /// reconnected since is acked only once: to the session that asked, or
+    /// by the resend's answer, or through the new session's catch-up.
+    acks_due: HashMap<Revision, SessionId>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -186,10 +205,12 @@ impl Task {
             language: meta.language,
             sessions: HashMap::new(),
             in_flight: None,
+            flushing: VecDeque::new(),
             last_snapshot: snapshot.rev,
             idle_since: Some(Instant::now()),
             closing: false,
             restores: Vec::new(),
+            acks_due: HashMap::new(),
         })
     }
 
@@ -199,7 +220,9 @@ impl Task {
         }
         loop {
             self.start_commit();
-            let settled = self.in_flight.is_none() && self.state.head() == self.state.published();
+            let settled = self.in_flight.is_none()
+                && self.flushing.is_empty()
+                && self.state.head() == self.state.published();
             if self.closing && settled {
                 break;
             }
@@ -208,16 +231,26 @@ impl Task {
                 .filter(|_| settled)
                 .map(|t| t + self.settings.timing.document_idle_close);
             let flight = &mut self.in_flight;
-            let commit = async move {
+            let written = async move {
                 match flight {
                     Some(f) => (&mut f.future).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let oldest = self.flushing.front_mut();
+            let flushed = async move {
+                match oldest {
+                    Some(f) => (&mut f.durable).await,
                     None => std::future::pending().await,
                 }
             };
             let shutdown = &mut self.shutdown;
             let closing = self.closing;
             let event = tokio::select! {
-                result = commit => Event::Committed(result),
+                // Publishing first frees clients to send their next op.
+                biased;
+                result = flushed => Event::Flushed(result),
+                result = written => Event::Written(result),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Event::Command(cmd),
                     None => Event::Stop,
@@ -228,8 +261,13 @@ impl Task {
                 () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => Event::Idle,
             };
             match event {
-                Event::Committed(result) => {
-                    if !self.on_commit(result) {
+                Event::Written(result) => {
+                    if !self.on_written(result) {
+                        break;
+                    }
+                }
+                Event::Flushed(result) => {
+                    if !self.on_flushed(result) {
                         break;
                     }
                 }
@@ -409,7 +447,7 @@ impl Task {
             }
             .to_frame()
         };
-        if req.outbound.try_send(frame).is_err() {
+        if req.outbound.try_send(Frame::reply(frame)).is_err() {
             return Err(Refusal::new(ErrorCode::Unavailable, "session closed"));
         }
         let entry = SessionEntry {
@@ -464,7 +502,7 @@ impl Task {
 
     fn send_to(&mut self, client: &ClientId, frame: ByteString) {
         let full = match self.sessions.get(client) {
-            Some(s) => s.outbound.try_send(frame).is_err(),
+            Some(s) => s.outbound.try_send(Frame::reply(frame)).is_err(),
             None => false,
         };
         if full {
@@ -495,8 +533,11 @@ impl Task {
         }
         match self.state.dedupe(&client, seq) {
             Dedupe::Seen(committed) => {
-                // Resent: ack now if durable, else the publish will ack it.
-                if committed <= self.state.published() {
+                // Resent: ack now if durable, else the publish will ack it
+                // (to this session, not the one that first sent it).
+                if committed > self.state.published() {
+                    self.acks_due.insert(committed, session);
+                } else {
                     self.send_to(
                         &client,
                         ServerMsg::Ack {
@@ -562,8 +603,11 @@ impl Task {
             selection,
             time_ms: now_ms(),
         };
-        if let Err(r) = self.state.submit(sub, &older) {
-            self.refuse(&client, &r, Some(seq));
+        match self.state.submit(sub, &older) {
+            Ok(record) => {
+                self.acks_due.insert(record.rev, session);
+            }
+            Err(r) => self.refuse(&client, &r, Some(seq)),
         }
     }
 
@@ -634,7 +678,7 @@ impl Task {
                         let _ = kick.send(code);
                     }
                     self.state.clear_presence(&client);
-                    let frame = ServerMsg::Leave { client: &client }.to_frame();
+                    let frame = Frame::news(ServerMsg::Leave { client: &client }.to_frame());
                     for (other, s) in &self.sessions {
                         if s.outbound.try_send(frame.clone()).is_err() {
                             next.push(other.clone());
@@ -654,6 +698,7 @@ impl Task {
     /// Sends one frame to every session but `except`; drops the ones that
     /// cannot take it.
     fn broadcast(&mut self, frame: &ByteString, except: Option<&ClientId>) {
+        let frame = Frame::news(frame.clone());
         let mut full = Vec::new();
         for (client, s) in &self.sessions {
             if Some(client) != except && s.outbound.try_send(frame.clone()).is_err() {
@@ -674,12 +719,18 @@ impl Task {
         self.sessions.clear();
     }
 
-    /// Sends everything sequenced but not yet stored, if nothing is in flight.
+    /// Sends everything sequenced but not yet written, if no write is in
+    /// flight. Batches waiting for a flush do not hold it back: that is how
+    /// one flush comes to cover several batches.
     fn start_commit(&mut self) {
         if self.in_flight.is_some() {
             return;
         }
-        let ops = self.state.unpublished_after(self.state.published());
+        let written = self
+            .flushing
+            .back()
+            .map_or(self.state.published(), |f| f.end);
+        let ops = self.state.unpublished_after(written);
         let Some(last) = ops.last() else {
             return;
         };
@@ -717,30 +768,27 @@ impl Task {
             if !delay.is_zero() {
                 sleep(delay).await;
             }
-            store.append(batch).await
+            store.append_ordered(batch).await
         })
     }
 
-    /// Handles the store's answer to an append. Returns false when the task
+    /// Handles the store's answer to a write. Returns false when the task
     /// must stop.
-    fn on_commit(&mut self, result: Result<(), StoreError>) -> bool {
+    fn on_written(&mut self, result: Result<Durable, StoreError>) -> bool {
         let Some(mut flight) = self.in_flight.take() else {
             return true;
         };
         match result {
-            Ok(()) => {
+            Ok(durable) => {
                 if flight.snapshot {
                     self.last_snapshot = flight.end;
                 }
-                self.publish(&flight.ops, flight.end, flight.text);
-                let end = flight.end;
-                let (done, waiting) = std::mem::take(&mut self.restores)
-                    .into_iter()
-                    .partition(|(rev, _)| *rev <= end);
-                self.restores = waiting;
-                for (rev, reply) in done {
-                    let _ = reply.send(Ok(rev));
-                }
+                self.flushing.push_back(Flushing {
+                    ops: flight.ops,
+                    end: flight.end,
+                    text: flight.text,
+                    durable,
+                });
                 true
             }
             Err(StoreError::Unavailable(e)) => {
@@ -775,10 +823,55 @@ impl Task {
         }
     }
 
+    /// Publishes the oldest written batch once it is durable. A failed
+    /// flush leaves it unknown what is on disk, so the document closes and
+    /// is reloaded from the store; clients resend what was not acked, and
+    /// the (client, seq) dedupe keeps anything that did land from landing
+    /// twice. Returns false when the task must stop.
+    fn on_flushed(&mut self, mut result: Result<(), StoreError>) -> bool {
+        // One flush usually covers several batches: publish every one that
+        // is durable now, so each peer gets them in one wake-up and write.
+        loop {
+            if !self.publish_flushed(result) {
+                return false;
+            }
+            match self
+                .flushing
+                .front_mut()
+                .and_then(|f| (&mut f.durable).now_or_never())
+            {
+                Some(next) => result = next,
+                None => return true,
+            }
+        }
+    }
+
+    fn publish_flushed(&mut self, result: Result<(), StoreError>) -> bool {
+        let Some(batch) = self.flushing.pop_front() else {
+            return true;
+        };
+        if let Err(e) = result {
+            warn!(document = %self.id, error = %e, "flush failed; closing document");
+            self.give_up(ErrorCode::Unavailable, CloseCode::TryAgainLater);
+            return false;
+        }
+        let end = batch.end;
+        self.publish(&batch.ops, end, batch.text);
+        let (done, waiting) = std::mem::take(&mut self.restores)
+            .into_iter()
+            .partition(|(rev, _)| *rev <= end);
+        self.restores = waiting;
+        for (rev, reply) in done {
+            let _ = reply.send(Ok(rev));
+        }
+        true
+    }
+
     fn give_up(&mut self, code: ErrorCode, close: CloseCode) {
         let frame = error_frame(code, "the document could not be saved; reconnect", None);
         self.broadcast(&frame, None);
         self.state.discard_unpublished();
+        self.acks_due.clear();
         for (_, reply) in self.restores.drain(..) {
             let _ = reply.send(Err(Refusal::new(code, "the document could not be saved")));
         }
@@ -797,15 +890,20 @@ impl Task {
                 op: &op.op,
             }
             .to_frame();
+            let frame = Frame::news(frame);
+            let due = self.acks_due.remove(&op.rev);
             for (client, s) in &self.sessions {
                 let sent = if *client == op.client {
-                    s.outbound.try_send(
+                    if due != Some(s.session) {
+                        continue;
+                    }
+                    s.outbound.try_send(Frame::reply(
                         ServerMsg::Ack {
                             seq: op.seq,
                             rev: op.rev,
                         }
                         .to_frame(),
-                    )
+                    ))
                 } else {
                     s.outbound.try_send(frame.clone())
                 };

@@ -5,7 +5,9 @@
 //! transport, a frame over the size limit, or a client that gets nothing but
 //! errors is closed. Presence is coalesced (latest wins, at most one per
 //! [`PRESENCE_INTERVAL`](crate::config::PRESENCE_INTERVAL)), so a chatty
-//! client costs its peers little and is never disconnected for it.
+//! client costs its peers little and is never disconnected for it. Frames
+//! about other clients are coalesced too, on the way out (see
+//! [`OUTBOUND_COALESCE`](crate::config::OUTBOUND_COALESCE)).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +19,7 @@ use tokio::time::{Instant, interval, sleep_until, timeout};
 use tracing::debug;
 
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
-use crate::document::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
+use crate::document::{Command, DocumentHandle, Frame, JoinRequest, Joined, SessionId};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{
@@ -76,7 +78,8 @@ struct Attached {
 
 enum Event {
     Incoming(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
-    Outgoing(Option<ByteString>),
+    Outgoing(Option<Frame>),
+    FlushOutgoing,
     Kicked(CloseCode),
     Tick,
     Shutdown,
@@ -101,7 +104,11 @@ pub async fn run(
     let limits = &settings.limits;
     let timing = &settings.timing;
     let session: SessionId = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, mut out_rx) = mpsc::channel::<ByteString>(limits.outbound_queue);
+    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(limits.outbound_queue);
+    // Frames taken off the queue and not yet written, and when the last
+    // write was: news waits until `last_write + outbound_coalesce`.
+    let mut held: Vec<ByteString> = Vec::new();
+    let mut last_write = Instant::now() - timing.outbound_coalesce;
     let mut attached: Option<Attached> = None;
     let mut rate = RateLimit::new(limits.rate_limit_per_sec, limits.rate_limit_burst);
     let mut errors: u32 = 0;
@@ -118,6 +125,7 @@ pub async fn run(
             .as_ref()
             .map(|_| presence_sent + timing.presence_interval);
         let joined = attached.is_some();
+        let write_at = (!held.is_empty()).then(|| last_write + timing.outbound_coalesce);
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
@@ -131,6 +139,7 @@ pub async fn run(
             _ = ticker.tick() => Event::Tick,
             _ = shutdown.changed() => Event::Shutdown,
             () = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => Event::FlushPresence,
+            () = sleep_until(write_at.unwrap_or_else(Instant::now)), if write_at.is_some() => Event::FlushOutgoing,
         };
         match event {
             Event::Incoming(None) => break End::Gone,
@@ -154,7 +163,7 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if ws.text(f).await.is_err() {
+                        if answer(&mut ws, &mut held, &mut out_rx, f).await.is_err() {
                             break End::Gone;
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
@@ -184,7 +193,7 @@ pub async fn run(
                     };
                     let f =
                         error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
-                    if ws.text(f).await.is_err() {
+                    if answer(&mut ws, &mut held, &mut out_rx, f).await.is_err() {
                         break End::Gone;
                     }
                     if limited_in_row > MAX_CONSECUTIVE_ERRORS {
@@ -217,7 +226,15 @@ pub async fn run(
                     Ok(()) => errors = 0,
                     Err((code, message, seq)) => {
                         errors += 1;
-                        if ws.text(error_frame(code, &message, seq)).await.is_err() {
+                        if answer(
+                            &mut ws,
+                            &mut held,
+                            &mut out_rx,
+                            error_frame(code, &message, seq),
+                        )
+                        .await
+                        .is_err()
+                        {
                             break End::Gone;
                         }
                         if code == ErrorCode::Unavailable && attached.is_none() {
@@ -239,42 +256,28 @@ pub async fn run(
                 break End::Close(CloseCode::TryAgainLater, "dropped by document");
             }
             Event::Outgoing(Some(frame)) => {
-                // Write what is queued in one go: the frames are already
-                // serialised, so a burst costs one wake-up, not one each.
-                // A write that blocks (the client stopped reading) must not
-                // hide a kick from the document, so the two race.
-                let mut next = Some(frame);
-                let mut written = 0;
-                let mut outcome = None;
-                while let Some(f) = next.take() {
-                    let kicked = async {
-                        match attached.as_mut() {
-                            Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
-                            None => std::future::pending().await,
+                let mut urgent = frame.urgent;
+                held.push(frame.text);
+                while held.len() < WRITE_BATCH {
+                    match out_rx.try_recv() {
+                        Ok(f) => {
+                            urgent |= f.urgent;
+                            held.push(f.text);
                         }
-                    };
-                    tokio::select! {
-                        // A frame that can be written is written before a
-                        // kick is looked at, so the error that explains the
-                        // kick is not dropped.
-                        biased;
-                        r = timeout(timing.client_idle_timeout, ws.text(f)) => {
-                            if !matches!(r, Ok(Ok(()))) {
-                                outcome = Some(End::Gone);
-                                break;
-                            }
-                        }
-                        code = kicked => {
-                            outcome = Some(End::Close(code, "closed by the server"));
-                            break;
-                        }
-                    }
-                    written += 1;
-                    if written < WRITE_BATCH {
-                        next = out_rx.try_recv().ok();
+                        Err(_) => break,
                     }
                 }
-                if let Some(end) = outcome {
+                let due = last_write.elapsed() >= timing.outbound_coalesce;
+                if urgent || due || held.len() >= WRITE_BATCH {
+                    last_write = Instant::now();
+                    if let Some(end) = write_held(&mut ws, &mut held, &mut attached, timing).await {
+                        break end;
+                    }
+                }
+            }
+            Event::FlushOutgoing => {
+                last_write = Instant::now();
+                if let Some(end) = write_held(&mut ws, &mut held, &mut attached, timing).await {
                     break end;
                 }
             }
@@ -319,7 +322,8 @@ pub async fn run(
         // must not lose acks already on their way), but a client that does
         // not read gets only a bounded wait.
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
-            while let Ok(f) = out_rx.try_recv() {
+            let queued = std::iter::from_fn(|| out_rx.try_recv().ok().map(|f| f.text));
+            for f in held.drain(..).chain(queued) {
                 if ws.text(f).await.is_err() {
                     return;
                 }
@@ -335,6 +339,55 @@ pub async fn run(
     }
 }
 
+/// Writes a refusal the session makes itself, after everything the
+/// document queued before it, so it cannot overtake an ack.
+async fn answer(
+    ws: &mut Session,
+    held: &mut Vec<ByteString>,
+    out_rx: &mut mpsc::Receiver<Frame>,
+    frame: ByteString,
+) -> Result<(), actix_ws::Closed> {
+    let queued = std::iter::from_fn(|| out_rx.try_recv().ok().map(|f| f.text));
+    let earlier: Vec<ByteString> = held.drain(..).chain(queued).collect();
+    for f in earlier {
+        ws.text(f).await?;
+    }
+    ws.text(frame).await
+}
+
+/// Writes the held frames in order, in one go: they are already
+/// serialised, so a burst costs one wake-up of the connection and one
+/// socket write, not one each. A write that blocks (the client stopped
+/// reading) must not hide a kick from the document, so the two race; a
+/// frame that can be written is written before a kick is looked at, so the
+/// error that explains the kick is not dropped. Returns why the session
+/// must end, if it must.
+async fn write_held(
+    ws: &mut Session,
+    held: &mut Vec<ByteString>,
+    attached: &mut Option<Attached>,
+    timing: &config::Timing,
+) -> Option<End> {
+    for f in held.drain(..) {
+        let kicked = async {
+            match attached.as_mut() {
+                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            r = timeout(timing.client_idle_timeout, ws.text(f)) => {
+                if !matches!(r, Ok(Ok(()))) {
+                    return Some(End::Gone);
+                }
+            }
+            code = kicked => return Some(End::Close(code, "closed by the server")),
+        }
+    }
+    None
+}
+
 type Refused = (ErrorCode, String, Option<Seq>);
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
@@ -348,7 +401,7 @@ async fn handle_message(
     doc: &DocId,
     session: SessionId,
     attached: &mut Option<Attached>,
-    out_tx: &mpsc::Sender<ByteString>,
+    out_tx: &mpsc::Sender<Frame>,
     op_limits: &OpLimits,
     presence: &mut Option<(Revision, Option<Selection>)>,
 ) -> Result<(), Refused> {

@@ -5,7 +5,7 @@
 use ropey::Rope;
 use tokio::sync::oneshot;
 
-use super::{AppendBatch, DocumentMeta, StoreError};
+use super::{AppendBatch, DocumentMeta, Durable, StoreError, durable_now};
 use crate::ids::{DocId, Revision};
 
 /// Where a job's outcome goes.
@@ -21,7 +21,7 @@ pub(super) enum Job {
     },
     Append {
         batch: AppendBatch,
-        reply: Reply<()>,
+        reply: Reply<Durable>,
     },
     SetLanguage {
         id: DocId,
@@ -37,7 +37,7 @@ pub(super) enum Job {
 }
 
 /// Answers a job with the outcome of its savepoint (only once the whole
-/// transaction has committed, or with the commit's error).
+/// transaction has committed and is durable, or with the commit's error).
 pub(super) fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
     match job {
         Job::Create { reply, .. } => {
@@ -45,9 +45,10 @@ pub(super) fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) 
                 m.ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
             }));
         }
-        Job::Append { reply, .. }
-        | Job::SetLanguage { reply, .. }
-        | Job::PutSnapshot { reply, .. } => {
+        Job::Append { reply, .. } => {
+            let _ = reply.send(result.map(|_| durable_now()));
+        }
+        Job::SetLanguage { reply, .. } | Job::PutSnapshot { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
     }

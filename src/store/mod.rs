@@ -14,6 +14,8 @@ mod job;
 pub mod postgres;
 pub mod sqlite;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -145,7 +147,21 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// [`StoreError::Conflict`] when the first op is not the document's next
     /// revision or a revision is already taken by a different op.
-    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError>;
+    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
+        self.append_ordered(batch).await?.await
+    }
+
+    /// Appends a batch in two steps, so a writer can keep the disk busy: the
+    /// call returns once the batch is written in order (the next append may
+    /// be started, and conflicts are known), and the [`Durable`] it returns
+    /// resolves once it is on disk. Only then may the ops be acknowledged.
+    /// A backend whose commit is its flush returns an already resolved one.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::append`]. An error from the [`Durable`] means the write
+    /// may be lost; the document must be reloaded from the store.
+    async fn append_ordered(&self, batch: AppendBatch) -> Result<Durable, StoreError>;
 
     /// The revision the op `(client, seq)` was committed as, if it was.
     async fn find_op(
@@ -195,6 +211,15 @@ impl CommitStats {
             self.ops.load(Ordering::Relaxed),
         )
     }
+}
+
+/// Resolves once a written append is durable; see [`Store::append_ordered`].
+pub type Durable = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
+/// A [`Durable`] for a write that was flushed by its commit.
+#[must_use]
+pub fn durable_now() -> Durable {
+    Box::pin(std::future::ready(Ok(())))
 }
 
 /// A shared store handle.

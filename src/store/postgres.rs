@@ -34,8 +34,8 @@ use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::job::{Job, Reply, reply};
 use super::{
-    AppendBatch, CommitStats, DocumentMeta, OpRecord, Snapshot, Store, StoreError, decode_op,
-    now_ms,
+    AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, Snapshot, Store, StoreError,
+    decode_op, now_ms,
 };
 use crate::ids::{ClientId, DocId, Revision, Seq};
 
@@ -691,7 +691,7 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
+    async fn append_ordered(&self, batch: AppendBatch) -> Result<Durable, StoreError> {
         self.write(|reply| Job::Append { batch, reply }).await
     }
 
