@@ -6,10 +6,12 @@
 //!   window; quiescence and the convergence check.
 //! * [`trace`]: sequential editing-trace replay.
 //! * [`stats`]: histograms, /proc readings, the summary.
+//! * [`plot`]: `--plot`, the latency percentile plot as SVG.
 //! * [`http`]: the two REST calls over a raw TCP stream.
 
 pub mod client;
 pub mod http;
+pub mod plot;
 pub mod stats;
 pub mod trace;
 pub mod workload;

@@ -57,12 +57,33 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Replay this sequential editing trace (gzipped JSON) instead.
+    /// Write an SVG plot of the ack and delivery latency by percentile here.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Replay this sequential editing trace (gzipped JSON) instead, one
+    /// client per --docs copy.
     #[arg(long)]
     trace: Option<PathBuf>,
-    /// Trace replay: as fast as acks allow (the only speed so far; required).
+    /// Trace replay: each patch its own op, the next sent when the last is
+    /// acked (default: the recorded pace, see --speed and --max-gap).
     #[arg(long)]
     max_speed: bool,
+    /// Trace replay at the recorded pace: this many times faster.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "max_speed")]
+    speed: f64,
+    /// Trace replay at the recorded pace: longest pause replayed (recorded
+    /// seconds, before --speed).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 2.0,
+        conflicts_with = "max_speed"
+    )]
+    max_gap: f64,
+    /// Trace replay: only the first N patches (checked against the text they
+    /// make instead of endContent).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -83,8 +104,12 @@ fn main() -> std::process::ExitCode {
                     trace: path.clone(),
                     docs: a.docs,
                     max_speed: a.max_speed,
+                    speed: a.speed,
+                    max_gap: a.max_gap,
+                    limit: a.limit,
                     seed: a.seed,
                     pid: a.pid,
+                    plot: a.plot.clone(),
                 })
                 .await
             }
@@ -104,6 +129,7 @@ fn main() -> std::process::ExitCode {
                     seed: a.seed,
                     pid: a.pid,
                     quiesce_timeout: secs(a.quiesce_timeout),
+                    plot: a.plot.clone(),
                 })
                 .await
             }
@@ -123,6 +149,9 @@ fn main() -> std::process::ExitCode {
             eprintln!("tandem-loadtest: write {}: {e}", path.display());
             return std::process::ExitCode::from(2);
         }
+    }
+    if report.get("plot_error").is_some() {
+        return std::process::ExitCode::from(2);
     }
     if report["converged"] == true {
         std::process::ExitCode::SUCCESS

@@ -139,15 +139,36 @@ pub fn print_summary(r: &Value) {
     };
     println!("== tandem-loadtest: {}", r["mode"].as_str().unwrap_or("?"));
     if r["mode"] == "trace" {
+        let pace = if r["pace"] == "max_speed" {
+            "max speed (next patch on ack)".to_owned()
+        } else {
+            format!(
+                "recorded pace x{}, pauses capped at {} s: {:.2} s schedule, done {:.3} s after it",
+                r["speed"].as_f64().unwrap_or(0.0),
+                r["max_gap_s"].as_f64().unwrap_or(0.0),
+                r["schedule_s"].as_f64().unwrap_or(0.0),
+                r["lag_s"].as_f64().unwrap_or(0.0)
+            )
+        };
         println!(
-            "trace {}: {} copies, {} edits in {:.2} s: {:.0} edits/s",
+            "trace {}: {} copies x {} patches, {pace}",
             r["trace"].as_str().unwrap_or("?"),
             r["docs"],
-            r["ops_acked"],
+            r["patches_per_copy"],
+        );
+        println!(
+            "end to end {:.0} edits/s: {} edits acked in {:.2} s, in {} ops ({:.0} ops/s)",
+            r["edits_per_sec"].as_f64().unwrap_or(0.0),
+            r["edits_acked"],
             r["elapsed_s"].as_f64().unwrap_or(0.0),
+            r["ops_acked"],
             r["ops_per_sec"].as_f64().unwrap_or(0.0)
         );
-        println!("end text matches endContent: {}", r["matches_end_content"]);
+        println!(
+            "text matches {}: {}",
+            r["expected"].as_str().unwrap_or("?"),
+            r["matches_expected"]
+        );
     } else {
         println!(
             "{} writers + {} lurkers on {} docs, {}, {} s measured after {} s warmup",
@@ -171,7 +192,14 @@ pub fn print_summary(r: &Value) {
         );
     }
     println!("{}", lat_line("ack", &r["ack_ms"]));
-    println!("{}", lat_line("delivery", &r["delivery_ms"]));
+    if r["pace"] == "paced" {
+        println!("{}", lat_line("commit", &r["commit_ms"]));
+    }
+    if r["mode"] == "trace" {
+        println!("delivery  - (one client per document: nobody else receives its ops)");
+    } else {
+        println!("{}", lat_line("delivery", &r["delivery_ms"]));
+    }
     println!(
         "errors {} (rate_limited {}), disconnects {}, dropped edits {}",
         r["errors"], r["rate_limited"], r["disconnects"], r["dropped_edits"]
@@ -188,5 +216,11 @@ pub fn print_summary(r: &Value) {
         opt("server_peak_rss_mb", " MiB"),
         opt("loadgen_cpu_s", " s")
     );
+    if let Some(p) = r["plot"].as_str() {
+        println!("plot: {p}");
+    }
+    if let Some(e) = r["plot_error"].as_str() {
+        println!("plot failed: {e}");
+    }
     println!("converged: {}", r["converged"]);
 }

@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::client::{JoinOutcome, OtClient, Rng, ServerMsg, Ws, connect, insert_op, parse_op};
 use crate::http::{addr_of, create_document, fetch_document};
+use crate::plot::{Series, note_in_report, write_svg};
 use crate::stats::{ClientStats, cpu_seconds, peak_rss_mb, record, summary};
 
 /// Everything `tandem-loadtest` (without `--trace`) is told.
@@ -42,6 +43,8 @@ pub struct LoadConfig {
     pub pid: Option<u32>,
     /// How long to wait for quiescence after the stop.
     pub quiesce_timeout: Duration,
+    /// Write the latency plot (SVG) here.
+    pub plot: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadConfig {
@@ -61,6 +64,7 @@ impl Default for LoadConfig {
             seed: 1,
             pid: None,
             quiesce_timeout: Duration::from_secs(60),
+            plot: None,
         }
     }
 }
@@ -628,7 +632,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     let s = &total_stats;
     let mut errors: Vec<Value> = s.error_samples.iter().map(|e| json!(e)).collect();
     errors.extend(fatal.iter().take(5).map(|f| json!(f)));
-    Ok(json!({
+    let mut report = json!({
         "mode": "load",
         "url": cfg.url,
         "clients": cfg.clients,
@@ -665,5 +669,50 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         "server_peak_rss_mb": pid.as_deref().and_then(peak_rss_mb),
         "loadgen_cpu_s": diff(self_cpu0, self_cpu1),
         "final_revs": server_docs.iter().map(|d| d.0).collect::<Vec<_>>(),
-    }))
+    });
+    if let Some(path) = &cfg.plot {
+        let series = [
+            Series {
+                name: "ack (op sent → own ack)",
+                hist: &s.ack,
+            },
+            Series {
+                name: "delivery (op sent → received by another client)",
+                hist: &s.delivery,
+            },
+        ];
+        note_in_report(
+            &mut report,
+            path,
+            write_svg(path, &plot_title(&cfg), &series),
+        );
+    }
+    Ok(report)
+}
+
+/// The plot's title: the workload's shape.
+fn plot_title(cfg: &LoadConfig) -> String {
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let pace = if cfg.closed_loop {
+        "closed loop".to_owned()
+    } else {
+        format!("{} ops/s per writer (open loop)", cfg.rate)
+    };
+    let mut second = format!(
+        "{} + {} on {}, {pace}, {} per op, doc size {}",
+        plural(cfg.clients, "writer", "writers"),
+        plural(cfg.lurkers, "lurker", "lurkers"),
+        plural(cfg.docs, "doc", "docs"),
+        plural(cfg.chars, "char", "chars"),
+        cfg.doc_size
+    );
+    if cfg.presence_hz > 0.0 {
+        second.push_str(&format!(", presence {} Hz", cfg.presence_hz));
+    }
+    format!(
+        "tandem-loadtest: latency by percentile ({} s measured after {} s warmup)\n{second}",
+        cfg.duration.as_secs_f64(),
+        cfg.warmup.as_secs_f64()
+    )
 }

@@ -1,12 +1,13 @@
 //! Smoke test: the load generator's library code, in process, against the
-//! real server binary for about three seconds. Asserts that ops were acked
-//! and that every client converged; never asserts timings.
+//! real server binary for a few seconds. Asserts that ops were acked, that
+//! every client converged, that `--plot` wrote an SVG with curves, and that
+//! a paced trace replay took at least its schedule; never asserts latencies.
 //!
 //! The server binary is `$TANDEM_BIN`, or `target/debug/tandem` of this
 //! workspace (built by `cargo test --workspace`; built here when missing).
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -90,9 +91,23 @@ fn start_server(name: &str) -> Server {
     }
 }
 
+/// The file `--plot` wrote: an SVG document with `lines` curves.
+fn assert_svg_plot(path: &Path, lines: usize) {
+    let svg = std::fs::read_to_string(path).expect("plot written");
+    assert!(
+        svg.starts_with("<?xml") || svg.starts_with("<svg"),
+        "{svg:.200}"
+    );
+    assert!(svg.contains("<svg "), "{svg:.200}");
+    assert!(svg.trim_end().ends_with("</svg>"));
+    assert_eq!(svg.matches("<polyline").count(), lines, "{svg}");
+    assert!(svg.contains(">99.99%<"), "{svg}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_loop_load_converges() {
     let server = start_server("load");
+    let plot = server._dir.join("load.svg");
     let report = run_load(LoadConfig {
         url: format!("http://{}", server.addr),
         docs: 2,
@@ -104,6 +119,7 @@ async fn open_loop_load_converges() {
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
         pid: Some(server.child.id()),
+        plot: Some(plot.clone()),
         ..LoadConfig::default()
     })
     .await
@@ -114,6 +130,9 @@ async fn open_loop_load_converges() {
         report["delivery_ms"]["count"].as_u64().unwrap() > 0,
         "{report:#}"
     );
+    // Ack and delivery both have samples: two curves.
+    assert_eq!(report["plot"], plot.display().to_string(), "{report:#}");
+    assert_svg_plot(&plot, 2);
     assert_eq!(report["errors"], 0, "{report:#}");
     for key in ["p50", "p90", "p99", "max"] {
         assert!(report["ack_ms"][key].is_number(), "{report:#}");
@@ -163,12 +182,68 @@ async fn trace_replay_matches_end_content() {
         trace: path,
         docs: 2,
         max_speed: true,
-        seed: 1,
-        pid: None,
+        ..TraceConfig::default()
     })
     .await
     .expect("trace run");
     assert_eq!(report["matches_end_content"], true, "{report:#}");
     assert_eq!(report["converged"], true, "{report:#}");
+    // Each patch its own op at max speed.
     assert_eq!(report["ops_acked"], 8, "{report:#}");
+    assert_eq!(report["edits_acked"], 8, "{report:#}");
+}
+
+/// The first 1,000 patches of a real trace (sveltecomponent) at the recorded
+/// pace, 400 times faster (about 1 s), two copies at once, with a plot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_trace_replay_converges() {
+    let trace = workspace().join("../shared/traces/sequential/sveltecomponent.json.gz");
+    assert!(trace.exists(), "trace missing: {}", trace.display());
+    let server = start_server("paced");
+    let plot = server._dir.join("trace.svg");
+    let report = run_trace(TraceConfig {
+        url: format!("http://{}", server.addr),
+        trace,
+        docs: 2,
+        speed: 400.0,
+        max_gap: 2.0,
+        limit: Some(1_000),
+        pid: Some(server.child.id()),
+        plot: Some(plot.clone()),
+        ..TraceConfig::default()
+    })
+    .await
+    .expect("trace run");
+    assert_eq!(report["pace"], "paced", "{report:#}");
+    assert_eq!(report["patches_per_copy"], 1_000, "{report:#}");
+    assert_eq!(report["matches_expected"], true, "{report:#}");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["edits_acked"], 2_000, "{report:#}");
+    assert_eq!(report["commit_ms"]["count"], 2_000, "{report:#}");
+    let ops = report["ops_acked"].as_u64().unwrap();
+    assert!(ops > 0 && ops <= 2_000, "{report:#}");
+    assert_eq!(report["ack_ms"]["count"], ops, "{report:#}");
+    // Paced for real: the replay cannot be quicker than its schedule
+    // (about 416 recorded seconds / 400).
+    let schedule = report["schedule_s"].as_f64().unwrap();
+    assert!((0.9..1.2).contains(&schedule), "{report:#}");
+    assert!(
+        report["elapsed_s"].as_f64().unwrap() >= schedule,
+        "{report:#}"
+    );
+    for key in [
+        "ops_per_sec",
+        "edits_per_sec",
+        "server_cpu_s",
+        "server_peak_rss_mb",
+        "loadgen_cpu_s",
+    ] {
+        assert!(report[key].is_number(), "{key}: {report:#}");
+    }
+    assert_eq!(report["delivery_ms"]["count"], 0, "{report:#}");
+    // Ack and commit curves; delivery has no samples (legend only).
+    assert_svg_plot(&plot, 2);
+    let svg = std::fs::read_to_string(&plot).unwrap();
+    assert!(svg.contains("sveltecomponent.json.gz"), "{svg}");
 }
