@@ -58,6 +58,14 @@ pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(50);
 /// peer per interval instead of one per op, for a few milliseconds of
 /// delay well under what a person notices.
 pub const OUTBOUND_COALESCE: Duration = Duration::from_millis(5);
+/// Socket writes per second a document's fan-out may cost when it is busy:
+/// with more peers than this × [`OUTBOUND_COALESCE`], each session holds
+/// news for `peers / this` instead (1,000 peers: 25 ms), up to
+/// [`MAX_OUTBOUND_COALESCE`]. Writes, not bytes, are what a busy document
+/// pays for, and a class of a thousand does not notice 25 ms.
+pub const DOCUMENT_WRITES_PER_SEC: u32 = 40_000;
+/// The longest a session holds news, however many peers it has.
+pub const MAX_OUTBOUND_COALESCE: Duration = Duration::from_millis(50);
 /// Consecutive refused messages after which a connection is closed with 4400:
 /// a client that gets only errors is broken, and answering it forever is waste.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 100;

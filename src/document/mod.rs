@@ -21,6 +21,9 @@ mod task;
 pub use state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
 pub use task::{DocumentInfo, spawn};
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
 
@@ -98,6 +101,9 @@ pub struct Joined {
     pub client: ClientId,
     /// The user as the server knows it.
     pub user: User,
+    /// How many sessions the document has, kept current by its task: the
+    /// session sizes its write coalescing by it.
+    pub peers: Arc<AtomicUsize>,
 }
 
 /// Commands to a document task.

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytestring::ByteString;
@@ -151,6 +152,8 @@ struct Task {
     /// reconnected since is acked only once: to the session that asked, or
     /// by the resend's answer, or through the new session's catch-up.
     acks_due: HashMap<Revision, SessionId>,
+    /// `sessions.len()`, shared with the sessions (see [`Joined::peers`]).
+    peers: Arc<AtomicUsize>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -211,6 +214,7 @@ impl Task {
             closing: false,
             restores: Vec::new(),
             acks_due: HashMap::new(),
+            peers: Arc::default(),
         })
     }
 
@@ -472,7 +476,12 @@ impl Task {
             }
         }
         self.idle_since = None;
-        Ok(Joined { client, user })
+        self.peers.store(self.sessions.len(), Ordering::Relaxed);
+        Ok(Joined {
+            client,
+            user,
+            peers: Arc::clone(&self.peers),
+        })
     }
 
     /// The ops from `rev` to the published revision, or `None` when they
@@ -690,6 +699,7 @@ impl Task {
             next.dedup();
             gone = next;
         }
+        self.peers.store(self.sessions.len(), Ordering::Relaxed);
         if self.sessions.is_empty() && self.idle_since.is_none() {
             self.idle_since = Some(Instant::now());
         }
@@ -717,6 +727,7 @@ impl Task {
             }
         }
         self.sessions.clear();
+        self.peers.store(0, Ordering::Relaxed);
     }
 
     /// Sends everything sequenced but not yet written, if no write is in

@@ -125,7 +125,13 @@ pub async fn run(
             .as_ref()
             .map(|_| presence_sent + timing.presence_interval);
         let joined = attached.is_some();
-        let write_at = (!held.is_empty()).then(|| last_write + timing.outbound_coalesce);
+        let hold = attached.as_ref().map_or(timing.outbound_coalesce, |a| {
+            coalesce_interval(
+                timing.outbound_coalesce,
+                a.joined.peers.load(Ordering::Relaxed),
+            )
+        });
+        let write_at = (!held.is_empty()).then(|| last_write + hold);
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
@@ -267,7 +273,7 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                let due = last_write.elapsed() >= timing.outbound_coalesce;
+                let due = last_write.elapsed() >= hold;
                 if urgent || due || held.len() >= WRITE_BATCH {
                     last_write = Instant::now();
                     if let Some(end) = write_held(&mut ws, &mut held, &mut attached, timing).await {
@@ -337,6 +343,20 @@ pub async fn run(
         })
         .await;
     }
+}
+
+/// How long news may wait for company on a document with `peers` sessions:
+/// the configured interval, stretched on a crowded document so its fan-out
+/// stays within [`config::DOCUMENT_WRITES_PER_SEC`]. Zero stays zero.
+fn coalesce_interval(base: std::time::Duration, peers: usize) -> std::time::Duration {
+    if base.is_zero() {
+        return base;
+    }
+    let spread = std::time::Duration::from_secs_f64(
+        peers as f64 / f64::from(config::DOCUMENT_WRITES_PER_SEC),
+    );
+    base.max(spread)
+        .min(config::MAX_OUTBOUND_COALESCE.max(base))
 }
 
 /// Writes a refusal the session makes itself, after everything the
@@ -614,6 +634,19 @@ fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coalescing_stretches_with_the_crowd() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(coalesce_interval(ms(5), 10), ms(5));
+        assert_eq!(coalesce_interval(ms(5), 200), ms(5));
+        assert_eq!(coalesce_interval(ms(5), 1_000), ms(25));
+        assert_eq!(
+            coalesce_interval(ms(5), 100_000),
+            config::MAX_OUTBOUND_COALESCE
+        );
+        assert_eq!(coalesce_interval(ms(0), 1_000), ms(0));
+    }
 
     #[test]
     fn colors_and_languages() {
