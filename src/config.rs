@@ -51,20 +51,20 @@ pub const RATE_LIMIT_BURST: u32 = 1_000;
 /// positions replace older unsent ones, so a chatty client costs the others
 /// at most 20 presence messages a second.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(50);
-/// When frames about other clients arrive faster than this, a session holds
-/// them and writes them together at most once per interval (an answer to
-/// the client itself is never held). A lone typist's peers see each op at
-/// once; a document with hundreds of typists costs one socket write per
-/// peer per interval instead of one per op, for a few milliseconds of
-/// delay well under what a person notices.
+/// When news of other clients (their ops, cursors, arrivals) comes faster
+/// than this, a document holds it and sends it to each session in one burst
+/// per interval; answers to a client (`ack`, `error`) are never held. A lone
+/// typist's peers see each op at once; a document with hundreds of typists
+/// costs one wake-up and socket write per peer per interval instead of one
+/// per op, for a few milliseconds of delay well under what a person notices.
 pub const OUTBOUND_COALESCE: Duration = Duration::from_millis(5);
 /// Socket writes per second a document's fan-out may cost when it is busy:
-/// with more peers than this × [`OUTBOUND_COALESCE`], each session holds
+/// with more peers than this × [`OUTBOUND_COALESCE`], the document holds
 /// news for `peers / this` instead (1,000 peers: 25 ms), up to
 /// [`MAX_OUTBOUND_COALESCE`]. Writes, not bytes, are what a busy document
 /// pays for, and a class of a thousand does not notice 25 ms.
 pub const DOCUMENT_WRITES_PER_SEC: u32 = 40_000;
-/// The longest a session holds news, however many peers it has.
+/// The longest a document holds news, however many peers it has.
 pub const MAX_OUTBOUND_COALESCE: Duration = Duration::from_millis(50);
 /// Consecutive refused messages after which a connection is closed with 4400:
 /// a client that gets only errors is broken, and answering it forever is waste.

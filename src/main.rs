@@ -194,8 +194,9 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE)]
     outbound_queue: usize,
 
-    /// Milliseconds a connection may hold other clients' ops to write them
-    /// together when they arrive faster than this (0: never hold).
+    /// Milliseconds a document may hold news of other clients to send it
+    /// to each connection together, when it comes faster than this
+    /// (stretched on crowded documents; 0: never hold).
     #[arg(long, env = "TANDEM_OUTBOUND_COALESCE_MS", default_value_t = config::OUTBOUND_COALESCE.as_millis() as u64)]
     outbound_coalesce_ms: u64,
 

@@ -6,23 +6,24 @@
 //!
 //! 1. `Command::Op` arrives; the op is sequenced and applied in memory
 //!    (`head` moves on). Nobody is told yet.
-//! 2. When no append is in flight, every op sequenced but not yet sent to the
+//! 2. When no write is in flight, every op sequenced but not yet sent to the
 //!    store goes out as one batch (group commit sized by what is waiting).
-//! 3. When the store answers `Ok`, the batch is published: `ack` to each
-//!    sender, `op` to everyone else (one serialised frame shared by all),
-//!    then the cursors that came with the ops.
+//!    Once the store has written it in order, the next batch may be written
+//!    while this one is being flushed to disk.
+//! 3. When the store says the batch is durable, it is published: `ack` to
+//!    each sender at once, `op` to everyone else (one serialised frame
+//!    shared by all, coalesced per interval on a busy document: see
+//!    `fanout`), then the cursors that came with the ops.
 //!
 //! A session whose outbound queue is full is dropped with close 1013: a slow
 //! reader never slows the task or grows its memory.
 
+mod fanout;
 mod state;
 mod task;
 
 pub use state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
 pub use task::{DocumentInfo, spawn};
-
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
 use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
@@ -37,38 +38,7 @@ pub type SessionId = u64;
 
 /// What a session is sent by its document: frames, in order, through a
 /// bounded queue.
-pub type Outbound = mpsc::Sender<Frame>;
-
-/// One serialised message for a session, and whether it may wait to share
-/// a socket write with the frames after it.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    /// The JSON text.
-    pub text: ByteString,
-    /// An answer to this client (`joined`, `ack`, `error`): written at once,
-    /// with everything queued before it. Other clients' ops and cursors may
-    /// be held for [`crate::config::OUTBOUND_COALESCE`] when they come
-    /// faster than that, so a busy document costs one write per interval
-    /// per peer instead of one per op.
-    pub urgent: bool,
-}
-
-impl Frame {
-    /// A frame answering this client.
-    #[must_use]
-    pub fn reply(text: ByteString) -> Self {
-        Self { text, urgent: true }
-    }
-
-    /// A frame about someone else.
-    #[must_use]
-    pub fn news(text: ByteString) -> Self {
-        Self {
-            text,
-            urgent: false,
-        }
-    }
-}
+pub type Outbound = mpsc::Sender<ByteString>;
 
 /// How the document tells a session to close (its queue may be full, so
 /// this goes beside it).
@@ -101,9 +71,6 @@ pub struct Joined {
     pub client: ClientId,
     /// The user as the server knows it.
     pub user: User,
-    /// How many sessions the document has, kept current by its task: the
-    /// session sizes its write coalescing by it.
-    pub peers: Arc<AtomicUsize>,
 }
 
 /// Commands to a document task.

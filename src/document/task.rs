@@ -6,7 +6,6 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytestring::ByteString;
@@ -16,8 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep, sleep_until};
 use tracing::{debug, info, warn};
 
+use super::fanout::{Fanout, SessionEntry};
 use super::state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
-use super::{Command, DocumentHandle, Frame, JoinRequest, Joined, Kick, Outbound, SessionId};
+use super::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
 use crate::config::{DOCUMENT_QUEUE, Settings};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
@@ -44,19 +44,13 @@ pub struct DocumentInfo {
     pub text: String,
 }
 
-struct SessionEntry {
-    session: SessionId,
-    user: User,
-    outbound: Outbound,
-    kick: Option<Kick>,
-}
-
 enum Event {
     Written(Result<Durable, StoreError>),
     Flushed(Result<(), StoreError>),
     Command(Command),
     Shutdown,
     Idle,
+    Burst,
     Stop,
     Nothing,
 }
@@ -137,7 +131,7 @@ struct Task {
     shutdown: watch::Receiver<bool>,
     state: DocumentState,
     language: String,
-    sessions: HashMap<ClientId, SessionEntry>,
+    fanout: Fanout,
     in_flight: Option<InFlight>,
     /// Written batches in revision order, oldest first.
     flushing: VecDeque<Flushing>,
@@ -152,8 +146,6 @@ struct Task {
     /// reconnected since is acked only once: to the session that asked, or
     /// by the resend's answer, or through the new session's catch-up.
     acks_due: HashMap<Revision, SessionId>,
-    /// `sessions.len()`, shared with the sessions (see [`Joined::peers`]).
-    peers: Arc<AtomicUsize>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -202,11 +194,11 @@ impl Task {
         Ok(Self {
             id,
             store,
-            settings,
             shutdown,
             state,
             language: meta.language,
-            sessions: HashMap::new(),
+            fanout: Fanout::new(settings.timing.outbound_coalesce),
+            settings,
             in_flight: None,
             flushing: VecDeque::new(),
             last_snapshot: snapshot.rev,
@@ -214,7 +206,6 @@ impl Task {
             closing: false,
             restores: Vec::new(),
             acks_due: HashMap::new(),
-            peers: Arc::default(),
         })
     }
 
@@ -248,6 +239,7 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let burst_at = self.fanout.due();
             let shutdown = &mut self.shutdown;
             let closing = self.closing;
             let event = tokio::select! {
@@ -255,6 +247,8 @@ impl Task {
                 biased;
                 result = flushed => Event::Flushed(result),
                 result = written => Event::Written(result),
+                // Held news must not wait behind a busy command queue.
+                () = sleep_until(burst_at.unwrap_or_else(Instant::now)), if burst_at.is_some() => Event::Burst,
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Event::Command(cmd),
                     None => Event::Stop,
@@ -280,6 +274,7 @@ impl Task {
                     self.closing = true;
                     self.kick_all(CloseCode::GoingAway);
                 }
+                Event::Burst => self.burst(),
                 Event::Idle | Event::Stop => break,
                 Event::Nothing => {}
             }
@@ -383,8 +378,8 @@ impl Task {
         }
         let resuming = req.client.is_some();
         let client = req.client.unwrap_or_else(ClientId::random);
-        if !self.sessions.contains_key(&client)
-            && self.sessions.len() >= self.settings.limits.max_clients_per_document
+        if !self.fanout.contains(&client)
+            && self.fanout.len() >= self.settings.limits.max_clients_per_document
         {
             return Err(Refusal::new(
                 ErrorCode::Unavailable,
@@ -415,7 +410,7 @@ impl Task {
         let published = self.state.published();
         let frame = {
             let peers = self
-                .sessions
+                .fanout
                 .iter()
                 .filter(|(c, _)| **c != client)
                 .map(|(c, s)| PeerInfo {
@@ -451,16 +446,11 @@ impl Task {
             }
             .to_frame()
         };
-        if req.outbound.try_send(Frame::reply(frame)).is_err() {
+        if req.outbound.try_send(frame).is_err() {
             return Err(Refusal::new(ErrorCode::Unavailable, "session closed"));
         }
-        let entry = SessionEntry {
-            session: req.session,
-            user: user.clone(),
-            outbound: req.outbound,
-            kick: Some(req.kick),
-        };
-        match self.sessions.insert(client.clone(), entry) {
+        let entry = SessionEntry::new(req.session, user.clone(), req.outbound, req.kick);
+        match self.fanout.insert(client.clone(), entry) {
             Some(mut old) => {
                 if let Some(kick) = old.kick.take() {
                     let _ = kick.send(CloseCode::Normal);
@@ -476,12 +466,7 @@ impl Task {
             }
         }
         self.idle_since = None;
-        self.peers.store(self.sessions.len(), Ordering::Relaxed);
-        Ok(Joined {
-            client,
-            user,
-            peers: Arc::clone(&self.peers),
-        })
+        Ok(Joined { client, user })
     }
 
     /// The ops from `rev` to the published revision, or `None` when they
@@ -510,11 +495,7 @@ impl Task {
     }
 
     fn send_to(&mut self, client: &ClientId, frame: ByteString) {
-        let full = match self.sessions.get(client) {
-            Some(s) => s.outbound.try_send(Frame::reply(frame)).is_err(),
-            None => false,
-        };
-        if full {
+        if !self.fanout.reply(client, frame) {
             self.drop_sessions(vec![client.clone()], CloseCode::TryAgainLater);
         }
     }
@@ -534,7 +515,7 @@ impl Task {
         selection: Option<Selection>,
     ) {
         if self
-            .sessions
+            .fanout
             .get(&client)
             .is_none_or(|s| s.session != session)
         {
@@ -599,7 +580,7 @@ impl Task {
             Err(r) => return self.refuse(&client, &r, Some(seq)),
         };
         let author = self
-            .sessions
+            .fanout
             .get(&client)
             .map(|s| s.user.name.clone())
             .unwrap_or_default();
@@ -627,7 +608,7 @@ impl Task {
         rev: Revision,
         selection: Option<Selection>,
     ) {
-        let Some(entry) = self.sessions.get(client).filter(|s| s.session == session) else {
+        let Some(entry) = self.fanout.get(client).filter(|s| s.session == session) else {
             return;
         };
         let user = entry.user.clone();
@@ -646,11 +627,7 @@ impl Task {
     }
 
     async fn set_language(&mut self, session: SessionId, client: &ClientId, language: String) {
-        if self
-            .sessions
-            .get(client)
-            .is_none_or(|s| s.session != session)
-        {
+        if self.fanout.get(client).is_none_or(|s| s.session != session) {
             return;
         }
         if let Err(e) = self.store.set_language(&self.id, &language).await {
@@ -668,7 +645,7 @@ impl Task {
 
     fn leave(&mut self, session: SessionId, client: &ClientId) {
         if self
-            .sessions
+            .fanout
             .get(client)
             .is_some_and(|s| s.session == session)
         {
@@ -682,52 +659,48 @@ impl Task {
         while !gone.is_empty() {
             let mut next = Vec::new();
             for client in gone {
-                if let Some(mut s) = self.sessions.remove(&client) {
+                if let Some(mut s) = self.fanout.remove(&client) {
                     if let Some(kick) = s.kick.take() {
                         let _ = kick.send(code);
                     }
                     self.state.clear_presence(&client);
-                    let frame = Frame::news(ServerMsg::Leave { client: &client }.to_frame());
-                    for (other, s) in &self.sessions {
-                        if s.outbound.try_send(frame.clone()).is_err() {
-                            next.push(other.clone());
-                        }
-                    }
+                    let frame = ServerMsg::Leave { client: &client }.to_frame();
+                    next.extend(self.fanout.news(frame, None));
                 }
             }
             next.sort();
             next.dedup();
             gone = next;
         }
-        self.peers.store(self.sessions.len(), Ordering::Relaxed);
-        if self.sessions.is_empty() && self.idle_since.is_none() {
+        if self.fanout.is_empty() && self.idle_since.is_none() {
             self.idle_since = Some(Instant::now());
         }
     }
 
-    /// Sends one frame to every session but `except`; drops the ones that
-    /// cannot take it.
+    /// Queues one frame for every session but `except` (see [`Fanout`]);
+    /// drops the ones that cannot take it.
     fn broadcast(&mut self, frame: &ByteString, except: Option<&ClientId>) {
-        let frame = Frame::news(frame.clone());
-        let mut full = Vec::new();
-        for (client, s) in &self.sessions {
-            if Some(client) != except && s.outbound.try_send(frame.clone()).is_err() {
-                full.push(client.clone());
-            }
-        }
+        let full = self.fanout.news(frame.clone(), except);
         if !full.is_empty() {
             self.drop_sessions(full, CloseCode::TryAgainLater);
         }
     }
 
+    /// Sends the news held back for coalescing.
+    fn burst(&mut self) {
+        let full = self.fanout.burst();
+        if !full.is_empty() {
+            self.drop_sessions(full, CloseCode::TryAgainLater);
+        }
+    }
+
+    /// Closes every session, after the news queued for it.
     fn kick_all(&mut self, code: CloseCode) {
-        for s in self.sessions.values_mut() {
+        for mut s in self.fanout.take_all() {
             if let Some(kick) = s.kick.take() {
                 let _ = kick.send(code);
             }
         }
-        self.sessions.clear();
-        self.peers.store(0, Ordering::Relaxed);
     }
 
     /// Sends everything sequenced but not yet written, if no write is in
@@ -901,25 +874,17 @@ impl Task {
                 op: &op.op,
             }
             .to_frame();
-            let frame = Frame::news(frame);
+            full.extend(self.fanout.news(frame, Some(&op.client)));
             let due = self.acks_due.remove(&op.rev);
-            for (client, s) in &self.sessions {
-                let sent = if *client == op.client {
-                    if due != Some(s.session) {
-                        continue;
-                    }
-                    s.outbound.try_send(Frame::reply(
-                        ServerMsg::Ack {
-                            seq: op.seq,
-                            rev: op.rev,
-                        }
-                        .to_frame(),
-                    ))
-                } else {
-                    s.outbound.try_send(frame.clone())
-                };
-                if sent.is_err() {
-                    full.push(client.clone());
+            let author = self.fanout.get(&op.client).map(|s| s.session);
+            if author.is_some() && author == due {
+                let ack = ServerMsg::Ack {
+                    seq: op.seq,
+                    rev: op.rev,
+                }
+                .to_frame();
+                if !self.fanout.reply(&op.client, ack) {
+                    full.push(op.client.clone());
                 }
             }
         }
@@ -930,7 +895,7 @@ impl Task {
             self.drop_sessions(full, CloseCode::TryAgainLater);
         }
         for (client, sel) in announced {
-            let Some(user) = self.sessions.get(&client).map(|s| s.user.clone()) else {
+            let Some(user) = self.fanout.get(&client).map(|s| s.user.clone()) else {
                 // It left between sending the op and its commit.
                 self.state.clear_presence(&client);
                 continue;

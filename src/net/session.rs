@@ -5,9 +5,7 @@
 //! transport, a frame over the size limit, or a client that gets nothing but
 //! errors is closed. Presence is coalesced (latest wins, at most one per
 //! [`PRESENCE_INTERVAL`](crate::config::PRESENCE_INTERVAL)), so a chatty
-//! client costs its peers little and is never disconnected for it. Frames
-//! about other clients are coalesced too, on the way out (see
-//! [`OUTBOUND_COALESCE`](crate::config::OUTBOUND_COALESCE)).
+//! client costs its peers little and is never disconnected for it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +17,7 @@ use tokio::time::{Instant, interval, sleep_until, timeout};
 use tracing::debug;
 
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
-use crate::document::{Command, DocumentHandle, Frame, JoinRequest, Joined, SessionId};
+use crate::document::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{
@@ -78,8 +76,7 @@ struct Attached {
 
 enum Event {
     Incoming(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
-    Outgoing(Option<Frame>),
-    FlushOutgoing,
+    Outgoing(Option<ByteString>),
     Kicked(CloseCode),
     Tick,
     Shutdown,
@@ -104,11 +101,7 @@ pub async fn run(
     let limits = &settings.limits;
     let timing = &settings.timing;
     let session: SessionId = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, mut out_rx) = mpsc::channel::<Frame>(limits.outbound_queue);
-    // Frames taken off the queue and not yet written, and when the last
-    // write was: news waits until `last_write + outbound_coalesce`.
-    let mut held: Vec<ByteString> = Vec::new();
-    let mut last_write = Instant::now() - timing.outbound_coalesce;
+    let (out_tx, mut out_rx) = mpsc::channel::<ByteString>(limits.outbound_queue);
     let mut attached: Option<Attached> = None;
     let mut rate = RateLimit::new(limits.rate_limit_per_sec, limits.rate_limit_burst);
     let mut errors: u32 = 0;
@@ -125,13 +118,6 @@ pub async fn run(
             .as_ref()
             .map(|_| presence_sent + timing.presence_interval);
         let joined = attached.is_some();
-        let hold = attached.as_ref().map_or(timing.outbound_coalesce, |a| {
-            coalesce_interval(
-                timing.outbound_coalesce,
-                a.joined.peers.load(Ordering::Relaxed),
-            )
-        });
-        let write_at = (!held.is_empty()).then(|| last_write + hold);
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
@@ -145,7 +131,6 @@ pub async fn run(
             _ = ticker.tick() => Event::Tick,
             _ = shutdown.changed() => Event::Shutdown,
             () = sleep_until(flush_at.unwrap_or_else(Instant::now)), if flush_at.is_some() => Event::FlushPresence,
-            () = sleep_until(write_at.unwrap_or_else(Instant::now)), if write_at.is_some() => Event::FlushOutgoing,
         };
         match event {
             Event::Incoming(None) => break End::Gone,
@@ -169,7 +154,7 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if answer(&mut ws, &mut held, &mut out_rx, f).await.is_err() {
+                        if answer(&mut ws, &mut out_rx, f).await.is_err() {
                             break End::Gone;
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
@@ -199,7 +184,7 @@ pub async fn run(
                     };
                     let f =
                         error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
-                    if answer(&mut ws, &mut held, &mut out_rx, f).await.is_err() {
+                    if answer(&mut ws, &mut out_rx, f).await.is_err() {
                         break End::Gone;
                     }
                     if limited_in_row > MAX_CONSECUTIVE_ERRORS {
@@ -232,14 +217,9 @@ pub async fn run(
                     Ok(()) => errors = 0,
                     Err((code, message, seq)) => {
                         errors += 1;
-                        if answer(
-                            &mut ws,
-                            &mut held,
-                            &mut out_rx,
-                            error_frame(code, &message, seq),
-                        )
-                        .await
-                        .is_err()
+                        if answer(&mut ws, &mut out_rx, error_frame(code, &message, seq))
+                            .await
+                            .is_err()
                         {
                             break End::Gone;
                         }
@@ -262,27 +242,13 @@ pub async fn run(
                 break End::Close(CloseCode::TryAgainLater, "dropped by document");
             }
             Event::Outgoing(Some(frame)) => {
-                let mut urgent = frame.urgent;
-                held.push(frame.text);
+                let mut held = vec![frame];
                 while held.len() < WRITE_BATCH {
                     match out_rx.try_recv() {
-                        Ok(f) => {
-                            urgent |= f.urgent;
-                            held.push(f.text);
-                        }
+                        Ok(f) => held.push(f),
                         Err(_) => break,
                     }
                 }
-                let due = last_write.elapsed() >= hold;
-                if urgent || due || held.len() >= WRITE_BATCH {
-                    last_write = Instant::now();
-                    if let Some(end) = write_held(&mut ws, &mut held, &mut attached, timing).await {
-                        break end;
-                    }
-                }
-            }
-            Event::FlushOutgoing => {
-                last_write = Instant::now();
                 if let Some(end) = write_held(&mut ws, &mut held, &mut attached, timing).await {
                     break end;
                 }
@@ -328,8 +294,8 @@ pub async fn run(
         // must not lose acks already on their way), but a client that does
         // not read gets only a bounded wait.
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
-            let queued = std::iter::from_fn(|| out_rx.try_recv().ok().map(|f| f.text));
-            for f in held.drain(..).chain(queued) {
+            let queued = std::iter::from_fn(|| out_rx.try_recv().ok());
+            for f in queued {
                 if ws.text(f).await.is_err() {
                     return;
                 }
@@ -345,37 +311,21 @@ pub async fn run(
     }
 }
 
-/// How long news may wait for company on a document with `peers` sessions:
-/// the configured interval, stretched on a crowded document so its fan-out
-/// stays within [`config::DOCUMENT_WRITES_PER_SEC`]. Zero stays zero.
-fn coalesce_interval(base: std::time::Duration, peers: usize) -> std::time::Duration {
-    if base.is_zero() {
-        return base;
-    }
-    let spread = std::time::Duration::from_secs_f64(
-        peers as f64 / f64::from(config::DOCUMENT_WRITES_PER_SEC),
-    );
-    base.max(spread)
-        .min(config::MAX_OUTBOUND_COALESCE.max(base))
-}
-
 /// Writes a refusal the session makes itself, after everything the
 /// document queued before it, so it cannot overtake an ack.
 async fn answer(
     ws: &mut Session,
-    held: &mut Vec<ByteString>,
-    out_rx: &mut mpsc::Receiver<Frame>,
+    out_rx: &mut mpsc::Receiver<ByteString>,
     frame: ByteString,
 ) -> Result<(), actix_ws::Closed> {
-    let queued = std::iter::from_fn(|| out_rx.try_recv().ok().map(|f| f.text));
-    let earlier: Vec<ByteString> = held.drain(..).chain(queued).collect();
+    let earlier: Vec<ByteString> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
     for f in earlier {
         ws.text(f).await?;
     }
     ws.text(frame).await
 }
 
-/// Writes the held frames in order, in one go: they are already
+/// Writes the frames taken off the queue in order, in one go: they are already
 /// serialised, so a burst costs one wake-up of the connection and one
 /// socket write, not one each. A write that blocks (the client stopped
 /// reading) must not hide a kick from the document, so the two race; a
@@ -421,7 +371,7 @@ async fn handle_message(
     doc: &DocId,
     session: SessionId,
     attached: &mut Option<Attached>,
-    out_tx: &mpsc::Sender<Frame>,
+    out_tx: &mpsc::Sender<ByteString>,
     op_limits: &OpLimits,
     presence: &mut Option<(Revision, Option<Selection>)>,
 ) -> Result<(), Refused> {
@@ -634,19 +584,6 @@ fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, Str
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn coalescing_stretches_with_the_crowd() {
-        let ms = std::time::Duration::from_millis;
-        assert_eq!(coalesce_interval(ms(5), 10), ms(5));
-        assert_eq!(coalesce_interval(ms(5), 200), ms(5));
-        assert_eq!(coalesce_interval(ms(5), 1_000), ms(25));
-        assert_eq!(
-            coalesce_interval(ms(5), 100_000),
-            config::MAX_OUTBOUND_COALESCE
-        );
-        assert_eq!(coalesce_interval(ms(0), 1_000), ms(0));
-    }
 
     #[test]
     fn colors_and_languages() {
