@@ -5,16 +5,23 @@
 //! * [`workload`]: writers, lurkers, presence over documents; measured
 //!   window; quiescence and the convergence check.
 //! * [`trace`]: sequential editing-trace replay.
+//! * [`history`]: `--write-history`, an export file with a long history
+//!   for `tandem import`.
+//! * [`join`]: `--join`, timing fresh joins to one document.
 //! * [`stats`]: histograms, /proc readings, the summary.
 //! * [`plot`]: `--plot`, the latency percentile plot as SVG.
-//! * [`http`]: the two REST calls over a raw TCP stream.
+//! * [`http`]: the REST calls over a raw TCP stream.
 
 pub mod client;
+pub mod history;
 pub mod http;
+pub mod join;
 pub mod plot;
 pub mod stats;
 pub mod trace;
 pub mod workload;
 
+pub use history::write_history;
+pub use join::{JoinConfig, run_join};
 pub use trace::{TraceConfig, run_trace};
 pub use workload::{LoadConfig, run_load};

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use tandem_loadtest::stats::print_summary;
-use tandem_loadtest::{LoadConfig, TraceConfig, run_load, run_trace};
+use tandem_loadtest::{
+    JoinConfig, LoadConfig, TraceConfig, run_join, run_load, run_trace, write_history,
+};
 
 /// Load generator for a Tandem server: OT clients that behave like the
 /// browser client, HDR latency histograms, and a convergence check.
@@ -84,19 +86,94 @@ struct Args {
     /// make instead of endContent).
     #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Write an export file (the format `tandem import` reads) of a document
+    /// whose history is --ops one-character inserts, and exit; no server.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "ops",
+        conflicts_with_all = ["join", "trace", "plot"]
+    )]
+    write_history: Option<PathBuf>,
+    /// --write-history: how many ops (= characters of the final text).
+    #[arg(long, value_name = "N", requires = "write_history")]
+    ops: Option<u64>,
+    /// --write-history: the document id in the export (default hist-N).
+    #[arg(long, value_name = "ID", requires = "write_history")]
+    doc: Option<String>,
+    /// Time K fresh joins in sequence to this document (full text each;
+    /// the first reported as cold, the rest as warm).
+    #[arg(long, value_name = "DOC_ID", conflicts_with_all = ["trace", "plot"])]
+    join: Option<String>,
+    /// --join: how many joins.
+    #[arg(long, value_name = "K", default_value_t = 20, requires = "join")]
+    joins: usize,
 }
 
 fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(s.max(0.0))
 }
 
+/// `--write-history`: writes the file, prints what to do next.
+fn write_history_cmd(a: &Args, path: &std::path::Path) -> std::process::ExitCode {
+    let ops = a.ops.unwrap_or(0);
+    let doc = a.doc.clone().unwrap_or_else(|| format!("hist-{ops}"));
+    match write_history(path, &doc, ops, a.seed) {
+        Ok(s) => {
+            println!(
+                "wrote {}: document {}, {} ops typed by {} client(s) ({} chars of text), {:.1} MB in {:.2} s",
+                path.display(),
+                s.doc,
+                s.ops,
+                s.clients,
+                s.text_chars,
+                s.file_bytes as f64 / 1e6,
+                s.elapsed_s
+            );
+            println!(
+                "next: tandem import {} --data DB.db; tandem serve --data DB.db; tandem-loadtest --join {}",
+                path.display(),
+                s.doc
+            );
+            if let Some(json) = &a.json {
+                let mut v = serde_json::to_value(&s).expect("json");
+                v["mode"] = "write-history".into();
+                v["file"] = path.display().to_string().into();
+                let text = serde_json::to_string_pretty(&v).expect("json");
+                if let Err(e) = std::fs::write(json, text + "\n") {
+                    eprintln!("tandem-loadtest: write {}: {e}", json.display());
+                    return std::process::ExitCode::from(2);
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tandem-loadtest: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let a = Args::parse();
+    if let Some(path) = &a.write_history {
+        return write_history_cmd(&a, path);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let result = rt.block_on(async {
+        if let Some(doc) = &a.join {
+            return run_join(JoinConfig {
+                url: a.url.clone(),
+                doc: doc.clone(),
+                joins: a.joins,
+                pid: a.pid,
+                ..JoinConfig::default()
+            })
+            .await;
+        }
         match &a.trace {
             Some(path) => {
                 run_trace(TraceConfig {

@@ -131,13 +131,68 @@ fn lat_line(name: &str, v: &Value) -> String {
     )
 }
 
-/// A readable summary of a JSON report (load or trace).
+fn opt_num(r: &Value, k: &str, unit: &str) -> String {
+    r[k].as_f64()
+        .map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}{unit}"))
+}
+
+/// The summary of a `--join` report.
+fn print_join_summary(r: &Value) {
+    let opt = |k: &str, unit: &str| opt_num(r, k, unit);
+    println!(
+        "{} fresh joins in sequence to {} (rev null: the full text each time); documents open before: {}",
+        r["joins"],
+        r["doc"].as_str().unwrap_or("?"),
+        r["open_documents_before"]
+    );
+    println!(
+        "document rev {}, {} chars ({} bytes UTF-8); joined frame {} bytes ({} bytes/char)",
+        r["rev"],
+        r["text_chars"],
+        r["text_bytes"],
+        r["frame_bytes"],
+        opt("bytes_per_char", "")
+    );
+    let c = &r["cold"];
+    println!(
+        "cold      connect+join {} ms  join {} ms  (the first join: the server may load the document)",
+        fmt_ms(c, "connect_join_ms"),
+        fmt_ms(c, "join_ms")
+    );
+    println!("{}", lat_line("join", &r["join_ms"]));
+    println!("{}", lat_line("conn+join", &r["connect_join_ms"]));
+    println!(
+        "          (warm joins; join: join sent -> joined received; conn+join: from the connect)"
+    );
+    println!(
+        "joins ok {} of {}, errors {}",
+        r["joins_ok"], r["joins"], r["errors"]
+    );
+    if let Some(s) = r["error_samples"].as_array().filter(|a| !a.is_empty()) {
+        for e in s {
+            println!("  error: {}", e.as_str().unwrap_or(""));
+        }
+    }
+    println!(
+        "server cpu {}, peak rss {}; loadgen cpu {}",
+        opt("server_cpu_s", " s"),
+        opt("server_peak_rss_mb", " MiB"),
+        opt("loadgen_cpu_s", " s")
+    );
+    println!(
+        "converged: {} (server rev {}, {} chars)",
+        r["converged"], r["server_rev"], r["server_text_chars"]
+    );
+}
+
+/// A readable summary of a JSON report (load, trace or join).
 pub fn print_summary(r: &Value) {
-    let opt = |k: &str, unit: &str| {
-        r[k].as_f64()
-            .map_or_else(|| "n/a".to_owned(), |x| format!("{x:.2}{unit}"))
-    };
+    let opt = |k: &str, unit: &str| opt_num(r, k, unit);
     println!("== tandem-loadtest: {}", r["mode"].as_str().unwrap_or("?"));
+    if r["mode"] == "join" {
+        print_join_summary(r);
+        return;
+    }
     if r["mode"] == "trace" {
         let pace = if r["pace"] == "max_speed" {
             "max speed (next patch on ack)".to_owned()

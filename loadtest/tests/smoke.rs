@@ -2,6 +2,8 @@
 //! real server binary for a few seconds. Asserts that ops were acked, that
 //! every client converged, that `--plot` wrote an SVG with curves, and that
 //! a paced trace replay took at least its schedule; never asserts latencies.
+//! The join workload runs end to end through the `tandem-loadtest` binary:
+//! `--write-history`, `tandem import`, `tandem serve`, `--join --json`.
 //!
 //! The server binary is `$TANDEM_BIN`, or `target/debug/tandem` of this
 //! workspace (built by `cargo test --workspace`; built here when missing).
@@ -51,10 +53,20 @@ fn server_binary() -> PathBuf {
     bin
 }
 
-fn start_server(name: &str) -> Server {
+/// A fresh, empty temporary directory for one test.
+fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tandem-loadtest-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn start_server(name: &str) -> Server {
+    start_server_in(temp_dir(name))
+}
+
+/// Serves `dir/t.db` (removing `dir` when dropped).
+fn start_server_in(dir: PathBuf) -> Server {
     let mut child = Command::new(server_binary())
         .args([
             "serve",
@@ -246,4 +258,89 @@ async fn paced_trace_replay_converges() {
     assert_svg_plot(&plot, 2);
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.contains("sveltecomponent.json.gz"), "{svg}");
+}
+
+/// The join workload as documented: `--write-history` 2,000 ops, `tandem
+/// import`, `tandem serve` on that database, then `--join --joins 3 --json`.
+/// Every join must get the whole text at revision 2,000, the same as the
+/// server's, which must be the text the history types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_long_history_gets_full_text() {
+    struct RmDir(PathBuf);
+    impl Drop for RmDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let dir = temp_dir("join");
+    let _cleanup = RmDir(dir.clone());
+    let history = dir.join("h.jsonl");
+    let loadtest = env!("CARGO_BIN_EXE_tandem-loadtest");
+    let out = Command::new(loadtest)
+        .arg("--write-history")
+        .arg(&history)
+        .args(["--ops", "2000", "--doc", "hist"])
+        .output()
+        .expect("run --write-history");
+    assert!(out.status.success(), "{out:?}");
+    let lines = std::fs::read_to_string(&history).expect("history written");
+    assert_eq!(lines.lines().count(), 2 + 2_000);
+
+    let out = Command::new(server_binary())
+        .arg("import")
+        .arg(&history)
+        .arg("--data")
+        .arg(dir.join("t.db"))
+        .env("TANDEM_LOG", "warn")
+        .output()
+        .expect("run tandem import");
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("imported hist at revision 2000"), "{said}");
+
+    let server = start_server_in(dir);
+    let json = server._dir.join("join.json");
+    let out = Command::new(loadtest)
+        .args(["--url", &format!("http://{}", server.addr)])
+        .args(["--join", "hist", "--joins", "3"])
+        .args(["--pid", &server.child.id().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run --join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("== tandem-loadtest: join"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("json report");
+    assert_eq!(report["mode"], "join", "{report:#}");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert_eq!(report["joins"], 3, "{report:#}");
+    assert_eq!(report["joins_ok"], 3, "{report:#}");
+    assert_eq!(report["rev"], 2_000, "{report:#}");
+    assert_eq!(report["server_rev"], 2_000, "{report:#}");
+    assert_eq!(report["text_chars"], 2_000, "{report:#}");
+    assert!(
+        report["frame_bytes"].as_u64().unwrap() >= 2_000,
+        "{report:#}"
+    );
+    // A fresh server: the first join loaded the document.
+    assert_eq!(report["open_documents_before"], 0, "{report:#}");
+    assert!(report["cold_ms"].as_f64().unwrap() > 0.0, "{report:#}");
+    for key in ["join_ms", "connect_join_ms"] {
+        assert_eq!(report[key]["count"], 2, "{key}: {report:#}");
+        for q in ["p50", "p90", "p99", "max"] {
+            assert!(report[key][q].is_number(), "{key}.{q}: {report:#}");
+        }
+    }
+    for key in ["server_cpu_s", "server_peak_rss_mb"] {
+        assert!(report[key].is_number(), "{key}: {report:#}");
+    }
+    let (rev, text) = tandem_loadtest::http::fetch_document(&server.addr, "hist")
+        .await
+        .expect("GET the document");
+    assert_eq!(rev, 2_000);
+    assert_eq!(text, tandem_loadtest::history::history_text(2_000));
 }
