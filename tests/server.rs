@@ -611,3 +611,31 @@ async fn a_client_far_behind_is_served_from_the_store_or_told_to_reload() {
     assert_eq!(j["text"], text.as_str());
     assert!(text.starts_with("<xxxxxxxxxx"), "{text}");
 }
+
+/// A client's close frame is answered at once (RFC 6455), so clients that
+/// wait for the reply do not hang until the TCP connection drops.
+#[tokio::test]
+async fn client_close_is_answered() {
+    use futures_util::{SinkExt, StreamExt};
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let (mut s, _) = joined(&server.ws_url("closing")).await;
+    s.ws.send(Message::Close(None)).await.expect("send close");
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(std::time::Duration::from_millis(500), async {
+        loop {
+            match s.ws.next().await {
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+                _ => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        reply,
+        Ok(true),
+        "no close frame back after {:?}",
+        started.elapsed()
+    );
+}

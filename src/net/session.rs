@@ -86,6 +86,8 @@ enum Event {
 /// Why the session ends.
 enum End {
     Close(CloseCode, &'static str),
+    /// The client closed: its close frame is answered, as RFC 6455 asks.
+    ClientClosed(Option<CloseReason>),
     Gone,
 }
 
@@ -172,7 +174,7 @@ pub async fn run(
                         continue;
                     }
                     AggregatedMessage::Pong(_) => continue,
-                    AggregatedMessage::Close(_) => break End::Gone,
+                    AggregatedMessage::Close(reason) => break End::ClientClosed(reason),
                 };
                 let parsed = serde_json::from_str::<ClientMsg>(&text);
                 let is_presence = matches!(parsed, Ok(ClientMsg::Presence { .. }));
@@ -308,6 +310,12 @@ pub async fn run(
                 .await;
         })
         .await;
+    } else if let End::ClientClosed(reason) = end {
+        let echo = reason.map(|r| CloseReason {
+            code: r.code,
+            description: None,
+        });
+        let _ = timeout(CLOSE_FLUSH_TIMEOUT, ws.close(echo)).await;
     }
 }
 

@@ -209,7 +209,7 @@ fn dechunk(body: &str) -> String {
 
 /// A raw JSON WebSocket connection.
 pub struct Socket {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
 /// What the server did besides sending a message.
