@@ -639,3 +639,63 @@ async fn client_close_is_answered() {
         started.elapsed()
     );
 }
+
+/// Hashed assets are sent gzipped when the build left a `.gz` beside them
+/// and the browser takes gzip, and are cacheable for good either way.
+#[tokio::test]
+async fn assets_are_gzipped_and_immutable() {
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tmp();
+    let web = dir.path().join("web");
+    std::fs::create_dir_all(web.join("assets")).expect("mkdir");
+    std::fs::write(web.join("index.html"), "<!doctype html>").expect("index");
+    let js = "console.log('tandem');\n".repeat(200);
+    std::fs::write(web.join("assets/app-1a2b.js"), &js).expect("js");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(js.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    std::fs::write(web.join("assets/app-1a2b.js.gz"), &gz).expect("js.gz");
+    let web = web.display().to_string();
+    let server = Server::start(&dir.path().join("t.db"), &["--static-dir", &web]);
+
+    let get = |accept: &'static str| {
+        let addr = server.addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr)
+                .await
+                .expect("connect");
+            let req = format!(
+                "GET /assets/app-1a2b.js HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{accept}\r\n"
+            );
+            s.write_all(req.as_bytes()).await.expect("write");
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await.expect("read");
+            let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("head");
+            let head = String::from_utf8_lossy(&buf[..split]).to_ascii_lowercase();
+            (head, buf[split + 4..].to_vec())
+        }
+    };
+    let (head, body) = get("Accept-Encoding: br, gzip;q=0.8\r\n").await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(
+        head.contains("content-type: text/javascript")
+            || head.contains("content-type: application/javascript"),
+        "{head}"
+    );
+    assert!(
+        head.contains("cache-control: public, max-age=31536000, immutable"),
+        "{head}"
+    );
+    assert!(!head.contains("attachment"), "{head}");
+    assert_eq!(body, gz);
+
+    for accept in ["", "Accept-Encoding: gzip;q=0\r\n"] {
+        let (head, body) = get(accept).await;
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(!head.contains("content-encoding: gzip"), "{accept}: {head}");
+        assert!(head.contains("immutable"), "{head}");
+        assert_eq!(body, js.as_bytes());
+    }
+}

@@ -10,10 +10,13 @@
 //   (`/assets/...`), so a new build is never mixed with cached old files.
 //   The worker URLs reach the app through `define` (TANDEM_WORKERS), the
 //   app's URLs reach index.html through the template.
+// * Each asset that compresses gets a gzipped copy (NAME.gz) beside it,
+//   which the server sends with `Content-Encoding: gzip`.
 //
 // Usage: node scripts/build-app.mjs [--dev]   (--dev: no minification)
 import * as esbuild from "esbuild";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { gzipSync } from "node:zlib";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -96,7 +99,19 @@ if (!template.includes("<!-- tandem:assets -->"))
   throw new Error("template lacks the assets marker");
 await writeFile(join(dist, "index.html"), template.replace("<!-- tandem:assets -->", tags));
 
+// A gzipped copy beside each asset that shrinks; the server sends it to
+// browsers that accept gzip, so nothing is compressed per request.
+let gzipped = 0;
+for (const name of await readdir(assets)) {
+  if (!/\.(js|css|map|ttf|txt|json|svg)$/.test(name)) continue;
+  const raw = await readFile(join(assets, name));
+  const gz = gzipSync(raw, { level: 9 });
+  if (gz.length > raw.length * 0.9) continue;
+  await writeFile(join(assets, `${name}.gz`), gz);
+  gzipped += 1;
+}
+
 const sizes = Object.entries({ ...workers.metafile.outputs, ...app.metafile.outputs })
   .filter(([f]) => !f.endsWith(".map") && !f.endsWith(".LEGAL.txt"))
   .map(([f, o]) => `  ${relative(dist, join(root, f))}  ${(o.bytes / 1024).toFixed(0)} KiB`);
-console.log(`web app: dist/index.html\n${sizes.join("\n")}`);
+console.log(`web app: dist/index.html\n${sizes.join("\n")}\n  (${gzipped} gzipped copies)`);

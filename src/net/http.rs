@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
@@ -303,8 +303,55 @@ async fn asset(
     {
         return Err(not_found());
     }
-    let file = actix_files::NamedFile::open_async(dir.join("assets").join(rel))
-        .await
-        .map_err(|_| not_found())?;
-    Ok(file.into_response(&req))
+    let path = dir.join("assets").join(&rel);
+    // The build writes `NAME.gz` beside each large asset; send it to
+    // browsers that take gzip (all do) instead of compressing per request.
+    let gzipped = if accepts_gzip(&req) {
+        actix_files::NamedFile::open_async(format!("{}.gz", path.display()))
+            .await
+            .ok()
+    } else {
+        None
+    };
+    let file = match gzipped {
+        Some(gz) => {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            // Named for the .gz file, its disposition would say "attachment".
+            gz.set_content_type(actix_files::file_extension_to_mime(ext))
+                .set_content_encoding(header::ContentEncoding::Gzip)
+                .disable_content_disposition()
+        }
+        None => actix_files::NamedFile::open_async(&path)
+            .await
+            .map_err(|_| not_found())?,
+    };
+    let mut response = file.into_response(&req);
+    let headers = response.headers_mut();
+    // Every asset name carries a content hash: a name never changes meaning.
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    headers.insert(
+        header::VARY,
+        header::HeaderValue::from_static("Accept-Encoding"),
+    );
+    Ok(response)
+}
+
+/// True when the request's `Accept-Encoding` lists gzip (without `q=0`).
+fn accepts_gzip(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
 }

@@ -244,14 +244,14 @@ pub async fn run(
                 break End::Close(CloseCode::TryAgainLater, "dropped by document");
             }
             Event::Outgoing(Some(frame)) => {
-                let mut held = vec![frame];
-                while held.len() < WRITE_BATCH {
+                let mut burst = vec![frame];
+                while burst.len() < WRITE_BATCH {
                     match out_rx.try_recv() {
-                        Ok(f) => held.push(f),
+                        Ok(f) => burst.push(f),
                         Err(_) => break,
                     }
                 }
-                if let Some(end) = write_held(&mut ws, &mut held, &mut attached, timing).await {
+                if let Some(end) = write_burst(&mut ws, burst, &mut attached, timing).await {
                     break end;
                 }
             }
@@ -296,8 +296,7 @@ pub async fn run(
         // must not lose acks already on their way), but a client that does
         // not read gets only a bounded wait.
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
-            let queued = std::iter::from_fn(|| out_rx.try_recv().ok());
-            for f in queued {
+            while let Ok(f) = out_rx.try_recv() {
                 if ws.text(f).await.is_err() {
                     return;
                 }
@@ -333,20 +332,20 @@ async fn answer(
     ws.text(frame).await
 }
 
-/// Writes the frames taken off the queue in order, in one go: they are already
-/// serialised, so a burst costs one wake-up of the connection and one
-/// socket write, not one each. A write that blocks (the client stopped
+/// Writes frames taken off the queue, in order and in one go: they are
+/// already serialised, so a burst costs one wake-up of the connection and
+/// one socket write, not one each. A write that blocks (the client stopped
 /// reading) must not hide a kick from the document, so the two race; a
 /// frame that can be written is written before a kick is looked at, so the
 /// error that explains the kick is not dropped. Returns why the session
 /// must end, if it must.
-async fn write_held(
+async fn write_burst(
     ws: &mut Session,
-    held: &mut Vec<ByteString>,
+    burst: Vec<ByteString>,
     attached: &mut Option<Attached>,
     timing: &config::Timing,
 ) -> Option<End> {
-    for f in held.drain(..) {
+    for f in burst {
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),

@@ -93,13 +93,18 @@ impl Server {
     }
 
     fn spawn(store: &[String], extra: &[&str], data: &Path) -> Server {
+        // No web app unless the test brings one.
+        let no_app: &[&str] = if extra.contains(&"--static-dir") {
+            &[]
+        } else {
+            &["--static-dir", "/nonexistent"]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem"))
             .arg("serve")
             .arg("--bind")
             .arg("127.0.0.1:0")
             .args(store)
-            .arg("--static-dir")
-            .arg("/nonexistent")
+            .args(no_app)
             .args(extra)
             .env("TANDEM_LOG", "warn")
             .stdout(Stdio::piped())
