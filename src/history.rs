@@ -7,9 +7,9 @@
 //!
 //! - [`text_at`]: O(n + k log n) for `k` ops replayed after the snapshot
 //!   (the caller bounds `k` by the snapshot interval).
-//! - [`Blame`]: attribution is kept as runs `(length, revision)`, so
-//!   applying one op costs O(runs), and a whole history O(ops × runs),
-//!   with runs at most `ops + 1` and usually far fewer than `n`.
+//! - [`Blame`]: attribution is kept as runs `(length, revision)` in chunks,
+//!   so applying one op costs O(chunks + chunk size): a 1,000,000-op
+//!   history of single keystrokes is blamed in seconds, not hours.
 //! - [`diff_op`] and [`line_diff`]: Myers' diff with a deadline, so the
 //!   worst case is bounded in time; past the deadline the result is still
 //!   correct, only less minimal.
@@ -104,32 +104,127 @@ pub fn group_ops(groups: &mut Vec<RevisionGroup>, ops: &[OpRecord], gap_ms: i64)
     }
 }
 
+/// Runs per chunk of a [`Blame`]; a chunk with twice as many is split.
+const CHUNK_RUNS: usize = 256;
+
 /// Per-character attribution of a text to the revision that inserted each
-/// character, kept as runs `(length, revision)`.
-#[derive(Debug, Clone)]
+/// character, kept as runs `(length, revision)` in chunks of at most
+/// `2 × CHUNK_RUNS` runs. An op edits only the chunks it touches; finding a
+/// position skips whole chunks by their length. Typing one character per
+/// revision makes one run per character, so a flat list of runs would cost
+/// O(text) per op and never finish a long history.
+#[derive(Debug, Clone, Default)]
 pub struct Blame {
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Chunk {
     runs: Vec<(usize, u64)>,
+    len: usize,
+}
+
+impl Chunk {
+    /// Inserts `n` characters of `rev` at `offset` (at most `self.len`).
+    fn insert(&mut self, offset: usize, n: usize, rev: u64) {
+        let mut at = 0;
+        let mut i = 0;
+        while i < self.runs.len() && at + self.runs[i].0 <= offset {
+            at += self.runs[i].0;
+            i += 1;
+        }
+        self.len += n;
+        if offset > at {
+            // Inside run `i`: split it around the insert.
+            let (rl, rr) = self.runs[i];
+            if rr == rev {
+                self.runs[i].0 += n;
+                return;
+            }
+            self.runs[i].0 = offset - at;
+            self.runs
+                .splice(i + 1..i + 1, [(n, rev), (rl - (offset - at), rr)]);
+            return;
+        }
+        if i > 0 && self.runs[i - 1].1 == rev {
+            self.runs[i - 1].0 += n;
+        } else if i < self.runs.len() && self.runs[i].1 == rev {
+            self.runs[i].0 += n;
+        } else {
+            self.runs.insert(i, (n, rev));
+        }
+    }
+
+    /// Deletes up to `n` characters from `offset` (below `self.len`);
+    /// returns how many it deleted (what the chunk had from there on).
+    fn delete(&mut self, offset: usize, mut n: usize) -> usize {
+        let mut at = 0;
+        let mut i = 0;
+        while i < self.runs.len() && at + self.runs[i].0 <= offset {
+            at += self.runs[i].0;
+            i += 1;
+        }
+        let mut removed = 0;
+        if offset > at && i < self.runs.len() {
+            let take = (self.runs[i].0 - (offset - at)).min(n);
+            self.runs[i].0 -= take;
+            removed += take;
+            n -= take;
+            i += 1;
+        }
+        let mut j = i;
+        while j < self.runs.len() && n >= self.runs[j].0 && n > 0 {
+            n -= self.runs[j].0;
+            removed += self.runs[j].0;
+            j += 1;
+        }
+        self.runs.drain(i..j);
+        if n > 0 && i < self.runs.len() {
+            self.runs[i].0 -= n;
+            removed += n;
+        }
+        self.len -= removed;
+        removed
+    }
 }
 
 impl Blame {
     /// A text of `len` characters, all from revision `rev`.
     pub fn new(len: usize, rev: Revision) -> Self {
-        let runs = if len == 0 {
+        let chunks = if len == 0 {
             Vec::new()
         } else {
-            vec![(len, rev.0)]
+            vec![Chunk {
+                runs: vec![(len, rev.0)],
+                len,
+            }]
         };
-        Self { runs }
+        Self { chunks, len }
     }
 
     /// Characters attributed.
     pub fn len(&self) -> usize {
-        self.runs.iter().map(|r| r.0).sum()
+        self.len
     }
 
     /// True when there are no characters.
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty()
+        self.len == 0
+    }
+
+    /// From chunk `ci` starting at `start`, the chunk holding `pos` (with
+    /// `at_end`, one that ends at `pos` will do) and its start.
+    fn seek(&self, mut ci: usize, mut start: usize, pos: usize, at_end: bool) -> (usize, usize) {
+        while let Some(c) = self.chunks.get(ci) {
+            let end = start + c.len;
+            if pos < end || (at_end && pos == end) {
+                break;
+            }
+            start = end;
+            ci += 1;
+        }
+        (ci, start)
     }
 
     /// Applies `op`, which produced revision `rev`: its inserts are
@@ -139,52 +234,59 @@ impl Blame {
     ///
     /// [`OtError::LengthMismatch`] when the op does not span the text.
     pub fn apply(&mut self, op: &TextOp, rev: Revision) -> Result<(), OtError> {
-        let len = self.len();
-        if op.base_len() != len {
-            return Err(OtError::LengthMismatch {
-                op_len: op.base_len(),
-                doc_len: len,
-            });
-        }
-        let mut out: Vec<(usize, u64)> = Vec::with_capacity(self.runs.len() + 2);
-        let push = |out: &mut Vec<(usize, u64)>, n: usize, r: u64| {
-            if n == 0 {
-                return;
-            }
-            match out.last_mut() {
-                Some(last) if last.1 == r => last.0 += n,
-                _ => out.push((n, r)),
-            }
+        let mismatch = OtError::LengthMismatch {
+            op_len: op.base_len(),
+            doc_len: self.len,
         };
-        let mut old = self.runs.iter().copied();
-        // The part of the current old run not yet consumed.
-        let mut cur: Option<(usize, u64)> = None;
+        if op.base_len() != self.len {
+            return Err(mismatch);
+        }
+        // Positions only grow along an op, so the chunk search resumes.
+        let (mut ci, mut start, mut pos) = (0, 0, 0);
         for c in op.components() {
             match c {
-                Component::Insert(s) => push(&mut out, s.chars().count(), rev.0),
-                Component::Retain(mut n) | Component::Delete(mut n) => {
-                    let keep = matches!(c, Component::Retain(_));
+                Component::Retain(n) => pos += n,
+                Component::Insert(s) => {
+                    let n = s.chars().count();
+                    if n == 0 {
+                        continue;
+                    }
+                    (ci, start) = self.seek(ci, start, pos, true);
+                    match self.chunks.get_mut(ci) {
+                        Some(chunk) => {
+                            chunk.insert(pos - start, n, rev.0);
+                            if chunk.runs.len() > 2 * CHUNK_RUNS {
+                                let runs = chunk.runs.split_off(CHUNK_RUNS);
+                                let len: usize = runs.iter().map(|r| r.0).sum();
+                                chunk.len -= len;
+                                self.chunks.insert(ci + 1, Chunk { runs, len });
+                            }
+                        }
+                        None => self.chunks.push(Chunk {
+                            runs: vec![(n, rev.0)],
+                            len: n,
+                        }),
+                    }
+                    self.len += n;
+                    pos += n;
+                }
+                Component::Delete(mut n) => {
                     while n > 0 {
-                        let (rl, rr) = match cur.take() {
-                            Some(r) => r,
-                            None => old.next().ok_or(OtError::LengthMismatch {
-                                op_len: op.base_len(),
-                                doc_len: len,
-                            })?,
-                        };
-                        let take = rl.min(n);
-                        if keep {
-                            push(&mut out, take, rr);
+                        (ci, start) = self.seek(ci, start, pos, false);
+                        let chunk = self.chunks.get_mut(ci).ok_or(mismatch.clone())?;
+                        let removed = chunk.delete(pos - start, n);
+                        if chunk.len == 0 {
+                            self.chunks.remove(ci);
                         }
-                        n -= take;
-                        if take < rl {
-                            cur = Some((rl - take, rr));
+                        if removed == 0 {
+                            return Err(mismatch);
                         }
+                        self.len -= removed;
+                        n -= removed;
                     }
                 }
             }
         }
-        self.runs = out;
         Ok(())
     }
 
@@ -194,7 +296,7 @@ impl Blame {
     /// the empty text has no lines.
     pub fn lines(&self, text: &str) -> Vec<u64> {
         let mut out = Vec::new();
-        let mut runs = self.runs.iter().copied();
+        let mut runs = self.chunks.iter().flat_map(|c| c.runs.iter().copied());
         let mut cur: Option<(usize, u64)> = None;
         let mut line_rev: Option<u64> = None;
         for ch in text.chars() {
@@ -398,6 +500,86 @@ mod tests {
         blame.apply(&del, Revision(3)).expect("blame");
         assert_eq!(blame.lines(&text), vec![1, 2]);
         assert_eq!(blame.len(), text.chars().count());
+    }
+
+    /// Per-character model of blame: the revision of each character.
+    fn naive_lines(revs: &[u64], text: &str) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut line: Option<u64> = None;
+        for (ch, &r) in text.chars().zip(revs) {
+            line = Some(line.map_or(r, |l| l.max(r)));
+            if ch == '\n' {
+                out.extend(line.take());
+            }
+        }
+        out.extend(line);
+        out
+    }
+
+    #[test]
+    fn chunked_blame_matches_a_per_character_model() {
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            if n == 0 {
+                0
+            } else {
+                (seed % n as u64) as usize
+            }
+        };
+        let mut text = String::new();
+        let mut revs: Vec<u64> = Vec::new();
+        let mut blame = Blame::new(0, Revision(0));
+        // Enough single-character revisions to split chunks many times,
+        // with deletes across chunk boundaries and multi-component ops.
+        for rev in 1..=6_000u64 {
+            let len = revs.len();
+            let mut comps: Vec<Component<'_>> = Vec::new();
+            let inserted: Vec<String> = (0..3)
+                .map(|k| ["a", "\n", "xyz", "é😀"][(next(4) + k) % 4].to_owned())
+                .collect();
+            let mut pos = 0;
+            let mut model: Vec<u64> = Vec::new();
+            for s in &inserted {
+                if pos > len {
+                    break;
+                }
+                let skip = next((len - pos).min(40) + 1);
+                comps.push(Component::Retain(skip));
+                model.extend_from_slice(&revs[pos..pos + skip]);
+                pos += skip;
+                if next(8) == 0 && pos < len {
+                    // Mostly small deletes, now and then one across chunks.
+                    let most = if rev % 500 == 0 { 700 } else { 8 };
+                    let del = next((len - pos).min(most)) + 1;
+                    comps.push(Component::Delete(del));
+                    pos += del;
+                } else {
+                    comps.push(Component::Insert(s));
+                    model.extend(std::iter::repeat_n(rev, s.chars().count()));
+                }
+            }
+            comps.push(Component::Retain(len - pos));
+            model.extend_from_slice(&revs[pos..]);
+            let op = TextOp::from_components(comps);
+            text = op.apply_str(&text).expect("op applies");
+            blame.apply(&op, Revision(rev)).expect("blame applies");
+            revs = model;
+            assert_eq!(blame.len(), text.chars().count(), "rev {rev}");
+            if rev % 500 == 0 {
+                assert_eq!(blame.lines(&text), naive_lines(&revs, &text), "rev {rev}");
+            }
+        }
+        assert!(
+            blame.chunks.len() > 4,
+            "the test must split chunks: {} chunks, {} chars",
+            blame.chunks.len(),
+            blame.len()
+        );
+        let wrong = TextOp::from_components([Component::Retain(text.chars().count() + 1)]);
+        assert!(blame.apply(&wrong, Revision(0)).is_err());
     }
 
     #[test]

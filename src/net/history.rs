@@ -202,12 +202,13 @@ async fn diff(
     let old = text_at(store, &id, from).await?;
     let new = text_at(store, &id, to).await?;
     if json {
-        let hunks = history::line_diff(&old, &new, DIFF_CONTEXT);
+        let hunks = off_worker(move || Ok(history::line_diff(&old, &new, DIFF_CONTEXT))).await?;
         return Ok(HttpResponse::Ok().json(serde_json::json!({
             "from": from, "to": to, "hunks": hunks,
         })));
     }
-    let body = history::unified_diff(&old, &new, &format!("{id}@{from}"), &format!("{id}@{to}"));
+    let (a, b) = (format!("{id}@{from}"), format!("{id}@{to}"));
+    let body = off_worker(move || Ok(history::unified_diff(&old, &new, &a, &b))).await?;
     Ok(HttpResponse::Ok()
         .content_type("text/x-diff; charset=utf-8")
         .body(body))
@@ -239,6 +240,70 @@ async fn revisions(
     })))
 }
 
+/// Blame built up page by page: the text, who inserted each character, and
+/// the author of every revision (an index into `names`; 0 is nobody).
+struct BlameWork {
+    id: DocId,
+    text: ropey::Rope,
+    attribution: Blame,
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+    author_of: Vec<u32>,
+}
+
+impl BlameWork {
+    fn take(&mut self, page: &[crate::store::OpRecord]) -> Result<(), ApiError> {
+        for op in page {
+            let id = &self.id;
+            let broken = |e| corrupt(format!("op {} of {id} does not apply: {e}", op.rev));
+            op.op.apply(&mut self.text, usize::MAX).map_err(broken)?;
+            self.attribution.apply(&op.op, op.rev).map_err(broken)?;
+            let n = match self.index.get(&op.author) {
+                Some(&n) => n,
+                None => {
+                    let n = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+                    self.names.push(op.author.clone());
+                    self.index.insert(op.author.clone(), n);
+                    n
+                }
+            };
+            self.author_of.push(n);
+        }
+        Ok(())
+    }
+
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let text = self.text.to_string();
+        self.attribution
+            .lines(&text)
+            .into_iter()
+            .enumerate()
+            .map(|(i, rev)| {
+                let author = self
+                    .author_of
+                    .get(rev as usize)
+                    .filter(|&&n| n != 0)
+                    .and_then(|&n| self.names.get(n as usize));
+                serde_json::json!({ "line": i + 1, "rev": rev, "author": author })
+            })
+            .collect()
+    }
+}
+
+/// Replaying a long history is seconds of CPU: it runs on the blocking
+/// pool, a page at a time, never on a worker that serves sessions.
+async fn off_worker<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("history work failed: {e}"),
+        )
+    })?
+}
+
 async fn blame(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -250,52 +315,29 @@ async fn blame(
         .snapshot_at_or_before(&id, Revision(0))
         .await?
         .ok_or_else(|| corrupt(format!("document {id} has no snapshot 0")))?;
-    let mut text = ropey::Rope::from_str(&first.text);
-    let mut attribution = Blame::new(text.len_chars(), first.rev);
-    // Author of each revision, as an index into `names` (0: none).
-    let mut names: Vec<String> = vec![String::new()];
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut author_of: Vec<u32> = vec![0; (first.rev.0 + 1) as usize];
+    let text = ropey::Rope::from_str(&first.text);
+    let mut work = BlameWork {
+        id: id.clone(),
+        attribution: Blame::new(text.len_chars(), first.rev),
+        text,
+        names: vec![String::new()],
+        index: HashMap::new(),
+        author_of: vec![0; (first.rev.0 + 1) as usize],
+    };
     let mut after = first.rev.0;
     while after < current {
         let page = store
             .ops(&id, Revision(after), Revision(current), PAGE)
             .await?;
-        if page.is_empty() {
+        let Some(last) = page.last() else {
             return Err(corrupt(format!(
                 "ops missing after revision {after} of {id}"
             )));
-        }
-        for op in &page {
-            let broken = |e| corrupt(format!("op {} of {id} does not apply: {e}", op.rev));
-            op.op.apply(&mut text, usize::MAX).map_err(broken)?;
-            attribution.apply(&op.op, op.rev).map_err(broken)?;
-            let n = match index.get(&op.author) {
-                Some(&n) => n,
-                None => {
-                    let n = u32::try_from(names.len()).unwrap_or(u32::MAX);
-                    names.push(op.author.clone());
-                    index.insert(op.author.clone(), n);
-                    n
-                }
-            };
-            author_of.push(n);
-            after = op.rev.0;
-        }
+        };
+        after = last.rev.0;
+        work = off_worker(move || work.take(&page).map(|()| work)).await?;
     }
-    let text = text.to_string();
-    let lines: Vec<_> = attribution
-        .lines(&text)
-        .into_iter()
-        .enumerate()
-        .map(|(i, rev)| {
-            let author = author_of
-                .get(rev as usize)
-                .filter(|&&n| n != 0)
-                .and_then(|&n| names.get(n as usize));
-            serde_json::json!({ "line": i + 1, "rev": rev, "author": author })
-        })
-        .collect();
+    let lines = off_worker(move || Ok(work.lines())).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "rev": current, "lines": lines })))
 }
 
