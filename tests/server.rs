@@ -699,3 +699,37 @@ async fn assets_are_gzipped_and_immutable() {
         assert_eq!(body, js.as_bytes());
     }
 }
+
+/// A client that rejoins under its id with another name (a rename) is
+/// announced again with `peer`; the others do not see it leave.
+#[tokio::test]
+async fn rejoin_with_a_new_name_announces_the_peer_again() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &[]);
+    let url = server.ws_url("rename");
+    let mut ann = Socket::connect(&url).await;
+    ann.send(&json!({"type": "join", "client": null, "rev": null, "user": {"name": "Ann"}}))
+        .await;
+    let id = ann.recv_type("joined").await["client"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (mut bob, _) = joined(&url).await;
+
+    let mut renamed = Socket::connect(&url).await;
+    renamed
+        .send(&json!({"type": "join", "client": id, "rev": 0, "user": {"name": "Anna"}}))
+        .await;
+    renamed.recv_type("joined").await;
+    assert_eq!(
+        ann.closed().await,
+        Some(1000),
+        "the old connection is replaced"
+    );
+    let peer = bob.recv().await;
+    assert_eq!(peer["type"], "peer", "no leave first: {peer}");
+    assert_eq!(
+        (peer["client"].as_str(), peer["user"]["name"].as_str()),
+        (Some(id.as_str()), Some("Anna"))
+    );
+}

@@ -185,6 +185,40 @@ function suite(): void {
     noPageErrors();
   });
 
+  test("a new name reaches the others at once, and one stays one person", async () => {
+    const people = (p: EditorPage) =>
+      p.page.evaluate(() => {
+        const list = document.getElementById("people");
+        return { text: list?.textContent ?? "", count: list?.dataset["count"] };
+      });
+    const rename = async (name: string) => {
+      await bob.page.fill("#name", name);
+      await bob.page.press("#name", "Enter");
+    };
+    const id = () => bob.page.evaluate(() => window.tandem?.connection.clientId);
+    const before = await id();
+    await rename("Robert");
+    await until("Robert in Alice's list of people", async () =>
+      (await people(alice)).text.includes("Robert"),
+    );
+    const seen = await people(alice);
+    assert.ok(!seen.text.includes("Bob"), `the old name is gone: ${seen.text}`);
+    assert.equal(seen.count, "2", "Alice and Robert, no one twice");
+    assert.equal(await id(), before, "the same client, not a new one");
+    await until("Robert's label on Alice's page", () =>
+      alice.page.evaluate(() =>
+        [...document.querySelectorAll(".tandem-peer-label")].some(
+          (el) => el.textContent === "Robert",
+        ),
+      ),
+    );
+    await rename("Bob");
+    await until("Bob again in Alice's list", async () =>
+      (await people(alice)).text.includes("Bob"),
+    );
+    noPageErrors();
+  });
+
   test("the language picker is shared", async () => {
     await alice.page.selectOption("#language", "python");
     await until("Bob's editor in Python", () =>

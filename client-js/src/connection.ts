@@ -142,7 +142,7 @@ type Listener<K extends keyof ConnectionEvents> = (payload: ConnectionEvents[K])
 
 /** One client's live session with one document. See the module doc. */
 export class Connection {
-  private readonly opts: Required<Omit<ConnectionOptions, "user">> & { user: JoinUser | null };
+  private opts: Required<Omit<ConnectionOptions, "user">> & { user: JoinUser | null };
   private readonly listeners = new Map<keyof ConnectionEvents, Set<Listener<never>>>();
   private machine: ClientState | null = null;
   private socket: SocketLike | null = null;
@@ -262,6 +262,25 @@ export class Connection {
     if (!this.joinedOnSocket) return false;
     this.send({ type: "language", language });
     return true;
+  }
+
+  /**
+   * Changes the name and colour peers see. The server learns them from
+   * `join`, so a joined connection rejoins at once under the same client id,
+   * resuming from its revision: pending edits are resent, not lost, and the
+   * undo history stays. Without a socket, the next join carries them.
+   */
+  setUser(user: JoinUser | null): void {
+    if (this.disposed) return;
+    this.opts = { ...this.opts, user };
+    const socket = this.socket;
+    if (!socket) return;
+    this.socket = null;
+    this.joinedOnSocket = false;
+    this.generation++;
+    this.clearTimer();
+    socket.close(CloseCode.Normal, "user changed");
+    this.connect();
   }
 
   /** Cancels a pending backoff and reconnects now (a "retry now" button). */

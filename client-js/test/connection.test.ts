@@ -125,6 +125,34 @@ test("reconnect: resume from our revision and resend the op in flight with the s
   assert.deepEqual(s.take(), [{ type: "op", rev: 5, seq: 2, op: ["<", 5] }]);
 });
 
+test("a new name rejoins at once under the same id and resends the op in flight", () => {
+  const { sockets, clock, conn, editor, type, joined, statuses } = setup();
+  conn.start();
+  sockets.last.open();
+  sockets.last.receive(joined(3, { text: "abc" }));
+  type([3, "!"]);
+  const first = sockets.last;
+  first.take();
+  conn.setUser({ name: "Ada L.", color: "#c33" });
+  assert.deepEqual(first.closedWith, { code: 1000, reason: "user changed" });
+  assert.equal(sockets.all.length, 2, "no backoff: the new socket is open at once");
+  assert.deepEqual(clock.delays(), [JOIN_TIMEOUT_MS]);
+  const s = sockets.last;
+  s.open();
+  assert.deepEqual(s.take(), [
+    { type: "join", client: "c1", rev: 3, user: { name: "Ada L.", color: "#c33" } },
+  ]);
+  s.receive(joined(3, { ops: [] }));
+  assert.deepEqual(s.take(), [{ type: "op", rev: 3, seq: 1, op: [3, "!"] }]);
+  s.receive({ type: "ack", seq: 1, rev: 4 });
+  assert.equal(editor.text, "abc!");
+  assert.equal(conn.waitingEdits, 0);
+  assert.ok(
+    statuses.every((st) => st.kind === "connected"),
+    "the rename is not shown as a reconnect",
+  );
+});
+
 test("resume: our own op in the catch-up list acks it; it is not resent", () => {
   const { sockets, clock, conn, type, joined } = setup();
   conn.start();

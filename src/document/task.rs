@@ -455,6 +455,15 @@ impl Task {
                 if let Some(kick) = old.kick.take() {
                     let _ = kick.send(CloseCode::Normal);
                 }
+                // A client rejoins to change its name or colour.
+                if old.user != user {
+                    let frame = ServerMsg::Peer {
+                        client: &client,
+                        user: &user,
+                    }
+                    .to_frame();
+                    self.broadcast(&frame, Some(&client));
+                }
             }
             None => {
                 let frame = ServerMsg::Peer {

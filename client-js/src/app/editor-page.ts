@@ -249,25 +249,16 @@ export function renderEditor(root: HTMLElement, id: string): void {
     });
   });
 
-  // A new name needs a new join: rebind once nothing is waiting to be saved.
-  let renameTimer: number | null = null;
-  const applyName = (): void => {
-    renameTimer = null;
+  // A new name rejoins under the same client id: peers see the new name,
+  // and pending edits and the undo history stay.
+  nameInput.addEventListener("change", () => {
     const name = cleanName(nameInput.value);
     nameInput.value = name;
     if (name === user.name) return;
-    if (binding.connection.waitingEdits > 0) {
-      renameTimer = window.setTimeout(applyName, 300);
-      return;
-    }
     saveName(name);
     user = { ...user, name };
-    for (const u of unsubscribe) u();
-    binding.dispose();
-    bind();
-  };
-  nameInput.addEventListener("change", () => {
-    if (renameTimer === null) applyName();
+    binding.connection.setUser(user);
+    renderPeople(binding.connection.peers);
   });
   nameInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
