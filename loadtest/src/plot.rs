@@ -349,7 +349,8 @@ mod tests {
         // The curve rises monotonically (y decreases in SVG coordinates).
         let pts = percentile_curve(&ack, 4);
         assert!(pts.windows(2).all(|w| w[1].1 >= w[0].1));
-        assert!((pts.last().unwrap().1 - 10.0).abs() < 0.01);
+        // Within the histogram's 1% precision.
+        assert!((pts.last().unwrap().1 - 10.0).abs() < 0.11);
         // Balanced tags (a cheap well-formedness check).
         for tag in ["text", "tspan", "g", "svg", "polyline"] {
             let open =
