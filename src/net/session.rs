@@ -156,7 +156,7 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if answer(&mut ws, &mut out_rx, f).await.is_err() {
+                        if !answer(&mut ws, &mut out_rx, f, timing.client_idle_timeout).await {
                             break End::Gone;
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
@@ -186,7 +186,7 @@ pub async fn run(
                     };
                     let f =
                         error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
-                    if answer(&mut ws, &mut out_rx, f).await.is_err() {
+                    if !answer(&mut ws, &mut out_rx, f, timing.client_idle_timeout).await {
                         break End::Gone;
                     }
                     if limited_in_row > MAX_CONSECUTIVE_ERRORS {
@@ -219,10 +219,8 @@ pub async fn run(
                     Ok(()) => errors = 0,
                     Err((code, message, seq)) => {
                         errors += 1;
-                        if answer(&mut ws, &mut out_rx, error_frame(code, &message, seq))
-                            .await
-                            .is_err()
-                        {
+                        let f = error_frame(code, &message, seq);
+                        if !answer(&mut ws, &mut out_rx, f, timing.client_idle_timeout).await {
                             break End::Gone;
                         }
                         if code == ErrorCode::Unavailable && attached.is_none() {
@@ -320,16 +318,22 @@ pub async fn run(
 
 /// Writes a refusal the session makes itself, after everything the
 /// document queued before it, so it cannot overtake an ack.
+/// False when the client is gone or stopped reading: it gets the idle
+/// timeout, not a session stuck in a write forever.
 async fn answer(
     ws: &mut Session,
     out_rx: &mut mpsc::Receiver<ByteString>,
     frame: ByteString,
-) -> Result<(), actix_ws::Closed> {
+    patience: std::time::Duration,
+) -> bool {
     let earlier: Vec<ByteString> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
-    for f in earlier {
-        ws.text(f).await?;
-    }
-    ws.text(frame).await
+    let write = async {
+        for f in earlier {
+            ws.text(f).await?;
+        }
+        ws.text(frame).await
+    };
+    matches!(timeout(patience, write).await, Ok(Ok(())))
 }
 
 /// Writes frames taken off the queue, in order and in one go: they are
