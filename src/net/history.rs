@@ -214,6 +214,25 @@ async fn diff(
         .body(body))
 }
 
+/// The next page of ops after `after` (below `current`); an empty page
+/// means the log has a gap.
+async fn next_page(
+    store: &SharedStore,
+    id: &DocId,
+    after: u64,
+    current: u64,
+) -> Result<Vec<crate::store::OpRecord>, ApiError> {
+    let page = store
+        .ops(id, Revision(after), Revision(current), PAGE)
+        .await?;
+    if page.is_empty() {
+        return Err(corrupt(format!(
+            "ops missing after revision {after} of {id}"
+        )));
+    }
+    Ok(page)
+}
+
 async fn revisions(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -224,15 +243,8 @@ async fn revisions(
     let mut groups = Vec::new();
     let mut after = 0;
     while after < current {
-        let page = store
-            .ops(&id, Revision(after), Revision(current), PAGE)
-            .await?;
-        let Some(last) = page.last() else {
-            return Err(corrupt(format!(
-                "ops missing after revision {after} of {id}"
-            )));
-        };
-        after = last.rev.0;
+        let page = next_page(store, &id, after, current).await?;
+        after = page.last().map_or(current, |op| op.rev.0);
         history::group_ops(&mut groups, &page, GROUP_GAP_MS);
     }
     Ok(HttpResponse::Ok().json(serde_json::json!({
@@ -326,15 +338,8 @@ async fn blame(
     };
     let mut after = first.rev.0;
     while after < current {
-        let page = store
-            .ops(&id, Revision(after), Revision(current), PAGE)
-            .await?;
-        let Some(last) = page.last() else {
-            return Err(corrupt(format!(
-                "ops missing after revision {after} of {id}"
-            )));
-        };
-        after = last.rev.0;
+        let page = next_page(store, &id, after, current).await?;
+        after = page.last().map_or(current, |op| op.rev.0);
         work = off_worker(move || work.take(&page).map(|()| work)).await?;
     }
     let lines = off_worker(move || Ok(work.lines())).await?;

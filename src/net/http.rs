@@ -339,19 +339,11 @@ async fn asset(
     Ok(response)
 }
 
-/// True when the request's `Accept-Encoding` lists gzip (without `q=0`).
+/// True when the request's `Accept-Encoding` prefers gzip to no encoding.
 fn accepts_gzip(req: &HttpRequest) -> bool {
-    req.headers()
-        .get_all(header::ACCEPT_ENCODING)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
-                && !parts.any(|p| {
-                    p.strip_prefix("q=")
-                        .and_then(|q| q.trim().parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
+    use header::{AcceptEncoding, Encoding, Header};
+    AcceptEncoding::parse(req)
+        .ok()
+        .and_then(|accept| accept.negotiate([Encoding::gzip(), Encoding::identity()].iter()))
+        == Some(Encoding::gzip())
 }

@@ -156,8 +156,10 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if !answer(&mut ws, &mut out_rx, f, timing.client_idle_timeout).await {
-                            break End::Gone;
+                        if let Some(end) =
+                            answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
+                        {
+                            break end;
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
                             break End::Close(
@@ -186,8 +188,9 @@ pub async fn run(
                     };
                     let f =
                         error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
-                    if !answer(&mut ws, &mut out_rx, f, timing.client_idle_timeout).await {
-                        break End::Gone;
+                    if let Some(end) = answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
+                    {
+                        break end;
                     }
                     if limited_in_row > MAX_CONSECUTIVE_ERRORS {
                         break End::Close(CloseCode::RateLimited, "rate limited");
@@ -220,8 +223,10 @@ pub async fn run(
                     Err((code, message, seq)) => {
                         errors += 1;
                         let f = error_frame(code, &message, seq);
-                        if !answer(&mut ws, &mut out_rx, f, timing.client_idle_timeout).await {
-                            break End::Gone;
+                        if let Some(end) =
+                            answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
+                        {
+                            break end;
                         }
                         if code == ErrorCode::Unavailable && attached.is_none() {
                             break End::Close(CloseCode::TryAgainLater, "unavailable");
@@ -317,23 +322,18 @@ pub async fn run(
 }
 
 /// Writes a refusal the session makes itself, after everything the
-/// document queued before it, so it cannot overtake an ack.
-/// False when the client is gone or stopped reading: it gets the idle
-/// timeout, not a session stuck in a write forever.
+/// document queued before it, so it cannot overtake an ack. Returns why the
+/// session must end, if it must (see [`write_burst`]).
 async fn answer(
     ws: &mut Session,
     out_rx: &mut mpsc::Receiver<ByteString>,
+    attached: &mut Option<Attached>,
+    timing: &config::Timing,
     frame: ByteString,
-    patience: std::time::Duration,
-) -> bool {
-    let earlier: Vec<ByteString> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
-    let write = async {
-        for f in earlier {
-            ws.text(f).await?;
-        }
-        ws.text(frame).await
-    };
-    matches!(timeout(patience, write).await, Ok(Ok(())))
+) -> Option<End> {
+    let mut burst: Vec<ByteString> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
+    burst.push(frame);
+    write_burst(ws, burst, attached, timing).await
 }
 
 /// Writes frames taken off the queue, in order and in one go: they are

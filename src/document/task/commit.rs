@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use ropey::Rope;
 use tokio::time::{Instant, sleep};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::Task;
 use crate::document::Refusal;
@@ -233,12 +233,7 @@ impl Task {
                 }
             }
         }
-        if !full.is_empty() {
-            full.sort();
-            full.dedup();
-            info!(document = %self.id, clients = full.len(), "dropping clients that cannot keep up");
-            self.drop_sessions(full, CloseCode::TryAgainLater);
-        }
+        self.drop_slow(full);
         for (client, sel) in announced {
             let Some(user) = self.fanout.get(&client).map(|s| s.user.clone()) else {
                 // It left between sending the op and its commit.

@@ -11,7 +11,7 @@ use bytestring::ByteString;
 use ropey::Rope;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use self::commit::{Flushing, InFlight};
 use super::fanout::{Fanout, SessionEntry};
@@ -478,7 +478,7 @@ impl Task {
 
     fn send_to(&mut self, client: &ClientId, frame: ByteString) {
         if !self.fanout.reply(client, frame) {
-            self.drop_sessions(vec![client.clone()], CloseCode::TryAgainLater);
+            self.drop_slow(vec![client.clone()]);
         }
     }
 
@@ -663,17 +663,25 @@ impl Task {
     /// drops the ones that cannot take it.
     fn broadcast(&mut self, frame: &ByteString, except: Option<&ClientId>) {
         let full = self.fanout.news(frame.clone(), except);
-        if !full.is_empty() {
-            self.drop_sessions(full, CloseCode::TryAgainLater);
-        }
+        self.drop_slow(full);
     }
 
     /// Sends the news held back for coalescing.
     fn burst(&mut self) {
         let full = self.fanout.burst();
-        if !full.is_empty() {
-            self.drop_sessions(full, CloseCode::TryAgainLater);
+        self.drop_slow(full);
+    }
+
+    /// Drops the sessions whose queue is full (close 1013): a slow reader
+    /// never slows the document or grows its memory.
+    fn drop_slow(&mut self, mut full: Vec<ClientId>) {
+        if full.is_empty() {
+            return;
         }
+        full.sort();
+        full.dedup();
+        info!(document = %self.id, clients = full.len(), "dropping clients that cannot keep up");
+        self.drop_sessions(full, CloseCode::TryAgainLater);
     }
 
     /// Closes every session, after the news queued for it.
