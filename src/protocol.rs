@@ -117,6 +117,9 @@ pub enum CloseCode {
     Normal,
     /// 1001: the server is shutting down; reconnect.
     GoingAway,
+    /// 1009: a message was over `limits.max_message_bytes` (the reason
+    /// names the limit); the client must split its edit, never resend it.
+    MessageTooBig,
     /// 1013: the client could not keep up or the server is overloaded;
     /// reconnect and resume.
     TryAgainLater,
@@ -142,6 +145,7 @@ impl CloseCode {
         match self {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
+            Self::MessageTooBig => 1009,
             Self::TryAgainLater => 1013,
             Self::ProtocolViolation => 4400,
             Self::Unauthenticated => 4401,
@@ -163,6 +167,33 @@ pub struct PeerInfo<'a> {
     pub user: &'a User,
     /// Its cursors at the `joined` revision, if known.
     pub selection: Option<&'a Selection>,
+}
+
+/// The limits a client must keep to, announced in `joined.limits` so that it
+/// splits a big edit into ops that fit instead of resending into a refusal.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct WireLimits {
+    /// Largest message, in UTF-8 bytes of its JSON; larger frames are
+    /// closed with 1009.
+    pub max_message_bytes: usize,
+    /// Largest document, in characters; an op that would grow it past this
+    /// is refused with `too_large`.
+    pub max_document_chars: usize,
+    /// Most characters one op may insert.
+    pub max_insert_chars: usize,
+    /// Most components in one op.
+    pub max_op_components: usize,
+}
+
+impl From<&crate::config::Limits> for WireLimits {
+    fn from(l: &crate::config::Limits) -> Self {
+        Self {
+            max_message_bytes: l.max_message_bytes,
+            max_document_chars: l.max_document_chars,
+            max_insert_chars: l.max_insert_chars,
+            max_op_components: l.max_op_components,
+        }
+    }
 }
 
 /// One op of a catch-up in `joined.ops`.
@@ -200,6 +231,8 @@ pub enum ServerMsg<'a> {
         ops: Option<Vec<CatchUpOp<'a>>>,
         /// Protocol version.
         protocol: u32,
+        /// What the client must keep to.
+        limits: WireLimits,
     },
     /// The client's op `seq` is committed as `rev`.
     Ack {

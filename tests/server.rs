@@ -309,11 +309,40 @@ async fn bad_input(db: Db) {
     ))
     .await;
     expect_error(&mut s, "bad_message").await;
-    // Over the size limit: refused before parsing, connection closed 4400.
+    // Over the size limit: refused before parsing, closed with 1009 (message
+    // too big) and the limit, in one frame or in fragments (as browsers send
+    // a big paste).
     let big = json!({"type": "op", "rev": 1, "seq": 12, "op": [4, "x".repeat(70_000)]});
     s.send(&big).await;
-    expect_error(&mut s, "too_large").await;
-    assert_eq!(s.closed().await, Some(4400));
+    let e = expect_error(&mut s, "too_large").await;
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains("65536")),
+        "{e}"
+    );
+    assert_eq!(s.closed().await, Some(1009));
+    let (mut frag, j) = joined(&url).await;
+    assert_eq!(j["limits"]["max_message_bytes"], 65536, "{j}");
+    assert!(j["limits"]["max_document_chars"].as_u64().is_some(), "{j}");
+    {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let chunk = "x".repeat(30_000).into_bytes();
+        frag.send_raw(Message::Frame(Frame::message(
+            chunk.clone(),
+            OpCode::Data(Data::Text),
+            false,
+        )))
+        .await;
+        for fin in [false, true] {
+            frag.send_raw(Message::Frame(Frame::message(
+                chunk.clone(),
+                OpCode::Data(Data::Continue),
+                fin,
+            )))
+            .await;
+        }
+    }
+    assert_eq!(frag.closed().await, Some(1009));
 
     // Nothing changed, and the good client is still served.
     assert_eq!(fetch_doc(&server.addr, "bad").await, (1, "base".to_owned()));

@@ -7,6 +7,7 @@
 //! [`PRESENCE_INTERVAL`](crate::config::PRESENCE_INTERVAL)), so a chatty
 //! client costs its peers little and is never disconnected for it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -85,7 +86,7 @@ enum Event {
 
 /// Why the session ends.
 enum End {
-    Close(CloseCode, &'static str),
+    Close(CloseCode, Cow<'static, str>),
     /// The client closed: its close frame is answered, as RFC 6455 asks.
     ClientClosed(Option<CloseReason>),
     Gone,
@@ -138,10 +139,16 @@ pub async fn run(
             Event::Incoming(None) => break End::Gone,
             Event::Incoming(Some(Err(e))) => {
                 debug!(session, error = %e, "websocket protocol error");
-                if matches!(e, actix_ws::ProtocolError::Overflow) {
-                    let frame = error_frame(ErrorCode::TooLarge, "message too large", None);
+                if is_too_big(&e) {
+                    // 1009 with the limit, so the client splits its edit
+                    // instead of resending the same message forever.
+                    let reason = format!(
+                        "message too big: the limit is {} bytes",
+                        limits.max_message_bytes
+                    );
+                    let frame = error_frame(ErrorCode::TooLarge, &reason, None);
                     let _ = ws.text(frame).await;
-                    break End::Close(CloseCode::ProtocolViolation, "message too large");
+                    break End::Close(CloseCode::MessageTooBig, reason.into());
                 }
                 break End::Gone;
             }
@@ -164,7 +171,7 @@ pub async fn run(
                         if errors > MAX_CONSECUTIVE_ERRORS {
                             break End::Close(
                                 CloseCode::ProtocolViolation,
-                                "too many bad messages",
+                                "too many bad messages".into(),
                             );
                         }
                         continue;
@@ -193,7 +200,7 @@ pub async fn run(
                         break end;
                     }
                     if limited_in_row > MAX_CONSECUTIVE_ERRORS {
-                        break End::Close(CloseCode::RateLimited, "rate limited");
+                        break End::Close(CloseCode::RateLimited, "rate limited".into());
                     }
                     continue;
                 }
@@ -229,22 +236,25 @@ pub async fn run(
                             break end;
                         }
                         if code == ErrorCode::Unavailable && attached.is_none() {
-                            break End::Close(CloseCode::TryAgainLater, "unavailable");
+                            break End::Close(CloseCode::TryAgainLater, "unavailable".into());
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
                             break End::Close(
                                 CloseCode::ProtocolViolation,
-                                "too many bad messages",
+                                "too many bad messages".into(),
                             );
                         }
                     }
                 }
                 if attached.as_ref().is_some_and(|a| a.handle.is_closed()) {
-                    break End::Close(CloseCode::TryAgainLater, "document closed; reconnect");
+                    break End::Close(
+                        CloseCode::TryAgainLater,
+                        "document closed; reconnect".into(),
+                    );
                 }
             }
             Event::Outgoing(None) => {
-                break End::Close(CloseCode::TryAgainLater, "dropped by document");
+                break End::Close(CloseCode::TryAgainLater, "dropped by document".into());
             }
             Event::Outgoing(Some(frame)) => {
                 let mut burst = vec![frame];
@@ -258,16 +268,18 @@ pub async fn run(
                     break end;
                 }
             }
-            Event::Kicked(code) => break End::Close(code, "closed by the server"),
+            Event::Kicked(code) => break End::Close(code, "closed by the server".into()),
             Event::Tick => {
                 if last_heard.elapsed() > timing.client_idle_timeout {
-                    break End::Close(CloseCode::Idle, "idle");
+                    break End::Close(CloseCode::Idle, "idle".into());
                 }
                 if ws.ping(b"").await.is_err() {
                     break End::Gone;
                 }
             }
-            Event::Shutdown => break End::Close(CloseCode::GoingAway, "server shutting down"),
+            Event::Shutdown => {
+                break End::Close(CloseCode::GoingAway, "server shutting down".into());
+            }
             Event::FlushPresence => {
                 if let (Some((rev, selection)), Some(a)) = (presence.take(), &attached) {
                     presence_sent = Instant::now();
@@ -278,7 +290,10 @@ pub async fn run(
                         selection,
                     };
                     if a.handle.send(cmd).await.is_err() {
-                        break End::Close(CloseCode::TryAgainLater, "document closed; reconnect");
+                        break End::Close(
+                            CloseCode::TryAgainLater,
+                            "document closed; reconnect".into(),
+                        );
                     }
                 }
             }
@@ -294,7 +309,15 @@ pub async fn run(
             })
             .await;
     }
-    if let End::Close(code, reason) = end {
+    if let End::Close(code, mut reason) = end {
+        // RFC 6455: a close reason is at most 123 bytes.
+        if reason.len() > 123 {
+            let mut cut = 123;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason = Cow::Owned(reason[..cut].to_owned());
+        }
         // Frames queued before a close are still delivered (a graceful close
         // must not lose acks already on their way), but a client that does
         // not read gets only a bounded wait.
@@ -307,7 +330,7 @@ pub async fn run(
             let _ = ws
                 .close(Some(CloseReason {
                     code: actix_ws::CloseCode::Other(code.code()),
-                    description: Some(reason.to_owned()),
+                    description: Some(reason.into_owned()),
                 }))
                 .await;
         })
@@ -318,6 +341,18 @@ pub async fn run(
             description: None,
         });
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, ws.close(echo)).await;
+    }
+}
+
+/// True for the transport's "message over the limit" errors: one frame too
+/// big (`Overflow`), or continuation frames adding up to too much (actix-ws
+/// reports that only as an I/O error with this text). Browsers fragment big
+/// messages, so the second is what a big paste hits.
+fn is_too_big(e: &actix_ws::ProtocolError) -> bool {
+    match e {
+        actix_ws::ProtocolError::Overflow => true,
+        actix_ws::ProtocolError::Io(io) => io.to_string().contains("continuation size"),
+        _ => false,
     }
 }
 
@@ -363,7 +398,7 @@ async fn write_burst(
                     return Some(End::Gone);
                 }
             }
-            code = kicked => return Some(End::Close(code, "closed by the server")),
+            code = kicked => return Some(End::Close(code, "closed by the server".into())),
         }
     }
     None

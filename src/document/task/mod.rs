@@ -21,7 +21,8 @@ use crate::config::{DOCUMENT_QUEUE, Settings};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
 use crate::protocol::{
-    CatchUpOp, CloseCode, ErrorCode, PROTOCOL_VERSION, PeerInfo, ServerMsg, User, error_frame,
+    CatchUpOp, CloseCode, ErrorCode, PROTOCOL_VERSION, PeerInfo, ServerMsg, User, WireLimits,
+    error_frame,
 };
 use crate::store::{Durable, OpRecord, SharedStore, StoreError, now_ms};
 
@@ -416,6 +417,7 @@ impl Task {
                 text,
                 ops,
                 protocol: PROTOCOL_VERSION,
+                limits: WireLimits::from(&self.settings.limits),
             }
             .to_frame()
         };
