@@ -5,7 +5,8 @@
 //! check, each on fresh storage: creating documents, appending and reading
 //! the op log, the append fence, `NotFound` for missing documents, the
 //! `(client, seq)` dedupe lookups, snapshots, languages, listing, many
-//! concurrent writers, and durability across a reopen.
+//! concurrent writers, and durability across a reopen. SQLite alone also
+//! gets `sync_seam`: no write is answered before a flush that covers it.
 //!
 //! Adding a backend is one line: implement [`Backend`] (its `open` must
 //! return the same storage on every call) and add
@@ -22,6 +23,8 @@
 
 mod common;
 mod store_conformance;
+#[path = "store_conformance/sync_seam.rs"]
+mod sync_seam;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -216,7 +216,9 @@ impl CommitStats {
 /// Resolves once a written append is durable; see [`Store::append_ordered`].
 pub type Durable = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
-/// A [`Durable`] for a write that was flushed by its commit.
+/// A [`Durable`] for a write that was flushed by its commit (PostgreSQL's:
+/// which is why only SQLite, whose commit and flush are apart, routes its
+/// flush through a seam a test can observe, [`sqlite::WalSync`]).
 #[must_use]
 pub fn durable_now() -> Durable {
     Box::pin(std::future::ready(Ok(())))

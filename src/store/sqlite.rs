@@ -13,6 +13,12 @@
 //! it. SQLite itself syncs the WAL before every checkpoint, so a commit that
 //! a checkpoint moved into the main file is durable there. Reads use a small
 //! pool of separate connections, which WAL lets run beside the writer.
+//!
+//! The flush itself goes through [`WalSync`], so that a test can watch it:
+//! a kill test cannot tell a missing `fdatasync` (the page cache outlives the
+//! process), but a recorder in its place sees every flush, what had been
+//! written when it began, and whether a reply came before it returned
+//! (`tests/store_conformance/sync_seam.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc as std_mpsc};
@@ -71,6 +77,39 @@ CREATE TABLE IF NOT EXISTS document_access (
 CREATE INDEX IF NOT EXISTS documents_updated ON documents (updated_ms DESC);
 ";
 
+/// How the syncer makes the WAL durable: everything written to the file
+/// before the call must be on disk when it returns `Ok`. The syncer calls it
+/// once per flush, with the WAL open, before it answers any commit the flush
+/// covers; an `Err` fails every commit of that flush.
+///
+/// Production uses [`Fdatasync`] (what [`SqliteStore::open`] installs); the
+/// seam exists so that a test can wrap the real flush with a recorder (see
+/// the module doc). It costs one indirect call per `fdatasync`, and nothing
+/// per commit.
+///
+/// It is SQLite's only: PostgreSQL's commit is its flush (the server has
+/// written and synced its WAL when `COMMIT` returns, `synchronous_commit` on),
+/// so that store answers with [`super::durable_now`] and there is no step
+/// between "written" and "durable" in this process to observe.
+pub trait WalSync: Send + Sync + 'static {
+    /// Makes everything written to `wal` so far durable.
+    ///
+    /// # Errors
+    ///
+    /// The flush failed: what was written may be lost.
+    fn sync_wal(&self, wal: &std::fs::File) -> std::io::Result<()>;
+}
+
+/// The real flush: one `fdatasync(2)` of the WAL.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fdatasync;
+
+impl WalSync for Fdatasync {
+    fn sync_wal(&self, wal: &std::fs::File) -> std::io::Result<()> {
+        wal.sync_data()
+    }
+}
+
 /// The SQLite store.
 pub struct SqliteStore {
     path: PathBuf,
@@ -110,6 +149,19 @@ impl SqliteStore {
     /// [`StoreError::Unavailable`] when the file cannot be opened or the
     /// schema cannot be created.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_wal_sync(path, Arc::new(Fdatasync))
+    }
+
+    /// As [`SqliteStore::open`], flushing the WAL through `sync` instead of
+    /// [`Fdatasync`]: for tests that observe (or fail) the flush.
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub fn open_with_wal_sync(
+        path: impl AsRef<Path>,
+        sync: Arc<dyn WalSync>,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
@@ -120,7 +172,7 @@ impl SqliteStore {
         let wal = wal_path(&path);
         std::thread::Builder::new()
             .name("tandem-sqlite-sync".into())
-            .spawn(move || syncer_loop(&wal, &sync_rx))
+            .spawn(move || syncer_loop(&wal, &sync_rx, &*sync))
             .map_err(unavailable)?;
         std::thread::Builder::new()
             .name("tandem-sqlite-writer".into())
@@ -232,7 +284,7 @@ impl Pending {
 
 /// Flushes the WAL for every commit queued while the last flush ran, then
 /// answers them. One `fdatasync` covers all writes made before it started.
-fn syncer_loop(wal: &Path, rx: &std_mpsc::Receiver<Vec<Pending>>) {
+fn syncer_loop(wal: &Path, rx: &std_mpsc::Receiver<Vec<Pending>>, sync: &dyn WalSync) {
     let mut file: Option<std::fs::File> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = first;
@@ -245,7 +297,7 @@ fn syncer_loop(wal: &Path, rx: &std_mpsc::Receiver<Vec<Pending>>) {
             file = std::fs::File::open(wal).ok();
         }
         let flushed = match &file {
-            Some(f) => f.sync_data().map_err(|e| e.to_string()),
+            Some(f) => sync.sync_wal(f).map_err(|e| e.to_string()),
             None => Err(format!("cannot open {}", wal.display())),
         };
         match flushed {
