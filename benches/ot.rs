@@ -73,7 +73,7 @@ type Patch = (usize, usize, String);
 
 fn load_trace() -> (Vec<Patch>, String) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces/sequential/automerge-paper.json.gz");
+        .join("tests/data/traces/sequential/automerge-paper.json.gz");
     let file = std::fs::File::open(&path)
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     let mut json = String::new();

@@ -33,22 +33,18 @@ async fn sigkill_under_load(db: Db) {
             for n in 0.. {
                 let token = format!("[w{w}-{n}]");
                 c.edit(append(c.text.chars().count(), &token)).await;
-                while c.pending() {
-                    if !c.step().await {
-                        return;
-                    }
+                if !c.until_acked().await {
+                    return;
                 }
                 acked.lock().expect("lock").push(token);
             }
         }));
     }
     // Let the writers get going, then kill the server mid-stream.
-    loop {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        if acked.lock().expect("lock").len() >= 300 {
-            break;
-        }
-    }
+    wait_until(LONG_WAIT, "300 acked ops before the kill", || {
+        std::future::ready(acked.lock().expect("lock").len() >= 300)
+    })
+    .await;
     server.kill();
     for w in writers {
         let _ = w.await;
@@ -85,9 +81,7 @@ async fn replay_trace(url: &str, trace: &Value) -> String {
             ]);
             len = op.target_len();
             c.edit(op).await;
-            while c.pending() {
-                assert!(c.step().await, "server closed during replay");
-            }
+            assert!(c.until_acked().await, "server closed during replay");
         }
     }
     c.text
@@ -99,13 +93,7 @@ async fn real_traces_replay_to_their_final_text_and_survive_restarts() {
         "sequential/rustcode.json.gz",
         "sequential/sveltecomponent.json.gz",
     ];
-    let traces: Vec<(&str, Value)> = names
-        .iter()
-        .map(|n| {
-            let t = load_trace(n).unwrap_or_else(|| panic!("trace {n} missing: ../shared/traces"));
-            (*n, t)
-        })
-        .collect();
+    let traces: Vec<(&str, Value)> = names.iter().map(|n| (*n, load_trace(n))).collect();
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("t.db");
     let server = Server::start(&db, &[]);
@@ -152,9 +140,7 @@ async fn sigterm_closes_sessions_with_1001_flushes_and_snapshots() {
     for i in 0..25 {
         a.edit(append(a.text.chars().count(), &format!("{i};")))
             .await;
-        while a.pending() {
-            assert!(a.step().await);
-        }
+        assert!(a.until_acked().await, "server closed before the SIGTERM");
     }
     let mut watcher = Socket::connect(&url).await;
     watcher
@@ -197,10 +183,8 @@ async fn postgres_connections_killed_under_load_lose_nothing() {
                 let token = format!("[w{w}-{n}]");
                 n += 1;
                 c.edit(append(c.text.chars().count(), &token)).await;
-                while c.pending() {
-                    // No disconnect, no reload: the server rides it out.
-                    assert!(c.step().await, "client w{w} was disconnected");
-                }
+                // No disconnect, no reload: the server rides it out.
+                assert!(c.until_acked().await, "client w{w} was disconnected");
                 acked.lock().expect("lock").push(token);
             }
             c.sent()
@@ -209,9 +193,11 @@ async fn postgres_connections_killed_under_load_lose_nothing() {
     let admin = pg::admin_client(&pg.admin_url).await;
     let acks = || acked.lock().expect("lock").len();
     for round in 1..=3 {
-        while acks() < round * 150 {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        let what = format!("{} acked ops before cut {round}", round * 150);
+        wait_until(LONG_WAIT, &what, || {
+            std::future::ready(acks() >= round * 150)
+        })
+        .await;
         // Cut every connection the server has to its database.
         let cut = admin
             .execute(
@@ -223,9 +209,10 @@ async fn postgres_connections_killed_under_load_lose_nothing() {
             .expect("terminate backends");
         assert!(cut >= 1, "the server had connections to cut");
     }
-    while acks() < 600 {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    wait_until(LONG_WAIT, "600 acked ops after the cuts", || {
+        std::future::ready(acks() >= 600)
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut sent = 0;
     for w in writers {
@@ -253,9 +240,7 @@ async fn postgres_gone_too_long_means_unavailable_then_the_resend_lands_once() {
     let url = server.ws_url("pgdown");
     let mut c = OtClient::join(&url, "c").await;
     c.edit(append(0, "before;")).await;
-    while c.pending() {
-        assert!(c.step().await);
-    }
+    assert!(c.until_acked().await, "server closed before the outage");
     // Take the database away: no new connections, existing ones cut.
     let admin = pg::admin_client(&pg.admin_url).await;
     let name = &pg.name;
@@ -275,20 +260,23 @@ async fn postgres_gone_too_long_means_unavailable_then_the_resend_lands_once() {
     // Past the retry limit the op is refused as unavailable and the session
     // closed; nothing was acked.
     let socket = c.socket.as_mut().expect("connected");
-    let mut saw_unavailable = false;
-    loop {
-        match socket.next().await {
-            Received::Msg(m) if m["type"] == "error" => {
-                assert_eq!(m["code"], "unavailable", "{m}");
-                saw_unavailable = true;
-            }
-            Received::Msg(m) => assert_ne!(m["type"], "ack", "nothing may be acked: {m}"),
-            Received::Closed(code) => {
-                assert_eq!(code, Some(1013));
-                break;
+    let saw_unavailable = within(WAIT, "the session to close as unavailable", async {
+        let mut saw_unavailable = false;
+        loop {
+            match socket.next().await {
+                Received::Msg(m) if m["type"] == "error" => {
+                    assert_eq!(m["code"], "unavailable", "{m}");
+                    saw_unavailable = true;
+                }
+                Received::Msg(m) => assert_ne!(m["type"], "ack", "nothing may be acked: {m}"),
+                Received::Closed(code) => {
+                    assert_eq!(code, Some(1013));
+                    return saw_unavailable;
+                }
             }
         }
-    }
+    })
+    .await;
     assert!(saw_unavailable);
     c.disconnect();
     admin
@@ -297,11 +285,7 @@ async fn postgres_gone_too_long_means_unavailable_then_the_resend_lands_once() {
         .expect("allow");
     // The client resumes and resends; the op lands exactly once.
     c.connect().await;
-    while c.pending() {
-        if !c.step().await {
-            c.connect().await;
-        }
-    }
+    c.settle(0).await;
     assert_eq!(
         fetch_doc(&server.addr, "pgdown").await,
         (2, "before;during;".to_owned())
@@ -336,7 +320,28 @@ async fn resend_across_a_slow_commit_is_acked_once() {
         .expect("lock the document row");
     let op = serde_json::json!({"type": "op", "rev": 0, "seq": 1, "op": ["hello"]});
     first.send(&op).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The op is being stored: its commit waits for the row lock. (Watched
+    // from a connection of its own: inside the blocker's transaction
+    // pg_stat_activity would not change.)
+    let watcher = pg::admin_client(&pg.admin_url).await;
+    let (watcher, name) = (&watcher, &pg.name);
+    wait_until(
+        WAIT,
+        "the op's commit to wait for the locked row",
+        move || async move {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = $1 AND wait_event_type = 'Lock'",
+                    &[name],
+                )
+                .await
+                .expect("read pg_stat_activity")
+                .get(0);
+            waiting >= 1
+        },
+    )
+    .await;
     first.close().await;
 
     let mut second = Socket::connect(&url).await;
@@ -347,12 +352,11 @@ async fn resend_across_a_slow_commit_is_acked_once() {
     assert_eq!(joined["rev"], 0, "the op is not committed yet");
     blocker.batch_execute("COMMIT").await.expect("unlock");
     // Let the commit land before the resend.
-    for _ in 0..100 {
-        if fetch_doc(&server.addr, "slow").await.0 == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let addr = server.addr.as_str();
+    wait_until(WAIT, "the op's commit to land", move || async move {
+        fetch_doc(addr, "slow").await.0 == 1
+    })
+    .await;
     assert_eq!(
         fetch_doc(&server.addr, "slow").await,
         (1, "hello".to_owned())

@@ -90,7 +90,10 @@ async fn crowd(db: Db) {
         }
     }
     // Quiesce: settle every client until nothing is pending anywhere.
+    let deadline = std::time::Instant::now() + LONG_WAIT;
     loop {
+        let in_time = std::time::Instant::now() < deadline;
+        assert!(in_time, "the crowd did not quiesce within {LONG_WAIT:?}");
         let (rev, _) = fetch_doc(&server.addr, "crowd").await;
         for c in clients.iter_mut() {
             c.settle(rev).await;

@@ -1,7 +1,8 @@
-//! Replays a sequential editing trace (shared/traces, gzipped JSON): one
-//! client per document copy (`--docs D` copies at once, each on a fresh
-//! document), each patch its own local edit, then checks every copy's text
-//! against `endContent` and against the server's (`GET /api/documents/{id}`).
+//! Replays a sequential editing trace (gzipped JSON, such as the ones
+//! vendored in the repository's `tests/data/traces/sequential/`): one client
+//! per document copy (`--docs D` copies at once, each on a fresh document),
+//! each patch its own local edit, then checks every copy's text against
+//! `endContent` and against the server's (`GET /api/documents/{id}`).
 //!
 //! Two paces:
 //!

@@ -7,11 +7,15 @@
 //!
 //! The server binary is `$TANDEM_BIN`, or `target/debug/tandem` of this
 //! workspace (built by `cargo test --workspace`; built here when missing).
+//! The real trace is the one vendored in `tests/data/traces/`.
+//!
+//! Every wait has a deadline ([`RUN_WAIT`], [`WAIT`]) and fails naming what
+//! it waited for.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use tandem_loadtest::{LoadConfig, TraceConfig, run_load, run_trace};
 
@@ -29,8 +33,61 @@ impl Drop for Server {
     }
 }
 
+/// How long a test waits for the server's listening line.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How long one load generator run (in process or as a command) or one
+/// `tandem import` may take: each lasts a few seconds, plus the load
+/// generator's own quiescence limits; generous for two shared cores.
+const RUN_WAIT: Duration = Duration::from_secs(180);
+
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The output of `fut`; panics naming `what` when it takes over [`RUN_WAIT`].
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(RUN_WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {RUN_WAIT:?} waiting for {what}"),
+    }
+}
+
+/// `cmd.output()` with a deadline: the command is killed and the test fails
+/// when it has not exited within [`RUN_WAIT`].
+fn output_within(cmd: &mut Command, what: &str) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    // Drained on threads of their own, so that a full pipe cannot stall it.
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let deadline = Instant::now() + RUN_WAIT;
+    let status = loop {
+        match child.try_wait().expect("wait for the command") {
+            Some(status) => break status,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {RUN_WAIT:?}");
+            }
+        }
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
 }
 
 fn server_binary() -> PathBuf {
@@ -82,10 +139,22 @@ fn start_server_in(dir: PathBuf) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn tandem");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
+    // Read on a thread of its own, so that a server that never listens fails
+    // the test instead of stalling it.
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    let line = match rx.recv_timeout(WAIT) {
+        Ok(read) => read.expect("listening line"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the server printed no listening line within {WAIT:?}");
+        }
+    };
     let addr = line
         .trim()
         .rsplit("http://")
@@ -120,7 +189,7 @@ fn assert_svg_plot(path: &Path, lines: usize) {
 async fn open_loop_load_converges() {
     let server = start_server("load");
     let plot = server._dir.join("load.svg");
-    let report = run_load(LoadConfig {
+    let run = run_load(LoadConfig {
         url: format!("http://{}", server.addr),
         docs: 2,
         clients: 5,
@@ -133,9 +202,10 @@ async fn open_loop_load_converges() {
         pid: Some(server.child.id()),
         plot: Some(plot.clone()),
         ..LoadConfig::default()
-    })
-    .await
-    .expect("load run");
+    });
+    let report = within("the open-loop load run", run)
+        .await
+        .expect("load run");
     assert_eq!(report["converged"], true, "{report:#}");
     assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
     assert!(
@@ -154,16 +224,17 @@ async fn open_loop_load_converges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_loop_load_converges() {
     let server = start_server("closed");
-    let report = run_load(LoadConfig {
+    let run = run_load(LoadConfig {
         url: format!("http://{}", server.addr),
         clients: 4,
         closed_loop: true,
         duration: Duration::from_secs(1),
         warmup: Duration::from_millis(200),
         ..LoadConfig::default()
-    })
-    .await
-    .expect("load run");
+    });
+    let report = within("the closed-loop load run", run)
+        .await
+        .expect("load run");
     assert_eq!(report["converged"], true, "{report:#}");
     assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
 }
@@ -189,15 +260,14 @@ async fn trace_replay_matches_end_content() {
     );
     gz.write_all(trace.to_string().as_bytes()).expect("write");
     gz.finish().expect("finish");
-    let report = run_trace(TraceConfig {
+    let run = run_trace(TraceConfig {
         url: format!("http://{}", server.addr),
         trace: path,
         docs: 2,
         max_speed: true,
         ..TraceConfig::default()
-    })
-    .await
-    .expect("trace run");
+    });
+    let report = within("the trace run", run).await.expect("trace run");
     assert_eq!(report["matches_end_content"], true, "{report:#}");
     assert_eq!(report["converged"], true, "{report:#}");
     // Each patch its own op at max speed.
@@ -209,11 +279,15 @@ async fn trace_replay_matches_end_content() {
 /// pace, 400 times faster (about 1 s), two copies at once, with a plot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_trace_replay_converges() {
-    let trace = workspace().join("../shared/traces/sequential/sveltecomponent.json.gz");
-    assert!(trace.exists(), "trace missing: {}", trace.display());
+    let trace = workspace().join("tests/data/traces/sequential/sveltecomponent.json.gz");
+    assert!(
+        trace.exists(),
+        "vendored trace missing: {}",
+        trace.display()
+    );
     let server = start_server("paced");
     let plot = server._dir.join("trace.svg");
-    let report = run_trace(TraceConfig {
+    let run = run_trace(TraceConfig {
         url: format!("http://{}", server.addr),
         trace,
         docs: 2,
@@ -223,9 +297,8 @@ async fn paced_trace_replay_converges() {
         pid: Some(server.child.id()),
         plot: Some(plot.clone()),
         ..TraceConfig::default()
-    })
-    .await
-    .expect("trace run");
+    });
+    let report = within("the paced trace run", run).await.expect("trace run");
     assert_eq!(report["pace"], "paced", "{report:#}");
     assert_eq!(report["patches_per_copy"], 1_000, "{report:#}");
     assert_eq!(report["matches_expected"], true, "{report:#}");
@@ -276,38 +349,41 @@ async fn join_long_history_gets_full_text() {
     let _cleanup = RmDir(dir.clone());
     let history = dir.join("h.jsonl");
     let loadtest = env!("CARGO_BIN_EXE_tandem-loadtest");
-    let out = Command::new(loadtest)
-        .arg("--write-history")
-        .arg(&history)
-        .args(["--ops", "2000", "--doc", "hist"])
-        .output()
-        .expect("run --write-history");
+    let out = output_within(
+        Command::new(loadtest)
+            .arg("--write-history")
+            .arg(&history)
+            .args(["--ops", "2000", "--doc", "hist"]),
+        "tandem-loadtest --write-history",
+    );
     assert!(out.status.success(), "{out:?}");
     let lines = std::fs::read_to_string(&history).expect("history written");
     assert_eq!(lines.lines().count(), 2 + 2_000);
 
-    let out = Command::new(server_binary())
-        .arg("import")
-        .arg(&history)
-        .arg("--data")
-        .arg(dir.join("t.db"))
-        .env("TANDEM_LOG", "warn")
-        .output()
-        .expect("run tandem import");
+    let out = output_within(
+        Command::new(server_binary())
+            .arg("import")
+            .arg(&history)
+            .arg("--data")
+            .arg(dir.join("t.db"))
+            .env("TANDEM_LOG", "warn"),
+        "tandem import",
+    );
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(said.contains("imported hist at revision 2000"), "{said}");
 
     let server = start_server_in(dir);
     let json = server._dir.join("join.json");
-    let out = Command::new(loadtest)
-        .args(["--url", &format!("http://{}", server.addr)])
-        .args(["--join", "hist", "--joins", "3"])
-        .args(["--pid", &server.child.id().to_string()])
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run --join");
+    let out = output_within(
+        Command::new(loadtest)
+            .args(["--url", &format!("http://{}", server.addr)])
+            .args(["--join", "hist", "--joins", "3"])
+            .args(["--pid", &server.child.id().to_string()])
+            .arg("--json")
+            .arg(&json),
+        "tandem-loadtest --join",
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("== tandem-loadtest: join"), "{stdout}");
@@ -338,7 +414,8 @@ async fn join_long_history_gets_full_text() {
     for key in ["server_cpu_s", "server_peak_rss_mb"] {
         assert!(report[key].is_number(), "{key}: {report:#}");
     }
-    let (rev, text) = tandem_loadtest::http::fetch_document(&server.addr, "hist")
+    let fetch = tandem_loadtest::http::fetch_document(&server.addr, "hist");
+    let (rev, text) = within("GET the document", fetch)
         .await
         .expect("GET the document");
     assert_eq!(rev, 2_000);

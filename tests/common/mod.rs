@@ -10,7 +10,7 @@ pub mod pg;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -19,8 +19,57 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
-/// How long a test waits for any one expected message.
+/// How long a test waits for any one expected thing: a message, a reply, a
+/// connection, the server's listening line.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How long a test waits for a whole phase that is many round trips long
+/// (settling a client, a count of acks under load): generous, because the
+/// tests share two cores with their servers, but finite, so that a hang
+/// fails with a message instead of stalling `cargo test`.
+pub const LONG_WAIT: Duration = Duration::from_secs(120);
+
+/// How long a test waits for the server to exit after SIGTERM: longer than
+/// the server's own limit on flushing at shutdown (30 s).
+pub const EXIT_WAIT: Duration = Duration::from_secs(60);
+
+/// How often [`wait_until`] checks its condition again.
+const POLL: Duration = Duration::from_millis(10);
+
+/// Waits until `cond` holds, checking it every 10 ms.
+///
+/// # Panics
+///
+/// When it still does not hold `within` after the call, with a message
+/// naming `what` was awaited.
+pub async fn wait_until<F, Fut>(within: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if cond().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The output of `fut`.
+///
+/// # Panics
+///
+/// When `fut` has not finished `limit` after the call, naming `what`.
+pub async fn within<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
 
 /// A running server process.
 pub struct Server {
@@ -111,11 +160,7 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn tandem");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listening line");
+        let line = listening_line(&mut child);
         let addr = line
             .trim()
             .rsplit("http://")
@@ -148,10 +193,46 @@ impl Server {
     }
 
     /// SIGTERM and wait; returns the exit status code.
+    ///
+    /// # Panics
+    ///
+    /// When the server has not exited [`EXIT_WAIT`] after the signal (it is
+    /// then killed).
     pub fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").arg("-TERM").arg(&pid).status();
-        self.child.wait().ok().and_then(|s| s.code())
+        let deadline = Instant::now() + EXIT_WAIT;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(POLL),
+                Ok(None) => panic!("the server did not exit within {EXIT_WAIT:?} of SIGTERM"),
+                Err(e) => panic!("waiting for the server to exit: {e}"),
+            }
+        }
+    }
+}
+
+/// The first line the server prints (`listening on http://...`), read on a
+/// thread of its own so that a server that never gets there fails the test.
+///
+/// # Panics
+///
+/// When no line came within [`WAIT`] (the server is then killed).
+fn listening_line(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout).read_line(&mut line).map(|_| line);
+        let _ = tx.send(read);
+    });
+    match rx.recv_timeout(WAIT) {
+        Ok(read) => read.expect("read listening line"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the server printed no listening line within {WAIT:?}");
+        }
     }
 }
 
@@ -171,15 +252,20 @@ pub async fn http_request(
     body: Option<&str>,
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = TcpStream::connect(addr).await.expect("connect");
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.expect("read");
+    let what = format!("the reply to {method} {path}");
+    let buf = within(WAIT, &what, async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.expect("read");
+        buf
+    })
+    .await;
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text
         .split_whitespace()
@@ -226,7 +312,9 @@ pub enum Received {
 
 impl Socket {
     pub async fn connect(url: &str) -> Socket {
-        let (ws, _) = connect_async(url).await.expect("ws connect");
+        let (ws, _) = within(WAIT, "the WebSocket handshake", connect_async(url))
+            .await
+            .expect("ws connect");
         Socket { ws }
     }
 
@@ -247,10 +335,21 @@ impl Socket {
     }
 
     /// The next JSON message or close, skipping pings.
+    ///
+    /// # Panics
+    ///
+    /// When none came within [`WAIT`] (pings do not extend the wait).
     pub async fn next(&mut self) -> Received {
+        let deadline = Instant::now() + WAIT;
+        self.next_by(deadline, "a message").await
+    }
+
+    /// The next JSON message or close, skipping pings; panics naming `what`
+    /// at `deadline`.
+    async fn next_by(&mut self, deadline: Instant, what: &str) -> Received {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await {
-                Err(_) => panic!("timed out waiting for a message"),
+            match tokio::time::timeout_at(deadline.into(), self.ws.next()).await {
+                Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
                 Ok(None) => return Received::Closed(None),
                 Ok(Some(Err(_))) => return Received::Closed(None),
                 Ok(Some(Ok(Message::Text(t)))) => {
@@ -272,20 +371,33 @@ impl Socket {
         }
     }
 
-    /// Waits for a message of `kind`, returning it and the ones skipped.
+    /// Waits for a message of `kind`, skipping the others.
+    ///
+    /// # Panics
+    ///
+    /// When the socket closes first, or none came within [`WAIT`] (however
+    /// many other messages did).
     pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let what = format!("a {kind:?} message");
         loop {
-            let m = self.recv().await;
-            if m["type"] == kind {
-                return m;
+            match self.next_by(deadline, &what).await {
+                Received::Msg(m) if m["type"] == kind => return m,
+                Received::Msg(_) => {}
+                Received::Closed(c) => panic!("closed ({c:?}) while waiting for {what}"),
             }
         }
     }
 
     /// Waits until the server closes; returns the close code.
+    ///
+    /// # Panics
+    ///
+    /// When the server has not closed within [`WAIT`].
     pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
         loop {
-            if let Received::Closed(c) = self.next().await {
+            if let Received::Closed(c) = self.next_by(deadline, "the server to close").await {
                 return c;
             }
         }
@@ -479,13 +591,46 @@ impl OtClient {
     }
 
     /// Processes messages until nothing is pending and the server's revision
-    /// (read by `target`) is reached.
+    /// (read by `target`) is reached, reconnecting when the server closes.
+    ///
+    /// # Panics
+    ///
+    /// When that has not happened within [`LONG_WAIT`].
     pub async fn settle(&mut self, target: u64) {
+        let deadline = Instant::now() + LONG_WAIT;
         while self.inflight.is_some() || self.buffer.is_some() || self.rev < target {
+            assert!(
+                Instant::now() < deadline,
+                "client {} not settled at revision {target} within {LONG_WAIT:?} (at {}, pending: {})",
+                self.name,
+                self.rev,
+                self.pending()
+            );
             if !self.step().await {
                 self.connect().await;
             }
         }
+    }
+
+    /// Processes messages until nothing is pending (every edit acked);
+    /// `false` when the server closed the socket first.
+    ///
+    /// # Panics
+    ///
+    /// When edits are still pending [`LONG_WAIT`] after the call.
+    pub async fn until_acked(&mut self) -> bool {
+        let deadline = Instant::now() + LONG_WAIT;
+        while self.pending() {
+            assert!(
+                Instant::now() < deadline,
+                "client {}: edits not acked within {LONG_WAIT:?}",
+                self.name
+            );
+            if !self.step().await {
+                return false;
+            }
+        }
+        true
     }
 
     /// Ops this client has sent (each once, whatever the resends).
@@ -556,16 +701,23 @@ pub async fn fetch_doc(server_addr: &str, doc: &str) -> (u64, String) {
     )
 }
 
-/// Reads a gzipped editing trace from `shared/traces`.
-pub fn load_trace(name: &str) -> Option<Value> {
+/// Reads a gzipped editing trace from `tests/data/traces` (vendored in the
+/// repository, see its `CREDITS.md`), e.g. `sequential/rustcode.json.gz`.
+///
+/// # Panics
+///
+/// When the file is missing or unreadable: the traces are part of the
+/// repository, so a missing one is a broken checkout, not a reason to skip.
+pub fn load_trace(name: &str) -> Value {
     use std::io::Read;
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/traces")
+        .join("tests/data/traces")
         .join(name);
-    let file = std::fs::File::open(&path).ok()?;
+    let file = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("trace {} missing or unreadable: {e}", path.display()));
     let mut s = String::new();
     flate2::read::GzDecoder::new(file)
         .read_to_string(&mut s)
-        .expect("gunzip trace");
-    Some(serde_json::from_str(&s).expect("trace JSON"))
+        .unwrap_or_else(|e| panic!("gunzip trace {}: {e}", path.display()));
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("trace {} JSON: {e}", path.display()))
 }

@@ -1,8 +1,19 @@
 //! A fresh PostgreSQL database per test, on the server that
 //! `TANDEM_TEST_DATABASE_URL` names. Without the variable, a test that needs
-//! one fails in CI (`CI=true`) and elsewhere says `SKIPPED` on stderr.
+//! one fails in CI (`CI=true`) and elsewhere passes without running, after
+//! writing one line to stderr:
+//!
+//! ```text
+//! SKIPPED(postgres): <test binary>::<test name> (TANDEM_TEST_DATABASE_URL not set)
+//! ```
+//!
+//! `scripts/test` collects those lines and names the skipped tests in its
+//! final `SKIPPED:` summary. A helper for another service (Redis) should
+//! print `SKIPPED(redis): ...` the same way.
 
 use std::io::Write;
+
+use super::{WAIT, within};
 
 /// A fresh PostgreSQL database on the server that `TANDEM_TEST_DATABASE_URL`
 /// names, dropped (with any connections still open to it) when this is
@@ -20,17 +31,22 @@ impl TestDatabase {
     /// `None` (after saying so on stderr) when no server is configured
     /// outside CI; panics when none is configured in CI.
     pub async fn new() -> Option<Self> {
-        let Ok(admin_url) = std::env::var("TANDEM_TEST_DATABASE_URL") else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("TANDEM_TEST_DATABASE_URL must be set in CI");
+        let admin_url = match std::env::var("TANDEM_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("TANDEM_TEST_DATABASE_URL must be set in CI");
+                }
+                // Straight to stderr, past the test harness's capture of
+                // `eprintln!`, so the skip shows in every run; one write, so
+                // that the line is not interleaved with a server's logging.
+                let line = format!(
+                    "SKIPPED(postgres): {} (TANDEM_TEST_DATABASE_URL not set)\n",
+                    test_name()
+                );
+                let _ = std::io::stderr().write_all(line.as_bytes());
+                return None;
             }
-            // Straight to stderr, past the test harness's capture of
-            // `eprintln!`, so the skip shows in every run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: a PostgreSQL test (set TANDEM_TEST_DATABASE_URL)"
-            );
-            return None;
         };
         let name = format!("tandem_test_{:016x}", rand::random::<u64>());
         let admin = admin_client(&admin_url).await;
@@ -44,6 +60,17 @@ impl TestDatabase {
             name,
             url,
         })
+    }
+}
+
+/// The running test as `<test binary>::<path in it>`, e.g.
+/// `store::postgres::append_fence`: the harness names each test's thread
+/// after the test, and a `#[tokio::test]` body runs on that thread.
+fn test_name() -> String {
+    let binary = env!("CARGO_CRATE_NAME");
+    match std::thread::current().name() {
+        Some(name) if name != "main" => format!("{binary}::{name}"),
+        _ => format!("{binary}::<unnamed test>"),
     }
 }
 
@@ -65,7 +92,8 @@ fn database_url(url: &str, name: &str) -> String {
 }
 
 pub async fn admin_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let (client, connection) = within(WAIT, "a connection to PostgreSQL", connect)
         .await
         .expect("connect to TANDEM_TEST_DATABASE_URL");
     tokio::spawn(connection);

@@ -105,9 +105,19 @@ pub fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>, what: &str
 /// Waits until the millisecond clock that stamps `updated_ms` has moved on,
 /// so that the next write is strictly later than the last one. This waits
 /// for a condition (one clock tick), it asserts nothing about durations.
+///
+/// # Panics
+///
+/// When the clock has not moved in a second (a broken clock, not a slow
+/// machine).
 pub async fn next_millisecond() {
     let start = tandem::store::now_ms();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
     while tandem::store::now_ms() <= start {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the millisecond clock did not move on from {start} in 1 s"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
