@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{Kick, Outbound, SessionId};
 use crate::config;
-use crate::ids::ClientId;
+use crate::ids::{ClientId, Seq};
 use crate::protocol::User;
 
 /// One connected session.
@@ -29,6 +29,9 @@ pub(super) struct SessionEntry {
     pub user: User,
     /// Closes it; taken when used.
     pub kick: Option<Kick>,
+    /// The latest seq this session was acked, so that an op acked to it
+    /// when published is not acked again when its resend arrives.
+    pub acked: Option<Seq>,
     outbound: Outbound,
     /// How many entries of the pending news it has been sent already.
     news_sent: usize,
@@ -40,6 +43,7 @@ impl SessionEntry {
             session,
             user,
             kick: Some(kick),
+            acked: None,
             outbound,
             news_sent: 0,
         }
@@ -80,6 +84,10 @@ impl Fanout {
 
     pub fn get(&self, client: &ClientId) -> Option<&SessionEntry> {
         self.sessions.get(client)
+    }
+
+    pub fn get_mut(&mut self, client: &ClientId) -> Option<&mut SessionEntry> {
+        self.sessions.get_mut(client)
     }
 
     pub fn contains(&self, client: &ClientId) -> bool {

@@ -298,12 +298,15 @@ impl DocumentState {
             ));
         }
         let op = self.rebase(sub.base, older, sub.op.clone())?;
+        // The op's own cursor moves through what was committed since its
+        // base: transform it through the same ops, inserted before it. This
+        // reads the window as it is before the op joins it.
+        let selection = sub
+            .selection
+            .map(|sel| self.rebase_selection(sub.base, older, &sub.op, sel));
         op.apply(&mut self.text, self.limits.max_document_chars)?;
         self.head = self.head.next();
-        if let Some(sel) = sub.selection {
-            // The op's own cursor moves through what was committed since its
-            // base: transform it through the same ops, inserted before it.
-            let since = self.rebase_selection(sub.base, older, &sub.op, sel);
+        if let Some(since) = selection {
             self.op_selections
                 .insert(self.head, (sub.client.clone(), since));
         }
@@ -320,8 +323,9 @@ impl DocumentState {
         Ok(record)
     }
 
-    /// A selection made after `own` (based on `base`) moved to the head: the
-    /// concurrent ops are transformed against `own` so they apply after it.
+    /// A selection made after `own` (based on `base`) moved to the head,
+    /// before `own` is sequenced: the concurrent ops `(base, head]` are
+    /// transformed against `own` so they apply after it.
     fn rebase_selection(
         &self,
         base: Revision,
@@ -342,8 +346,7 @@ impl DocumentState {
                     .skip(base.0.saturating_sub(oldest.0) as usize)
                     .map(|o| &o.op),
             )
-            // The op just applied is the last in history; it is `own` itself.
-            .take((self.head.0 - 1 - base.0) as usize);
+            .take((self.head.0 - base.0) as usize);
         for past in concurrent {
             if let Ok((own2, past2)) = own.transform(past) {
                 sel = sel.transform(&past2);
@@ -571,6 +574,38 @@ mod tests {
         assert_eq!(announced, vec![(client("a"), caret(3))]);
         let outside = s.set_presence(&client("b"), Revision(1), Some(caret(99)));
         assert_eq!(outside.map(|_| ()).unwrap_err().code, ErrorCode::BadMessage);
+    }
+
+    #[test]
+    fn an_ops_cursor_moves_through_exactly_the_concurrent_ops() {
+        let caret = |at| Selection {
+            ranges: vec![Range {
+                anchor: at,
+                head: at,
+            }],
+        };
+        let mut s = DocumentState::new(Rope::from_str("abcd"), Revision(0), vec![], limits());
+        // Revision 1 (known to b) moves "a" to the end as "Q", keeping the
+        // length; revision 2, concurrent with b's op, appends "Z".
+        let move_a = TextOp::from_components([
+            Component::Delete(1),
+            Component::Retain(3),
+            Component::Insert("Q"),
+        ]);
+        s.submit(sub("a", 1, 0, move_a), &[]).expect("1");
+        publish_all(&mut s);
+        s.submit(sub("a", 2, 1, insert(4, 4, "Z")), &[]).expect("2");
+        publish_all(&mut s);
+        // b, at revision 1 ("bcdQ"), types "Y" at 1 with its caret after it;
+        // the concurrent append does not move it, and revision 1 must not
+        // be applied to it a second time (that would pull it back to 1).
+        let mut op = sub("b", 1, 1, insert(4, 1, "Y"));
+        op.selection = Some(caret(2));
+        s.submit(op, &[]).expect("b");
+        let text = s.head_text().clone();
+        let announced = s.publish(Revision(3), text);
+        assert_eq!(s.published_text().to_string(), "bYcdQZ");
+        assert_eq!(announced, vec![(client("b"), caret(2))]);
     }
 
     #[test]

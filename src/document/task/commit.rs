@@ -222,15 +222,8 @@ impl Task {
             full.extend(self.fanout.news(frame, Some(&op.client)));
             let due = self.acks_due.remove(&op.rev);
             let author = self.fanout.get(&op.client).map(|s| s.session);
-            if author.is_some() && author == due {
-                let ack = ServerMsg::Ack {
-                    seq: op.seq,
-                    rev: op.rev,
-                }
-                .to_frame();
-                if !self.fanout.reply(&op.client, ack) {
-                    full.push(op.client.clone());
-                }
+            if author.is_some() && author == due && !self.ack(&op.client, op.seq, op.rev) {
+                full.push(op.client.clone());
             }
         }
         self.drop_slow(full);

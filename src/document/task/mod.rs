@@ -424,6 +424,17 @@ impl Task {
         if req.outbound.try_send(frame).is_err() {
             return Err(Refusal::new(ErrorCode::Unavailable, "session closed"));
         }
+        if resuming {
+            // Its ops sequenced but not yet durable are not in the catch-up:
+            // ack them to this session when they are published, in their
+            // place in the stream, not when the resend comes (by then later
+            // ops and cursors would have overtaken the ack).
+            for op in self.state.unpublished_after(published) {
+                if op.client == client {
+                    self.acks_due.insert(op.rev, req.session);
+                }
+            }
+        }
         let entry = SessionEntry::new(req.session, user.clone(), req.outbound, req.kick);
         match self.fanout.insert(client.clone(), entry) {
             Some(mut old) => {
@@ -478,6 +489,16 @@ impl Task {
         }
     }
 
+    /// Acks `seq` as `rev` to the client's session, after the news queued
+    /// before it, and remembers it was acked. False when its queue is full.
+    fn ack(&mut self, client: &ClientId, seq: Seq, rev: Revision) -> bool {
+        if let Some(s) = self.fanout.get_mut(client) {
+            s.acked = s.acked.max(Some(seq));
+        }
+        self.fanout
+            .reply(client, ServerMsg::Ack { seq, rev }.to_frame())
+    }
+
     fn send_to(&mut self, client: &ClientId, frame: ByteString) {
         if !self.fanout.reply(client, frame) {
             self.drop_slow(vec![client.clone()]);
@@ -508,32 +529,27 @@ impl Task {
         match self.state.dedupe(&client, seq) {
             Dedupe::Seen(committed) => {
                 // Resent: ack now if durable, else the publish will ack it
-                // (to this session, not the one that first sent it).
+                // (to this session, not the one that first sent it). A
+                // resumed session may have been acked at the publish already
+                // (see `join`): then the resend needs no answer.
+                let acked = self
+                    .fanout
+                    .get(&client)
+                    .and_then(|s| s.acked)
+                    .is_some_and(|a| a >= seq);
                 if committed > self.state.published() {
                     self.acks_due.insert(committed, session);
-                } else {
-                    self.send_to(
-                        &client,
-                        ServerMsg::Ack {
-                            seq,
-                            rev: committed,
-                        }
-                        .to_frame(),
-                    );
+                } else if !acked && !self.ack(&client, seq, committed) {
+                    self.drop_slow(vec![client.clone()]);
                 }
                 return;
             }
             Dedupe::Older => {
                 match self.store.find_op(&self.id, &client, seq).await {
                     Ok(Some(committed)) => {
-                        self.send_to(
-                            &client,
-                            ServerMsg::Ack {
-                                seq,
-                                rev: committed,
-                            }
-                            .to_frame(),
-                        );
+                        if !self.ack(&client, seq, committed) {
+                            self.drop_slow(vec![client.clone()]);
+                        }
                     }
                     Ok(None) => self.refuse(
                         &client,
