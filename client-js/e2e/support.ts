@@ -54,11 +54,11 @@ export class ServerProcess {
 
   /**
    * Starts `bin serve` on `port` (0: any) and reads the port from its first
-   * line. stderr goes to `logFile`.
+   * line. stderr goes to `logFile`; `args` are more flags for `serve`.
    */
   static async start(
     bin: string,
-    opts: { port: number; data: string; staticDir: string; logFile: string },
+    opts: { port: number; data: string; staticDir: string; logFile: string; args?: string[] },
   ): Promise<ServerProcess> {
     const log = createWriteStream(opts.logFile, { flags: "a" });
     const proc = spawn(
@@ -71,6 +71,7 @@ export class ServerProcess {
         opts.data,
         "--static-dir",
         opts.staticDir,
+        ...(opts.args ?? []),
       ],
       { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, TANDEM_LOG: "info" } },
     );
@@ -142,12 +143,16 @@ export class EditorPage {
     baseUrl: string,
     docId: string,
     user: { name: string; color: string },
-    options: { width?: number; height?: number; dark?: boolean } = {},
+    options: { width?: number; height?: number; dark?: boolean; clipboard?: boolean } = {},
   ): Promise<EditorPage> {
     const context = await browser.newContext({
       viewport: { width: options.width ?? 1000, height: options.height ?? 640 },
       colorScheme: options.dark ? "dark" : "light",
     });
+    if (options.clipboard) {
+      // The real clipboard: navigator.clipboard in the page, Ctrl+V in the editor.
+      await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: baseUrl });
+    }
     await context.addInitScript((u: { name: string; color: string }) => {
       localStorage.setItem("tandem.name", u.name);
       localStorage.setItem("tandem.color", u.color);

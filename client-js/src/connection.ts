@@ -20,6 +20,28 @@
  * 4429 (rate limited), is retried. An `unknown_rev` refusal reloads the
  * document (join with `rev: null`) and rebases unsent edits onto it.
  *
+ * # Limits: big edits are split, never lost
+ *
+ * `joined.limits` says how big a message and an op may be (an older server
+ * says nothing: {@link DEFAULT_LIMITS}). The state machine sends an op only
+ * if it fits (`ot/split.ts`); a bigger change goes in parts, each acked
+ * before the next. The connection never sends the same message into the
+ * same refusal:
+ *
+ * * close 1009 (a frame over the server's `max_message_bytes`; an older
+ *   server sends `too_large` without `seq` and closes with 4400): the message
+ *   limit is lowered to the one the reason names, or halved, for the rest of
+ *   this connection's life; the op in flight, if its frame was too big to
+ *   have been read, is split anew under a new `seq`; then it reconnects.
+ * * `too_large` for our op: if the server names an op limit (components,
+ *   characters inserted), that limit is lowered and the op split anew. If the
+ *   document would grow past `max_document_chars`, or the op cannot be split
+ *   any smaller, it is dropped as any other refusal.
+ * * Every refused op that is dropped, and every local edit {@link
+ *   Connection.submit} turns down (one that would make the document longer
+ *   than `max_document_chars`: it is never applied), is reported as a
+ *   `rejected` event with the text it inserted, so that the user keeps it.
+ *
  * Liveness invariant: whenever the connection is not `closed`, either a
  * socket is open or connecting, or a reconnect timer is pending; every path
  * that drops the socket schedules the next attempt.
@@ -31,6 +53,7 @@ import { OperationError, TextOperation } from "./ot/text-operation.js";
 import { selectionsEqual, transformSelection, type Selection } from "./ot/selection.js";
 import {
   CloseCode,
+  DEFAULT_LIMITS,
   encodeClientMessage,
   parseServerMessage,
   ProtocolError,
@@ -39,8 +62,11 @@ import {
   type JoinUser,
   type Permission,
   type ServerMessage,
+  type ServerLimits,
   type UserInfo,
 } from "./protocol.js";
+import { insertedText, opStats, splitOperation, type OpLimits } from "./ot/split.js";
+import { utf8Length } from "./unicode.js";
 import {
   applyClient,
   ClientProtocolError,
@@ -48,9 +74,11 @@ import {
   opRefused,
   pendingEdits,
   receiveCommitted,
+  retryInFlight,
   serverAck,
   synchronized,
   transformRemoteSelection,
+  withLimits,
   type ClientState,
   type OutgoingOp,
   type Transition,
@@ -74,6 +102,41 @@ const FATAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   CloseCode.Forbidden,
   CloseCode.NotFound,
 ]);
+
+/**
+ * Bytes of an op message kept for everything but the op: `type`, `rev`,
+ * `seq` and the braces (at most about 70). A selection rides along only if
+ * the whole message still fits.
+ */
+export const OP_MESSAGE_HEADROOM = 256;
+
+/** The message limit is never lowered below this (a server that small could not even send `joined`). */
+export const MIN_MESSAGE_BYTES = 1024;
+
+/** The op limits of the state machine under a server's limits. */
+export function opLimitsFor(limits: ServerLimits): OpLimits {
+  return {
+    maxOpBytes: limits.maxMessageBytes - OP_MESSAGE_HEADROOM,
+    maxInsertChars: limits.maxInsertChars,
+    maxComponents: limits.maxOpComponents,
+  };
+}
+
+/**
+ * A change that is not in the document, and whose text the user must be
+ * given back: refused before it was applied (`local`: nothing changed
+ * anywhere), or refused by the server and reverted in the editor.
+ */
+export interface Rejection {
+  /** `too_large` for a change over the document's limit; else the server's code. */
+  readonly code: ErrorCode;
+  /** What happened, for people. */
+  readonly message: string;
+  /** The text the change inserted (its inserts, joined), which is not in the document. */
+  readonly text: string;
+  /** True if it was refused before it was applied or sent. */
+  readonly local: boolean;
+}
 
 /** The editor side, in code points. */
 export interface DocumentSink {
@@ -124,6 +187,8 @@ export interface ConnectionEvents {
   refused: { code: ErrorCode; message: string; seq: number | null };
   /** The server broke the protocol; the connection reloads. For logs. */
   protocolError: Error;
+  /** A change of ours is not in the document: give its text back to the user. */
+  rejected: Rejection;
 }
 
 /** Options of a {@link Connection}. */
@@ -160,6 +225,21 @@ export class Connection {
   /** Our cursors in the editor's text, and whether the server has them. */
   private localSelection: Selection | null = null;
   private selectionDirty = false;
+  /** `joined.limits` of the latest session. */
+  private announced: ServerLimits = DEFAULT_LIMITS;
+  /** Limits learned from refusals (1009, `too_large`); they outlive reconnects. */
+  private learned: { -readonly [K in keyof ServerLimits]: number } = {
+    maxMessageBytes: Infinity,
+    maxDocumentChars: Infinity,
+    maxInsertChars: Infinity,
+    maxOpComponents: Infinity,
+  };
+  /** Bytes of each op frame sent on the current socket, by `seq`. */
+  private sentOps = new Map<number, number>();
+  /** The biggest frame sent on the current socket. */
+  private biggestFrame = 0;
+  /** A `too_large` without `seq` on the current socket: a frame was too big. */
+  private tooBigNotice: string | null = null;
 
   constructor(options: ConnectionOptions) {
     this.opts = {
@@ -227,16 +307,65 @@ export class Connection {
   }
 
   /**
+   * The limits this connection keeps to: the server's (`joined.limits`, or
+   * {@link DEFAULT_LIMITS}), lowered by what refusals taught it.
+   */
+  get limits(): ServerLimits {
+    const a = this.announced;
+    const l = this.learned;
+    return {
+      maxMessageBytes: Math.min(a.maxMessageBytes, l.maxMessageBytes),
+      maxDocumentChars: Math.min(a.maxDocumentChars, l.maxDocumentChars),
+      maxInsertChars: Math.min(a.maxInsertChars, l.maxInsertChars),
+      maxOpComponents: Math.min(a.maxOpComponents, l.maxOpComponents),
+    };
+  }
+
+  /** The `seq` of our op in flight, if any (it changes when an op is acked). */
+  get inFlightSeq(): number | null {
+    const m = this.machine;
+    return m && "outstanding" in m && m.outstanding ? m.outstanding.seq : null;
+  }
+
+  /**
+   * Why {@link submit} would turn `op` down, or null: an op that makes the
+   * document longer than `max_document_chars` would be refused by the
+   * server, so it is never applied.
+   */
+  refusal(op: TextOperation): Rejection | null {
+    const max = this.limits.maxDocumentChars;
+    if (op.targetLength <= op.baseLength || op.targetLength <= max) return null;
+    return {
+      code: "too_large",
+      message:
+        `This change would make the document ${count(op.targetLength)} characters long, ` +
+        `and it may have at most ${count(max)}. It was not applied.`,
+      text: insertedText(op),
+      local: true,
+    };
+  }
+
+  /**
    * Submits one of the user's own changes, already applied to the editor and
    * based on the editor's text before it.
+   *
+   * # Returns
+   * False if the change was turned down ({@link refusal}): it is not taken,
+   * a `rejected` event carries its text, and the caller must undo it in the
+   * editor.
    *
    * # Errors
    * Throws before the document is loaded, after {@link dispose}, and if `op`
    * does not fit the text.
    */
-  submit(op: TextOperation): void {
+  submit(op: TextOperation): boolean {
     if (this.disposed) throw new Error("the connection is disposed");
     if (!this.machine) throw new Error("the document is not loaded yet");
+    const refused = this.refusal(op);
+    if (refused) {
+      this.emit("rejected", refused);
+      return false;
+    }
     const t = applyClient(this.machine, op);
     if (this.localSelection) {
       // Our caret follows our typing; the new position rides along with the op.
@@ -247,6 +376,7 @@ export class Connection {
     this.transformPeers(op, null);
     this.run(t);
     if (!this.joinedOnSocket) this.refreshWaiting();
+    return true;
   }
 
   /** Reports our cursors (in the editor's text); sent when the server can place them. */
@@ -315,6 +445,9 @@ export class Connection {
     this.timer = null;
     const gen = ++this.generation;
     this.joinedOnSocket = false;
+    this.sentOps = new Map();
+    this.biggestFrame = 0;
+    this.tooBigNotice = null;
     const live = (): boolean => gen === this.generation && !this.disposed;
     try {
       this.socket = this.opts.socketFactory(this.opts.url, {
@@ -346,11 +479,92 @@ export class Connection {
     this.joinedOnSocket = false;
     this.generation++;
     this.clearTimer();
+    // An older server answers a frame over its limit with `too_large` and 4400.
+    const notice = this.tooBigNotice;
+    if (
+      code === CloseCode.MessageTooBig ||
+      (code === CloseCode.ProtocolViolation && notice !== null)
+    ) {
+      this.messageTooBig(reason || notice || "");
+      this.scheduleReconnect();
+      return;
+    }
     if (FATAL_CLOSE_CODES.has(code)) {
       this.setStatus({ kind: "closed", code, reason, waitingEdits: this.waitingEdits });
       return;
     }
     this.scheduleReconnect();
+  }
+
+  /**
+   * A frame of ours was over the server's message limit (close 1009), so the
+   * server read nothing from it on. Lowers the limit below that frame (to
+   * the one `reason` names, "…the limit is 1048576 bytes", or to half), and
+   * if our op in flight was in a frame too big to have been read, splits it
+   * anew: the same message is never sent into the same refusal.
+   */
+  private messageTooBig(reason: string): void {
+    const biggest = this.biggestFrame;
+    const stated = /(\d+)\s*bytes/.exec(reason);
+    const named = stated ? Number(stated[1]) : NaN;
+    // Frames above `unread` were certainly not read by the server.
+    let limit: number;
+    let unread: number;
+    if (Number.isSafeInteger(named) && named < biggest) {
+      limit = named;
+      unread = named;
+    } else {
+      limit = Math.floor(Math.min(this.limits.maxMessageBytes, biggest) / 2);
+      unread = biggest - 1;
+    }
+    this.learned.maxMessageBytes = Math.min(
+      this.learned.maxMessageBytes,
+      Math.max(MIN_MESSAGE_BYTES, limit),
+    );
+    this.applyLimits();
+    const seq = this.inFlightSeq;
+    const bytes = seq === null ? undefined : this.sentOps.get(seq);
+    if (seq !== null && bytes !== undefined && bytes > unread && this.machine) {
+      this.run(retryInFlight(this.machine, seq));
+    }
+  }
+
+  /** Gives the state machine the current limits. */
+  private applyLimits(): void {
+    if (this.machine) this.machine = withLimits(this.machine, opLimitsFor(this.limits)).state;
+  }
+
+  /**
+   * Our op `op` was refused with `too_large` and `message`. If the message
+   * names an op limit ("op has more than 100 components", "op inserts more
+   * than 5000 characters"), lowers it below `op` (to the number named, or to
+   * half of `op`'s) and returns true if `op` can now be split, to be sent
+   * again in parts; limits only go down, so this ends. The document's limit
+   * ("the document would exceed …"), a message that names nothing, or an op
+   * that cannot get smaller return false: the op is dropped, and its text
+   * handed back to the user.
+   */
+  private lowerOpLimits(op: TextOperation, message: string): boolean {
+    const stats = opStats(op);
+    const m = /(\d+)/.exec(message);
+    const named = m ? Number(m[1]) : NaN;
+    const below = (actual: number): number =>
+      Number.isSafeInteger(named) && named < actual ? named : Math.floor(actual / 2);
+    const l = this.learned;
+    if (/document/i.test(message)) {
+      if (Number.isSafeInteger(named)) l.maxDocumentChars = Math.min(l.maxDocumentChars, named);
+      return false;
+    } else if (/component/i.test(message)) {
+      l.maxOpComponents = Math.min(l.maxOpComponents, below(stats.components));
+    } else if (/insert|character/i.test(message)) {
+      l.maxInsertChars = Math.min(l.maxInsertChars, below(stats.insertedChars));
+    } else {
+      // Not an op limit we know of. Our op kept to the announced ones, so
+      // the document's limit is the likely reason: drop it (text kept).
+      return false;
+    }
+    this.applyLimits();
+    return splitOperation(op, opLimitsFor(this.limits)) !== null;
   }
 
   /** Closes our socket ourselves and schedules the next attempt. */
@@ -468,16 +682,19 @@ export class Connection {
     this.id = msg.client;
     this.joinedOnSocket = true;
     this.clearTimer(); // the join timeout
+    this.announced = msg.limits;
     let t: Transition;
     if (!this.machine) {
       if (msg.text === undefined) throw new ClientProtocolError("first joined without text");
-      this.machine = synchronized(msg.rev, msg.text);
+      this.machine = synchronized(msg.rev, msg.text, 1, opLimitsFor(this.limits));
       this.opts.document.load(msg.text);
       t = { state: this.machine };
     } else if (msg.ops) {
+      this.applyLimits();
       // Entries made by us were recorded under the id we resumed with.
       t = resumeWithOps(this.machine, msg.rev, msg.ops, previousId ?? msg.client);
     } else {
+      this.applyLimits();
       t = resumeWithText(this.machine, msg.rev, msg.text);
     }
     this.currentPermission = msg.permission;
@@ -505,9 +722,31 @@ export class Connection {
 
   private onError(code: ErrorCode, message: string, seq: number | null): void {
     this.emit("refused", { code, message, seq });
+    if (code === "too_large" && seq === null) this.tooBigNotice = message;
     if (!this.machine) return;
     if (seq !== null) {
+      const m = this.machine;
+      const inFlight = "outstanding" in m && m.outstanding?.seq === seq ? m.outstanding.op : null;
+      // Resyncing and reloading keep the op (it is rebased); the other states drop it.
+      const drops =
+        inFlight !== null &&
+        (m.kind === "awaitingConfirm" || m.kind === "awaitingWithBuffer") &&
+        code !== "unknown_rev" &&
+        code !== "rate_limited" &&
+        code !== "unavailable";
+      if (drops && code === "too_large" && this.lowerOpLimits(inFlight, message)) {
+        this.run(retryInFlight(this.machine, seq));
+        return;
+      }
       this.run(opRefused(this.machine, seq, code));
+      if (drops) {
+        this.emit("rejected", {
+          code,
+          message: `The server refused this change (${code}${message ? `: ${message}` : ""}); it was undone.`,
+          text: insertedText(inFlight),
+          local: false,
+        });
+      }
       const stillInFlight = "outstanding" in this.machine && this.machine.outstanding?.seq === seq;
       if (stillInFlight && (code === "rate_limited" || code === "unavailable")) {
         // The op stays in flight; resending it means resuming, after a backoff.
@@ -537,23 +776,26 @@ export class Connection {
 
   private sendOp(out: OutgoingOp): void {
     // A selection rides along only when it is valid right after this op,
-    // that is when no buffered edit follows it.
+    // that is when no buffered edit follows it, and if the message still fits.
     const attach =
       this.selectionDirty &&
       this.localSelection !== null &&
       this.machine?.kind === "awaitingConfirm";
+    const message = { type: "op", rev: out.rev, seq: out.seq, op: out.op.toJSON() } as const;
+    let frame = encodeClientMessage(message);
+    let bytes = utf8Length(frame);
     if (attach && this.localSelection) {
-      this.send({
-        type: "op",
-        rev: out.rev,
-        seq: out.seq,
-        op: out.op.toJSON(),
-        selection: this.localSelection,
-      });
-      this.selectionDirty = false;
-    } else {
-      this.send({ type: "op", rev: out.rev, seq: out.seq, op: out.op.toJSON() });
+      const withSelection = encodeClientMessage({ ...message, selection: this.localSelection });
+      const b = utf8Length(withSelection);
+      if (b <= this.limits.maxMessageBytes) {
+        frame = withSelection;
+        bytes = b;
+        this.selectionDirty = false;
+      }
     }
+    this.sentOps.set(out.seq, bytes);
+    this.biggestFrame = Math.max(this.biggestFrame, bytes);
+    this.socket?.send(frame);
   }
 
   /** Sends our cursors if they changed and the server can place them (no op pending). */
@@ -577,7 +819,9 @@ export class Connection {
   }
 
   private send(message: ClientMessage): void {
-    this.socket?.send(encodeClientMessage(message));
+    const frame = encodeClientMessage(message);
+    this.biggestFrame = Math.max(this.biggestFrame, utf8Length(frame));
+    this.socket?.send(frame);
   }
 
   private requireMachine(): ClientState {
@@ -595,4 +839,9 @@ export class Connection {
     if (!set) return;
     for (const l of [...set]) (l as Listener<K>)(payload);
   }
+}
+
+/** 8388608 -> "8,388,608". */
+function count(n: number): string {
+  return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
 }

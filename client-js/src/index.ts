@@ -7,6 +7,7 @@
  *   code points: apply, compose, transform, invert, JSON.
  * * `ot/selection`: cursors and how operations move them.
  * * `ot/diff`: an operation from one text to another (for rebasing).
+ * * `ot/split`: cutting an op that is over the server's limits into parts.
  * * `client/state`: the OT client state machine (Synchronized /
  *   AwaitingConfirm / AwaitingWithBuffer), immutable, pure transitions.
  * * `client/resync`: resuming after a reconnect, reloading, rebasing.
@@ -25,12 +26,16 @@ export * from "./unicode.js";
 export * from "./ot/text-operation.js";
 export * from "./ot/selection.js";
 export * from "./ot/diff.js";
+export * from "./ot/split.js";
 export {
   applyClient,
   applyServer,
   serverAck,
   receiveCommitted,
   opRefused,
+  retryInFlight,
+  withLimits,
+  NO_LIMITS,
   synchronized,
   editorLength,
   editorText,

@@ -14,7 +14,8 @@
  *                   {"type":"op","rev":41,"seq":7,"op":[5,"abc",-3,2]}
  *                   {"type":"presence","rev":41,"selection":{"ranges":[{"anchor":3,"head":3}]}}
  *                   {"type":"language","language":"rust"}
- * server -> client  {"type":"joined","client":"c1","rev":41,"language":"rust","permission":"write","peers":[],"text":"…"}
+ * server -> client  {"type":"joined","client":"c1","rev":41,"language":"rust","permission":"write","peers":[],"text":"…",
+ *                    "limits":{"max_message_bytes":1048576,"max_document_chars":8388608,"max_insert_chars":1048576,"max_op_components":20000}}
  *                   {"type":"ack","seq":7,"rev":42}
  *                   {"type":"op","rev":43,"client":"c2","op":[…]}
  *                   {"type":"error","code":"unknown_rev","message":"…","seq":8}
@@ -55,6 +56,11 @@ export const CloseCode = {
   Normal: 1000,
   /** Standard: the server is shutting down (reconnect). */
   GoingAway: 1001,
+  /**
+   * Standard: a message was over the server's `max_message_bytes` (the
+   * reason says the limit). Reconnect, and send smaller messages.
+   */
+  MessageTooBig: 1009,
   /** Standard: the server is overloaded, try again later (reconnect). */
   TryAgainLater: 1013,
   ProtocolViolation: 4400,
@@ -66,6 +72,29 @@ export const CloseCode = {
   Moved: 4409,
   RateLimited: 4429,
 } as const;
+
+/**
+ * What the server accepts (`joined.limits`); characters are code points.
+ * A server that does not announce them has {@link DEFAULT_LIMITS}.
+ */
+export interface ServerLimits {
+  /** Largest message, in UTF-8 bytes of the whole JSON text; more is closed with 1009. */
+  readonly maxMessageBytes: number;
+  /** Largest document; an op that would make it longer is refused with `too_large`. */
+  readonly maxDocumentChars: number;
+  /** Most characters one op may insert. */
+  readonly maxInsertChars: number;
+  /** Most components in one op. */
+  readonly maxOpComponents: number;
+}
+
+/** The limits of a server whose `joined` has no `limits` (the server's defaults). */
+export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
+  maxMessageBytes: 1_048_576,
+  maxDocumentChars: 8_388_608,
+  maxInsertChars: 1_048_576,
+  maxOpComponents: 20_000,
+});
 
 /** The user a client announces in `join`. */
 export interface JoinUser {
@@ -146,6 +175,8 @@ interface JoinedCommon {
   readonly language: string | null;
   readonly permission: Permission;
   readonly peers: readonly PeerInfo[];
+  /** `joined.limits`, with {@link DEFAULT_LIMITS} for what the server left out. */
+  readonly limits: ServerLimits;
 }
 
 /** `joined` with the full text. */
@@ -315,6 +346,7 @@ function parseJoined(m: Record<string, unknown>): JoinedTextMessage | JoinedOpsM
     language,
     permission,
     peers,
+    limits: parseLimits(m["limits"]),
   };
   const hasText = m["text"] !== undefined && m["text"] !== null;
   const hasOps = m["ops"] !== undefined && m["ops"] !== null;
@@ -332,6 +364,27 @@ function parseJoined(m: Record<string, unknown>): JoinedTextMessage | JoinedOpsM
     return parseCommitted(e as Record<string, unknown>);
   });
   return { ...common, ops };
+}
+
+/**
+ * `joined.limits` (`{max_message_bytes, max_document_chars, max_insert_chars,
+ * max_op_components}`). Missing (an older server) or unusable fields take
+ * their {@link DEFAULT_LIMITS} value: a limit is only ever a hint for
+ * sending smaller messages, never a reason to give up on a session.
+ */
+function parseLimits(v: unknown): ServerLimits {
+  if (typeof v !== "object" || v === null || Array.isArray(v)) return DEFAULT_LIMITS;
+  const o = v as Record<string, unknown>;
+  const field = (key: string, fallback: number): number => {
+    const n = o[key];
+    return typeof n === "number" && Number.isSafeInteger(n) && n > 0 ? n : fallback;
+  };
+  return {
+    maxMessageBytes: field("max_message_bytes", DEFAULT_LIMITS.maxMessageBytes),
+    maxDocumentChars: field("max_document_chars", DEFAULT_LIMITS.maxDocumentChars),
+    maxInsertChars: field("max_insert_chars", DEFAULT_LIMITS.maxInsertChars),
+    maxOpComponents: field("max_op_components", DEFAULT_LIMITS.maxOpComponents),
+  };
 }
 
 function parseCommitted(m: Record<string, unknown>): CommittedOpMessage {

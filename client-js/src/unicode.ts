@@ -173,3 +173,22 @@ function countLess(xs: readonly number[], x: number): number {
   }
   return lo;
 }
+
+/**
+ * The length of `s` in UTF-8 bytes, as it goes over a WebSocket (a lone
+ * surrogate counts as the 3 bytes of U+FFFD, which is what `TextEncoder`
+ * makes of it). One pass, no copy.
+ */
+export function utf8Length(s: string): number {
+  let bytes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const u = s.charCodeAt(i);
+    if (u < 0x80) bytes += 1;
+    else if (u < 0x800) bytes += 2;
+    else if (isHigh(u) && i + 1 < s.length && isLow(s.charCodeAt(i + 1))) {
+      bytes += 4;
+      i++;
+    } else bytes += 3;
+  }
+  return bytes;
+}

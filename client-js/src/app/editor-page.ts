@@ -2,7 +2,9 @@
  * The editor page, `/d/{id}`: Monaco filling the window under a top bar
  * with the language picker, the people present, the user's name, a
  * copy-link button, a History button (the panel in `history-panel.ts`) and
- * the connection status.
+ * the connection status (`status.ts`: "Connected" only when nothing waits
+ * for the server). A change that is refused, such as a paste too big for
+ * the document, opens a dialog that holds its text (`rejected-dialog.ts`).
  *
  * Test hook: `window.tandem` holds the editor, the current binding and its
  * connection (the e2e tests read text and state through it).
@@ -17,6 +19,8 @@ import type { JoinUser } from "../protocol.js";
 import { copyText, h } from "./dom.js";
 import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
 import { HistoryPanel } from "./history-panel.js";
+import { RejectedDialog } from "./rejected-dialog.js";
+import { describeStatus } from "./status.js";
 
 /** What the page exposes on `window.tandem`. */
 export interface TandemHook {
@@ -53,10 +57,6 @@ function languageOptions(): { id: string; name: string }[] {
     out.push({ id: l.id, name: l.aliases?.[0] ?? l.id });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));
-}
-
-function plural(n: number, word: string): string {
-  return `${n} ${word}${n === 1 ? "" : "s"}`;
 }
 
 /** Renders the editor for document `id` into `root` and connects. */
@@ -126,7 +126,14 @@ export function renderEditor(root: HTMLElement, id: string): void {
     status,
   );
   const editorHost = h("div", { id: "editor", class: "editor" });
-  root.replaceChildren(bar, editorHost);
+  // A refused change's text, until the user closes the dialog.
+  let refused: string | null = null;
+  const rejectedDialog = new RejectedDialog(() => {
+    refused = null;
+    refreshStatus();
+    editor.focus();
+  });
+  root.replaceChildren(bar, editorHost, rejectedDialog.element);
 
   // ---- the editor --------------------------------------------------------------
   const dark = window.matchMedia?.("(prefers-color-scheme: dark)").matches ?? false;
@@ -174,30 +181,30 @@ export function renderEditor(root: HTMLElement, id: string): void {
     people.dataset["count"] = String(others.length + 1);
   };
 
+  // When the op in flight was last acked (or first sent): edits that wait
+  // longer than a few seconds are "not saved", not "saving".
+  let inFlight: number | null = null;
+  let inFlightSince = Date.now();
   const renderStatus = (s: ConnectionStatus, waiting: number): void => {
-    let text: string;
-    switch (s.kind) {
-      case "connecting":
-        text = "Connecting…";
-        break;
-      case "connected":
-        text = waiting > 0 ? `Connected · saving ${plural(waiting, "edit")}` : "Connected";
-        break;
-      case "reconnecting":
-        text = `Reconnecting…${waiting ? ` · ${plural(waiting, "edit")} waiting` : ""}`;
-        break;
-      case "offline":
-        text = `Offline · ${plural(waiting, "edit")} waiting · retrying in ${Math.ceil(s.retryInMs / 1000)} s`;
-        break;
-      case "closed":
-        text = `Disconnected (${s.reason || s.code})${waiting ? ` · ${plural(waiting, "edit")} not saved` : ""}`;
-        break;
+    const seq = binding.connection.inFlightSeq;
+    if (seq !== inFlight) {
+      inFlight = seq;
+      inFlightSince = Date.now();
     }
-    status.className = `status ${s.kind}`;
+    const view = describeStatus(s, {
+      waiting,
+      stalledMs: seq === null ? 0 : Date.now() - inFlightSince,
+      refused,
+    });
+    status.className = `status ${view.kind}`;
     status.dataset["waiting"] = String(waiting);
-    statusText.textContent = text;
+    status.dataset["state"] = view.kind;
+    // Only real changes: the live region would read the same text out again.
+    if (statusText.textContent !== view.text) statusText.textContent = view.text;
     retry.hidden = !(s.kind === "reconnecting" || s.kind === "offline");
   };
+  const refreshStatus = (): void =>
+    renderStatus(binding.connection.status, binding.connection.waitingEdits);
 
   const bind = (): void => {
     binding = new MonacoBinding(editor, { url: socketUrl(id), user });
@@ -213,6 +220,12 @@ export function renderEditor(root: HTMLElement, id: string): void {
       c.on("refused", (r) =>
         console.warn(`tandem: the server refused a message: ${r.code}: ${r.message}`),
       ),
+      c.on("rejected", (r) => {
+        refused =
+          r.code === "too_large" ? "a change too big for this document" : `a change (${r.code})`;
+        rejectedDialog.show(r);
+        refreshStatus();
+      }),
       c.on("protocolError", (e) =>
         console.warn("tandem: protocol error, reloading the document", e),
       ),
@@ -224,14 +237,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
   bind();
 
   // The status event does not fire on acks: refresh "saving" from time to time.
-  let shownWaiting = -1;
-  window.setInterval(() => {
-    const c = binding.connection;
-    if (c.waitingEdits !== shownWaiting) {
-      shownWaiting = c.waitingEdits;
-      renderStatus(c.status, shownWaiting);
-    }
-  }, 400);
+  window.setInterval(refreshStatus, 400);
 
   language.addEventListener("change", () => {
     const lang = language.value;

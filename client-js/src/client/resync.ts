@@ -139,7 +139,13 @@ export function resumeWithText(state: ClientState, rev: number, text: string): T
  * change; an op in flight stays "maybe committed" until the server says.
  */
 export function requestReload(state: ClientState): Transition {
-  const base = { rev: state.rev, text: state.text, length: state.length, nextSeq: state.nextSeq };
+  const base = {
+    rev: state.rev,
+    text: state.text,
+    length: state.length,
+    nextSeq: state.nextSeq,
+    limits: state.limits,
+  };
   let next: Reloading;
   switch (state.kind) {
     case "synchronized":
@@ -176,7 +182,12 @@ export function resolveResync(
     t = rebase(state, pending, server.rev, server.text);
   } else if (verdict.committedAt <= server.rev) {
     const afterOurs = o.op.apply(state.text);
-    t = rebase({ text: afterOurs, nextSeq: state.nextSeq }, b, server.rev, server.text);
+    t = rebase(
+      { text: afterOurs, nextSeq: state.nextSeq, limits: state.limits },
+      b,
+      server.rev,
+      server.text,
+    );
   } else {
     const expected = server.rev + queued.length + 1;
     if (verdict.committedAt !== expected) {
@@ -187,6 +198,7 @@ export function resolveResync(
       text: o.op.apply(state.text),
       length: o.op.targetLength,
       nextSeq: state.nextSeq,
+      limits: state.limits,
       kind: "reloading",
       outstanding: null,
       buffer: b,
@@ -219,6 +231,7 @@ function enterResync(
     text: base.text,
     length: base.length,
     nextSeq: base.nextSeq,
+    limits: base.limits,
     kind: "resyncing",
     outstanding: o,
     buffer,
@@ -233,13 +246,19 @@ function enterResync(
  * `text` at `rev`, and sends it as a new op (new `seq`: its content changed).
  */
 function rebase(
-  base: Pick<StateBase, "text" | "nextSeq">,
+  base: Pick<StateBase, "text" | "nextSeq" | "limits">,
   pending: Buffered | null,
   rev: number,
   text: string,
 ): Transition {
   const diff = diffOperation(base.text, text);
-  const newBase = { rev, text, length: codePointLength(text), nextSeq: base.nextSeq };
+  const newBase = {
+    rev,
+    text,
+    length: codePointLength(text),
+    nextSeq: base.nextSeq,
+    limits: base.limits,
+  };
   if (!pending) return sendIfAny(newBase, null, diff);
   const [rebased, editorOp] = TextOperation.transform(pending.op, diff);
   return sendIfAny(newBase, { op: rebased, edits: pending.edits }, editorOp);

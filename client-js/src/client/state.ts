@@ -30,6 +30,13 @@
  *   op is the first argument, so at equal positions our insert comes first,
  *   exactly as the server orders them (PROTOCOL.md).
  *
+ * * An op is sent only if it fits the state's `limits` (the server's, see
+ *   `ot/split.ts`). When a change becomes the op in flight and is too big,
+ *   only a prefix that fits is; the rest stays in the buffer, where later
+ *   edits compose onto it, and goes (split again if need be) once the prefix
+ *   is acked. The prefix's `edits` is 0: the edits count until their last
+ *   part is acked.
+ *
  * Two more states handle rejoining, see `resync.ts`: `reloading` (the session
  * is being dropped, the next join asks for the full text) and `resyncing` (a
  * full text came back while an op was in flight, and we wait for the server
@@ -40,6 +47,7 @@
 
 import { OperationError, TextOperation } from "../ot/text-operation.js";
 import { transformSelection, type Selection } from "../ot/selection.js";
+import { splitOperation, type OpLimits } from "../ot/split.js";
 import { codePointLength } from "../unicode.js";
 // resync.ts and this module call each other's functions (never at load time).
 import { resolveResync } from "./resync.js";
@@ -79,7 +87,16 @@ export interface StateBase {
   readonly length: number;
   /** The `seq` the next new op will get. */
   readonly nextSeq: number;
+  /** How big an op in flight may be ({@link NO_LIMITS} unless told). */
+  readonly limits: OpLimits;
 }
+
+/** Limits that let every op through as it is. */
+export const NO_LIMITS: OpLimits = Object.freeze({
+  maxOpBytes: Number.MAX_SAFE_INTEGER,
+  maxInsertChars: Number.MAX_SAFE_INTEGER,
+  maxComponents: Number.MAX_SAFE_INTEGER,
+});
 
 /** No local change is waiting: the editor shows the server's `text`. */
 export interface Synchronized extends StateBase {
@@ -157,8 +174,29 @@ export class ClientProtocolError extends Error {
 }
 
 /** The state after a first `joined` with the full `text` at revision `rev`. */
-export function synchronized(rev: number, text: string, nextSeq = 1): Synchronized {
-  return freeze({ kind: "synchronized", rev, text, length: codePointLength(text), nextSeq });
+export function synchronized(
+  rev: number,
+  text: string,
+  nextSeq = 1,
+  limits: OpLimits = NO_LIMITS,
+): Synchronized {
+  return freeze({
+    kind: "synchronized",
+    rev,
+    text,
+    length: codePointLength(text),
+    nextSeq,
+    limits,
+  });
+}
+
+/**
+ * The same state under new op limits (from `joined.limits`, or lowered after
+ * a refusal). An op already in flight is kept as it is: only changes that
+ * become the op in flight from now on are split by them.
+ */
+export function withLimits(state: ClientState, limits: OpLimits): Transition {
+  return { state: freeze({ ...state, limits }) };
 }
 
 /** Length in code points of the text the editor shows. */
@@ -210,16 +248,8 @@ export function applyClient(state: ClientState, op: TextOperation): Transition {
   }
   if (op.isNoop()) return { state };
   switch (state.kind) {
-    case "synchronized": {
-      const outstanding = { seq: state.nextSeq, op, edits: 1 };
-      const next = freeze({
-        ...state,
-        kind: "awaitingConfirm",
-        outstanding,
-        nextSeq: state.nextSeq + 1,
-      } as const);
-      return { state: next, send: { rev: state.rev, seq: outstanding.seq, op } };
-    }
+    case "synchronized":
+      return sendIfAny(state, { op, edits: 1 }, undefined);
     case "awaitingConfirm":
       return {
         state: freeze({ ...state, kind: "awaitingWithBuffer", buffer: { op, edits: 1 } } as const),
@@ -311,23 +341,15 @@ export function serverAck(state: ClientState, seq: number, rev: number): Transit
     throw new ClientProtocolError(`ack of op ${seq} as revision ${rev}, expected ${state.rev + 1}`);
   }
   const committed = state.outstanding.op;
-  const base = { rev, text: committed.apply(state.text), length: committed.targetLength };
-  if (state.kind === "awaitingConfirm") {
-    const { outstanding: _, ...rest } = state;
-    return { state: freeze({ ...rest, ...base, kind: "synchronized" } as const) };
-  }
-  const { buffer, ...rest } = state;
-  const outstanding = { seq: state.nextSeq, op: buffer.op, edits: buffer.edits };
-  return {
-    state: freeze({
-      ...rest,
-      ...base,
-      kind: "awaitingConfirm",
-      outstanding,
-      nextSeq: state.nextSeq + 1,
-    } as const),
-    send: { rev, seq: outstanding.seq, op: outstanding.op },
+  const base = {
+    rev,
+    text: committed.apply(state.text),
+    length: committed.targetLength,
+    nextSeq: state.nextSeq,
+    limits: state.limits,
   };
+  // The buffer (split if it is too big) becomes the op in flight.
+  return sendIfAny(base, state.kind === "awaitingWithBuffer" ? state.buffer : null, undefined);
 }
 
 /**
@@ -391,6 +413,35 @@ export function opRefused(state: ClientState, seq: number, code: string): Transi
 }
 
 /**
+ * The op in flight `seq` is known not to be committed, and must not be sent
+ * again as it is: its frame was over the server's message limit (close
+ * 1009, so the server never read it), or it was refused as too big for the
+ * op limits. It is joined with the buffer and split anew under the state's
+ * `limits` (lower them first, {@link withLimits}), under a new `seq`: a
+ * `seq` is never reused for other content. Nothing is lost and nothing
+ * changes in the editor.
+ *
+ * An error for a `seq` not in flight is ignored.
+ */
+export function retryInFlight(state: ClientState, seq: number): Transition {
+  if (!("outstanding" in state) || !state.outstanding || seq !== state.outstanding.seq)
+    return { state };
+  const o = state.outstanding;
+  const pending = (b: Buffered | null): Buffered =>
+    b ? { op: o.op.compose(b.op), edits: o.edits + b.edits } : { op: o.op, edits: o.edits };
+  switch (state.kind) {
+    case "resyncing":
+      return resolveResync(state, { committedAt: null });
+    case "reloading":
+      return { state: freeze({ ...state, outstanding: null, buffer: pending(state.buffer) }) };
+    case "awaitingConfirm":
+      return sendIfAny(state, pending(null), undefined);
+    case "awaitingWithBuffer":
+      return sendIfAny(state, pending(state.buffer), undefined);
+  }
+}
+
+/**
  * Transforms a peer's selection, valid at the server revision this client has
  * reached (PROTOCOL.md `presence`), into the editor's text by passing it
  * through our pending ops. Our ops are not the peer's, so an insert at the
@@ -429,30 +480,45 @@ function pendingTop(state: ClientState): TextOperation | undefined {
 /**
  * Builds the state for a base (`rev`, `text`, …) plus the uncommitted
  * `pending` change: Synchronized if there is none, else AwaitingConfirm with
- * `pending` sent as a new op.
+ * `pending` sent as a new op, or, if `pending` is over `base.limits`,
+ * AwaitingWithBuffer with a prefix of it sent and the rest in the buffer.
  *
  * @internal
  */
 export function sendIfAny(
-  base: Pick<StateBase, "rev" | "text" | "length" | "nextSeq">,
+  base: Pick<StateBase, "rev" | "text" | "length" | "nextSeq" | "limits">,
   pending: Buffered | null,
   apply: TextOperation | undefined,
 ): Transition {
-  const common = { rev: base.rev, text: base.text, length: base.length, nextSeq: base.nextSeq };
+  const common = {
+    rev: base.rev,
+    text: base.text,
+    length: base.length,
+    nextSeq: base.nextSeq,
+    limits: base.limits,
+  };
   const effects = apply && !apply.isNoop() ? { apply } : {};
   if (!pending || pending.op.isNoop()) {
     return { state: freeze({ ...common, kind: "synchronized" } as const), ...effects };
   }
-  const outstanding = { seq: base.nextSeq, op: pending.op, edits: pending.edits };
+  const seq = base.nextSeq;
+  const split = splitOperation(pending.op, base.limits);
+  const send = { rev: base.rev, seq, op: split ? split[0] : pending.op };
+  const next = { ...common, nextSeq: seq + 1 };
+  if (!split) {
+    const outstanding = { seq, op: pending.op, edits: pending.edits };
+    return {
+      state: freeze({ ...next, kind: "awaitingConfirm", outstanding } as const),
+      ...effects,
+      send,
+    };
+  }
+  const outstanding = { seq, op: split[0], edits: 0 };
+  const buffer = { op: split[1], edits: pending.edits };
   return {
-    state: freeze({
-      ...common,
-      kind: "awaitingConfirm",
-      outstanding,
-      nextSeq: base.nextSeq + 1,
-    } as const),
+    state: freeze({ ...next, kind: "awaitingWithBuffer", outstanding, buffer } as const),
     ...effects,
-    send: { rev: base.rev, seq: outstanding.seq, op: outstanding.op },
+    send,
   };
 }
 

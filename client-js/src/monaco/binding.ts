@@ -19,6 +19,11 @@
  *   and the difference is sent as our own edit: the shared text converges to
  *   LF. The same reconcile step (a diff of what the connection believes the
  *   editor shows against the model) repairs any other mismatch.
+ * * **Too big for the document.** A change that would make the document
+ *   longer than the server's `max_document_chars` is turned down by the
+ *   connection before it is sent (`Connection.submit` returns false and
+ *   emits `rejected` with the text): the binding takes it out of the model
+ *   again, so the editor, the server and the peers are all unchanged.
  * * **Presence.** Our selections go to the connection at most every
  *   `presenceIntervalMs`; peers' cursors are drawn by {@link RemoteCursors}.
  *
@@ -92,6 +97,8 @@ export class MonacoBinding {
   private suppress = 0;
   /** The model may differ from the connection's text; a microtask will diff them. */
   private reconcilePending = false;
+  /** A change the connection turned down, to take out of the model (its inverse). */
+  private revertPending: TextOperation | null = null;
   private undoManager: UndoManager = emptyUndoManager();
   private group: UndoGroup | null = null;
   private presenceTimer: ReturnType<typeof setTimeout> | null = null;
@@ -267,7 +274,10 @@ export class MonacoBinding {
     }
     if (!userEdit) return;
     try {
-      this.connection.submit(edit.op);
+      if (!this.connection.submit(edit.op)) {
+        this.scheduleRevert(edit.inverse);
+        return;
+      }
     } catch {
       this.scheduleReconcile();
       return;
@@ -297,10 +307,15 @@ export class MonacoBinding {
       this.scheduleReconcile();
       return false;
     }
+    const before = this.model.getValue();
     this.editModel(edits);
+    if (!this.connection.submit(result.op)) {
+      // Too big for the document now (the connection says so to the user).
+      this.editModel(operationToEdits(this.shadow, result.op.invert(before)));
+      return false;
+    }
     this.undoManager = result.manager;
     this.group = null;
-    this.connection.submit(result.op);
     const caret = caretAfter(result.op);
     if (caret !== null) {
       const pos = this.toPosition(caret);
@@ -314,6 +329,39 @@ export class MonacoBinding {
       this.schedulePresence();
     }
     return true;
+  }
+
+  // ---- refused changes --------------------------------------------------------
+
+  /**
+   * Takes a change the connection turned down out of the model again, once
+   * Monaco has finished the edit that made it (the model is not edited from
+   * inside its own change event). `inverse` is based on the model's text now.
+   */
+  private scheduleRevert(inverse: TextOperation): void {
+    if (this.revertPending) {
+      // A second one before the first was undone: show the connection's text.
+      this.revertPending = null;
+      this.scheduleReconcile();
+      return;
+    }
+    this.revertPending = inverse;
+    queueMicrotask(() => this.revert());
+  }
+
+  private revert(): void {
+    const inverse = this.revertPending;
+    this.revertPending = null;
+    if (!inverse || this.disposed) return;
+    try {
+      this.editModel(operationToEdits(this.shadow, inverse));
+    } catch {
+      this.rebuildShadow();
+    }
+    if (this.shadow.utf16Length !== this.model.getValueLength()) this.rebuildShadow();
+    const expected = this.expectedText();
+    if (this.model.getValue() !== expected) this.replaceModelText(expected);
+    this.schedulePresence();
   }
 
   // ---- reconcile: the slow path that repairs any mismatch ------------------
@@ -341,8 +389,11 @@ export class MonacoBinding {
     const expected = editorText(state);
     if (expected !== actual) {
       const op = diffOperation(expected, actual);
-      this.connection.submit(op);
-      this.undoManager = transformUndo(this.undoManager, op);
+      if (this.connection.submit(op)) {
+        this.undoManager = transformUndo(this.undoManager, op);
+      } else {
+        this.replaceModelText(expected); // too big for the document: not kept
+      }
       this.group = null;
     }
     this.schedulePresence();

@@ -12,6 +12,12 @@
  *   get the full `text`; an op based on a revision older than `window` is
  *   refused with `unknown_rev` (and nothing changes, rule 4).
  *
+ * * with {@link DummyServer.limits} set, it enforces them as the real server
+ *   does: a frame over `maxMessageBytes` is answered with `too_large` (no
+ *   `seq`) and close 1009 (or 4400, `oldStyle`, as older servers did); an op
+ *   with too many components or characters, or one that would make the
+ *   document too long, is refused with `too_large` and its `seq`.
+ *
  * The network ({@link SimNetwork}) gives each connection a link with two FIFO
  * queues; the test decides when each frame is delivered, when a socket
  * opens, and when a link is cut (both queues are lost).
@@ -37,7 +43,16 @@ export interface ServerSession {
   client: string | null;
   user: { id: string; name: string; color: string } | null;
   send(message: object): void;
-  close(code: number): void;
+  /** Closes at once (frames in flight are lost), or after what was sent (`graceful`). */
+  close(code: number, reason?: string, graceful?: boolean): void;
+}
+
+/** Limits a {@link DummyServer} enforces (and announces in `joined`). */
+export interface DummyLimits {
+  maxMessageBytes: number;
+  maxDocumentChars: number;
+  maxInsertChars: number;
+  maxOpComponents: number;
 }
 
 export class DummyServer {
@@ -51,6 +66,16 @@ export class DummyServer {
   private nextClient = 1;
   /** Every op received, with what happened to it (for assertions). */
   readonly log: string[] = [];
+  /** Enforced when set; see the module doc. */
+  limits: DummyLimits | null = null;
+  /** Whether `joined` carries `limits` (older servers did not). */
+  announceLimits = true;
+  /** Answer a frame that is too big with 4400 and no limit in the reason, as older servers did. */
+  oldStyle = false;
+  /** Frames refused as too big. */
+  readonly tooBig: string[] = [];
+  /** Every frame read (not refused as too big). */
+  readonly frames: string[] = [];
 
   constructor(
     text = "",
@@ -75,6 +100,21 @@ export class DummyServer {
   }
 
   receive(session: ServerSession, frame: string): void {
+    if (this.limits && Buffer.byteLength(frame) > this.limits.maxMessageBytes) {
+      this.tooBig.push(frame);
+      this.log.push(`too big ${Buffer.byteLength(frame)}`);
+      const reason = this.oldStyle
+        ? "message too large"
+        : `message too big: the limit is ${this.limits.maxMessageBytes} bytes`;
+      session.send({ type: "error", code: "too_large", message: reason });
+      session.close(
+        this.oldStyle ? 4400 : 1009,
+        this.oldStyle ? "message too large" : reason,
+        true,
+      );
+      return;
+    }
+    this.frames.push(frame);
     const msg = JSON.parse(frame) as Record<string, unknown>;
     switch (msg["type"]) {
       case "join":
@@ -122,6 +162,16 @@ export class DummyServer {
       peers: [...this.sessions]
         .filter((s) => s !== session && s.client !== null)
         .map((s) => ({ client: s.client, user: s.user })),
+      ...(this.limits && this.announceLimits
+        ? {
+            limits: {
+              max_message_bytes: this.limits.maxMessageBytes,
+              max_document_chars: this.limits.maxDocumentChars,
+              max_insert_chars: this.limits.maxInsertChars,
+              max_op_components: this.limits.maxOpComponents,
+            },
+          }
+        : {}),
     };
     if (typeof rev === "number" && rev > this.rev) {
       session.send({ type: "error", code: "unknown_rev", message: "revision in the future" });
@@ -164,7 +214,25 @@ export class DummyServer {
       session.send({ type: "error", code: "bad_op", message: String(e), seq });
       return;
     }
+    const refuse = (message: string): void => {
+      this.log.push(`too_large ${client}#${seq}: ${message}`);
+      session.send({ type: "error", code: "too_large", message, seq });
+    };
+    const l = this.limits;
+    if (l && op.ops.length > l.maxOpComponents) {
+      return refuse(`op has more than ${l.maxOpComponents} components`);
+    }
+    const inserted = op.ops.reduce<number>(
+      (n, c) => n + (typeof c === "string" ? [...c].length : 0),
+      0,
+    );
+    if (l && inserted > l.maxInsertChars) {
+      return refuse(`op inserts more than ${l.maxInsertChars} characters`);
+    }
     for (const h of this.history.slice(rev)) op = TextOperation.transform(op, h.op)[0];
+    if (l && op.targetLength > op.baseLength && op.targetLength > l.maxDocumentChars) {
+      return refuse(`the document would exceed ${l.maxDocumentChars} characters`);
+    }
     this.text = op.apply(this.text);
     this.history.push({ client, seq, op });
     this.lengths.push(op.targetLength);
@@ -187,6 +255,8 @@ export class Link implements SocketLike {
   readonly toClient: string[] = [];
   opened = false;
   closed = false;
+  /** A graceful close from the server: delivered after what it sent before. */
+  private closing: { code: number; reason: string } | null = null;
   readonly session: ServerSession;
 
   constructor(
@@ -199,10 +269,17 @@ export class Link implements SocketLike {
       client: null,
       user: null,
       send(message: object) {
-        if (!link.closed) link.toClient.push(JSON.stringify(message));
+        if (!link.closed && !link.closing) link.toClient.push(JSON.stringify(message));
       },
-      close(code: number) {
-        link.cut(code);
+      close(code: number, reason = "", graceful = false) {
+        if (!graceful) {
+          link.cut(code, reason);
+          return;
+        }
+        // The server reads nothing more; the client hears the close after the rest.
+        link.closing = { code, reason };
+        link.toServer.length = 0;
+        if (link.toClient.length === 0) link.cut(code, reason);
       },
     };
   }
@@ -210,7 +287,7 @@ export class Link implements SocketLike {
   // SocketLike (the client's end)
   send(data: string): void {
     if (!this.opened) throw new Error("send on a socket that is not open");
-    if (!this.closed) this.toServer.push(data);
+    if (!this.closed && !this.closing) this.toServer.push(data);
   }
 
   close(): void {
@@ -231,10 +308,10 @@ export class Link implements SocketLike {
   }
 
   /** The network or the server cuts the link; the client hears `code`. */
-  cut(code = 1006): void {
+  cut(code = 1006, reason = ""): void {
     if (this.closed) return;
     this.close();
-    this.handlers.onClose(code, "");
+    this.handlers.onClose(code, reason);
   }
 
   deliverToServer(): boolean {
@@ -248,6 +325,8 @@ export class Link implements SocketLike {
     const frame = this.toClient.shift();
     if (frame === undefined) return false;
     this.handlers.onMessage(frame);
+    if (this.closing && this.toClient.length === 0)
+      this.cut(this.closing.code, this.closing.reason);
     return true;
   }
 }
