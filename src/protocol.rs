@@ -120,6 +120,9 @@ pub enum CloseCode {
     /// 1009: a message was over `limits.max_message_bytes` (the reason
     /// names the limit); the client must split its edit, never resend it.
     MessageTooBig,
+    /// 1011: the server hit an internal error serving this document (its
+    /// task failed); reconnect and resume, it reopens from the store.
+    InternalError,
     /// 1013: the client could not keep up or the server is overloaded;
     /// reconnect and resume.
     TryAgainLater,
@@ -146,6 +149,7 @@ impl CloseCode {
             Self::Normal => 1000,
             Self::GoingAway => 1001,
             Self::MessageTooBig => 1009,
+            Self::InternalError => 1011,
             Self::TryAgainLater => 1013,
             Self::ProtocolViolation => 4400,
             Self::Unauthenticated => 4401,

@@ -109,3 +109,186 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytestring::ByteString;
+    use tokio::sync::{mpsc, oneshot};
+
+    use super::*;
+    use crate::document::{Command, JoinRequest, Joined, Refusal};
+    use crate::ids::{Revision, Seq};
+    use crate::ot::{Component, TextOp};
+    use crate::protocol::CloseCode;
+    use crate::store::sqlite::SqliteStore;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A fresh database on `TANDEM_TEST_DATABASE_URL`'s server, as the
+    /// integration tests make them (tests/common/pg.rs): `None` after a
+    /// `SKIPPED(postgres)` line when it is not set, a failure in CI. Dropped
+    /// at the end of the test that made it.
+    async fn postgres_db() -> Option<(tokio_postgres::Client, String, String)> {
+        let admin = match std::env::var("TANDEM_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "TANDEM_TEST_DATABASE_URL must be set in CI"
+                );
+                let test = std::thread::current().name().unwrap_or("?").to_owned();
+                eprintln!("SKIPPED(postgres): tandem::{test} (TANDEM_TEST_DATABASE_URL not set)");
+                return None;
+            }
+        };
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+            .await
+            .expect("connect to TANDEM_TEST_DATABASE_URL");
+        tokio::spawn(conn);
+        let name = format!("tandem_unit_{:016x}", rand::random::<u64>());
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let base = admin.split('?').next().unwrap_or(&admin);
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = format!("{server}/{name}");
+        Some((client, name, url))
+    }
+
+    struct Member {
+        joined: Joined,
+        rx: mpsc::Receiver<ByteString>,
+        kick: oneshot::Receiver<CloseCode>,
+    }
+
+    async fn join(h: &DocumentHandle, session: u64) -> Member {
+        let (tx, rx) = mpsc::channel(64);
+        let (kick_tx, kick) = oneshot::channel();
+        let (reply, answer) = oneshot::channel::<Result<Joined, Refusal>>();
+        let req = JoinRequest {
+            session,
+            client: None,
+            rev: None,
+            user_name: "t".into(),
+            user_color: String::new(),
+            permission: "write",
+            outbound: tx,
+            kick: kick_tx,
+        };
+        h.send(Command::Join { req, reply })
+            .await
+            .expect("send join");
+        let joined = tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("join answered in time")
+            .expect("task alive")
+            .expect("joined");
+        Member { joined, rx, kick }
+    }
+
+    /// Sends "x" at the start and waits for its ack.
+    async fn type_x(h: &DocumentHandle, m: &mut Member, session: u64, rev: u64, len: usize) {
+        let op = TextOp::from_components([Component::Insert("x"), Component::Retain(len)]);
+        let cmd = Command::Op {
+            session,
+            client: m.joined.client.clone(),
+            rev: Revision(rev),
+            seq: Seq(rev + 1),
+            op,
+            selection: None,
+        };
+        h.send(cmd).await.expect("send op");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, m.rx.recv())
+                .await
+                .expect("ack in time")
+                .expect("session open");
+            if frame.contains("\"ack\"") {
+                return;
+            }
+        }
+    }
+
+    async fn text(h: &DocumentHandle) -> String {
+        let (reply, answer) = oneshot::channel();
+        h.send(Command::Info { reply }).await.expect("info");
+        answer.await.expect("answered").text
+    }
+
+    #[tokio::test]
+    async fn a_panicking_document_closes_its_sessions_and_reopens_cleanly_sqlite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: SharedStore =
+            Arc::new(SqliteStore::open(dir.path().join("t.db")).expect("store"));
+        crash_and_reopen(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_document_closes_its_sessions_and_reopens_cleanly_postgres() {
+        let Some((admin, name, url)) = postgres_db().await else {
+            return;
+        };
+        crate::store::postgres::migrate(&url)
+            .await
+            .expect("migrate");
+        let store = crate::store::postgres::PostgresStore::connect(&url)
+            .await
+            .expect("store");
+        crash_and_reopen(Arc::new(store)).await;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .expect("drop database");
+    }
+
+    async fn crash_and_reopen(store: SharedStore) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let registry = Registry::new(store, Arc::new(Settings::default()), stop_rx);
+        let a_id = DocId::parse("crashes").expect("id");
+        let b_id = DocId::parse("bystander").expect("id");
+        let a = registry.open(&a_id);
+        let b = registry.open(&b_id);
+        let mut alice = join(&a, 1).await;
+        let mut bob = join(&b, 2).await;
+        type_x(&a, &mut alice, 1, 0, 0).await;
+        type_x(&b, &mut bob, 2, 0, 0).await;
+        assert_eq!(registry.open_count(), 2);
+
+        a.send(Command::Crash).await.expect("send crash");
+        // Its session is let go without a code: the session closes 1011.
+        let kicked = tokio::time::timeout(WAIT, &mut alice.kick)
+            .await
+            .expect("kick dropped in time");
+        assert!(kicked.is_err(), "a crash sends no close code: {kicked:?}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while registry.open_count() != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the crashed document is still counted as open"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(registry.get(&a_id).is_none(), "the registry forgot it");
+
+        // The other document carries on; the crashed one reopens from the
+        // store with everything acked.
+        type_x(&b, &mut bob, 2, 1, 1).await;
+        let a2 = registry.open(&a_id);
+        let mut carol = join(&a2, 3).await;
+        assert_eq!(text(&a2).await, "x");
+        type_x(&a2, &mut carol, 3, 1, 1).await;
+        assert_eq!(text(&a2).await, "xx");
+        assert_eq!(text(&b).await, "xx");
+
+        // Shutdown waits only for the live tasks, not for the crashed one.
+        stop_tx.send(true).expect("shutdown");
+        tokio::time::timeout(WAIT, registry.wait_closed())
+            .await
+            .expect("shutdown did not wait for the crashed task");
+        assert_eq!(registry.open_count(), 0);
+    }
+}

@@ -140,6 +140,9 @@ pub enum Command {
         /// The revision of the restoring op, or why it was refused.
         reply: oneshot::Sender<Result<Revision, Refusal>>,
     },
+    /// Test hook: the task panics, as a bug would make it.
+    #[cfg(test)]
+    Crash,
 }
 
 /// A handle to a running document task.

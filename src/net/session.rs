@@ -123,7 +123,7 @@ pub async fn run(
         let joined = attached.is_some();
         let kicked = async {
             match attached.as_mut() {
-                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
+                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
                 None => std::future::pending().await,
             }
         };
@@ -254,7 +254,14 @@ pub async fn run(
                 }
             }
             Event::Outgoing(None) => {
-                break End::Close(CloseCode::TryAgainLater, "dropped by document".into());
+                // The document let go of this session: with a code when it
+                // meant to, without one when its task failed.
+                let code = match attached.as_mut().map(|a| a.kick.try_recv()) {
+                    Some(Ok(code)) => code,
+                    Some(Err(oneshot::error::TryRecvError::Closed)) => CloseCode::InternalError,
+                    _ => CloseCode::TryAgainLater,
+                };
+                break End::Close(code, "dropped by document".into());
             }
             Event::Outgoing(Some(frame)) => {
                 let mut burst = vec![frame];
@@ -387,7 +394,7 @@ async fn write_burst(
     for f in burst {
         let kicked = async {
             match attached.as_mut() {
-                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::GoingAway),
+                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
                 None => std::future::pending().await,
             }
         };

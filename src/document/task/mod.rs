@@ -52,7 +52,11 @@ enum Event {
 }
 
 /// Spawns the task for `id` on the current runtime. `on_exit` runs when it
-/// stops, before its queue is dropped, so the registry can forget it.
+/// stops, before its queue is dropped, so the registry can forget it; it
+/// also runs if the task panics (from the guard's drop while the task's
+/// future is torn down), so a crashed document never stays counted as open
+/// or holds up shutdown. Its sessions then see their kick dropped without a
+/// code and close with 1011; the next join reopens it from the store.
 pub fn spawn(
     id: DocId,
     generation: u64,
@@ -69,11 +73,12 @@ pub fn spawn(
     };
     tokio::spawn(async move {
         let mut rx = rx;
+        let mut exit = ExitGuard(Some(Box::new(on_exit)));
         match Task::load(id.clone(), store, settings, shutdown).await {
             Ok(task) => task.run(&mut rx).await,
             Err(e) => {
                 warn!(document = %id, error = %e, "could not open document");
-                on_exit();
+                exit.run();
                 refuse_all(
                     &mut rx,
                     ErrorCode::Unavailable,
@@ -82,11 +87,32 @@ pub fn spawn(
                 return;
             }
         }
-        on_exit();
+        exit.run();
         // Commands that raced with the exit: joiners retry and reopen.
         refuse_all(&mut rx, ErrorCode::Unavailable, "document closed; retry");
     });
     handle
+}
+
+/// Runs the registry's exit hook once: when the task ends, or when its
+/// future is dropped half-way because it panicked.
+struct ExitGuard(Option<Box<dyn FnOnce() + Send>>);
+
+impl ExitGuard {
+    fn run(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a document task panicked; its sessions are closed with 1011");
+        }
+        self.run();
+    }
 }
 
 fn refuse_all(rx: &mut mpsc::Receiver<Command>, code: ErrorCode, message: &str) {
@@ -308,6 +334,8 @@ impl Task {
                 author,
                 reply,
             } => self.restore(&target, author, reply),
+            #[cfg(test)]
+            Command::Crash => panic!("test hook: document task crash"),
         }
     }
 
