@@ -11,6 +11,11 @@
  *   (editor, the other page, the server's revision and text), and a dialog
  *   shows it with the text kept and a Copy button that puts it back on the
  *   clipboard.
+ * * A page that is not told the limits (its `joined.limits` is taken out, as
+ *   from an older server) pastes 1 MB to a server started with
+ *   `--max-message-bytes 262144`: the server closes with 1009, the client
+ *   learns the limit from the reason and sends the paste again in parts
+ *   that fit, never the refused message again, and it arrives whole.
  *
  * Same needs and switches as collab.e2e.test.ts (TANDEM_BIN,
  * TANDEM_CHROMIUM, TANDEM_E2E_SKIP).
@@ -56,6 +61,52 @@ function pasteText(bytes: number): string {
     size += Buffer.byteLength(line);
   }
   return lines.join("");
+}
+
+/** What {@link hideLimits} records in the page. */
+interface SocketLog {
+  closes: { code: number; reason: string }[];
+  ops: string[];
+}
+
+/**
+ * Runs in the page before the app: wraps `WebSocket` so that `joined`
+ * arrives without `limits` (as from an older server), and records the op
+ * frames sent and the close codes, in `window.socketLog`.
+ */
+function hideLimits(): void {
+  const Native = window.WebSocket;
+  const log: SocketLog = { closes: [], ops: [] };
+  (window as unknown as { socketLog: SocketLog }).socketLog = log;
+  const onmessage = Object.getOwnPropertyDescriptor(Native.prototype, "onmessage");
+  class Patched extends Native {
+    constructor(url: string | URL, protocols?: string | string[]) {
+      super(url, protocols);
+      this.addEventListener("close", (e) => log.closes.push({ code: e.code, reason: e.reason }));
+    }
+    override send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void {
+      if (typeof data === "string" && data.startsWith('{"type":"op"')) log.ops.push(data);
+      super.send(data);
+    }
+  }
+  Object.defineProperty(Patched.prototype, "onmessage", {
+    configurable: true,
+    get(this: WebSocket) {
+      return onmessage?.get?.call(this);
+    },
+    set(this: WebSocket, fn: ((ev: MessageEvent) => void) | null) {
+      onmessage?.set?.call(this, (ev: MessageEvent) => {
+        let data: unknown = ev.data;
+        if (typeof data === "string" && data.startsWith('{"type":"joined"')) {
+          const m = JSON.parse(data) as Record<string, unknown>;
+          delete m["limits"];
+          data = JSON.stringify(m);
+        }
+        fn?.call(this, new MessageEvent("message", { data }));
+      });
+    },
+  });
+  window.WebSocket = Patched;
 }
 
 /** Writes `text` to the clipboard in the page, focuses the editor at the end and presses Ctrl+V. */
@@ -111,9 +162,13 @@ function suite(): void {
     id: string,
     user: { name: string; color: string },
     clipboard = false,
+    init?: () => void,
   ): Promise<EditorPage> => {
     if (!browser) throw new Error("no browser");
-    const p = await EditorPage.open(browser, url, id, user, { clipboard });
+    const p = await EditorPage.open(browser, url, id, user, {
+      clipboard,
+      ...(init ? { init } : {}),
+    });
     pages.push(p);
     return p;
   };
@@ -278,6 +333,67 @@ function suite(): void {
     await alice.caretAtEnd();
     await alice.page.keyboard.type("still saving");
     assert.equal(await converged(() => url, id, [alice, bob]), "start\nstill saving");
+
+    // A page that is not told the limits (as from an older server) applies
+    // the paste, the server refuses it, and the page undoes it: again nothing
+    // changes anywhere, and the dialog keeps the text.
+    const carol = await open(url, id, { name: "Carol", color: "#6e56cf" }, true, hideLimits);
+    const before2 = await serverDocument(url, id);
+    await pasteWithKeyboard(carol, paste);
+    await until("Carol's dialog", () => carol.page.locator("#rejected").isVisible(), 30_000);
+    assert.equal(await carol.page.locator("#rejected-text").inputValue(), paste);
+    assert.match(
+      (await carol.page.locator("#rejected-message").textContent()) ?? "",
+      /refused.*too_large.*100000/,
+    );
+    await until(
+      "Carol's editor undone",
+      async () => (await carol.text()) === "start\nstill saving",
+    );
+    const now2 = await serverDocument(url, id);
+    assert.deepEqual({ rev: now2.rev, text: now2.text }, { rev: before2.rev, text: before2.text });
+    assert.equal(await bob.text(), "start\nstill saving");
+    assert.equal(await alice.text(), "start\nstill saving");
+    assert.equal((await carol.state()).waiting, 0);
+    assert.deepEqual([...alice.errors, ...bob.errors, ...carol.errors], []);
+  });
+
+  test("not told the limits, a client meets close 1009, learns the limit and sends the paste in parts", async () => {
+    const server = await startServer("frames", ["--max-message-bytes", "262144"]);
+    const url = server.url;
+    const id = `frames-${Date.now().toString(36)}`;
+    await create(url, id, "");
+    const alice = await open(url, id, { name: "Alice", color: "#e5484d" }, true, hideLimits);
+    const bob = await open(url, id, { name: "Bob", color: "#0090ff" });
+    assert.equal(
+      await alice.page.evaluate(() => window.tandem?.connection.limits.maxMessageBytes),
+      1_048_576,
+      "the page assumes the default limit",
+    );
+    const paste = pasteText(1_000_000);
+    const t0 = Date.now();
+    await pasteWithKeyboard(alice, paste);
+    const text = await converged(() => url, id, [alice, bob], 60_000);
+    console.log(`1 MB paste through a 1009 to a 256 KiB server: saved after ${Date.now() - t0} ms`);
+    assert.equal(text, paste);
+    const log = await alice.page.evaluate(
+      () => (window as unknown as { socketLog: SocketLog }).socketLog,
+    );
+    const tooBig = log.closes.filter((c) => c.code === 1009);
+    assert.equal(tooBig.length, 1, `one close 1009: ${JSON.stringify(log.closes)}`);
+    assert.match(tooBig[0]?.reason ?? "", /262144 bytes/);
+    assert.equal(
+      await alice.page.evaluate(() => window.tandem?.connection.limits.maxMessageBytes),
+      262_144,
+      "learned from the reason",
+    );
+    const [refused, ...rest] = log.ops;
+    assert.ok(refused && Buffer.byteLength(refused) > 262_144, "the first frame was too big");
+    assert.ok(rest.length >= 4, `then ${rest.length} parts`);
+    for (const f of rest) {
+      assert.ok(Buffer.byteLength(f) <= 262_144, `${Buffer.byteLength(f)} bytes`);
+      assert.notEqual(f, refused, "never the refused message again");
+    }
     assert.deepEqual([...alice.errors, ...bob.errors], []);
   });
 }

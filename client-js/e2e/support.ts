@@ -143,7 +143,14 @@ export class EditorPage {
     baseUrl: string,
     docId: string,
     user: { name: string; color: string },
-    options: { width?: number; height?: number; dark?: boolean; clipboard?: boolean } = {},
+    options: {
+      width?: number;
+      height?: number;
+      dark?: boolean;
+      clipboard?: boolean;
+      /** Runs in the page before its scripts (e.g. to wrap `WebSocket`). */
+      init?: () => void;
+    } = {},
   ): Promise<EditorPage> {
     const context = await browser.newContext({
       viewport: { width: options.width ?? 1000, height: options.height ?? 640 },
@@ -153,6 +160,7 @@ export class EditorPage {
       // The real clipboard: navigator.clipboard in the page, Ctrl+V in the editor.
       await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: baseUrl });
     }
+    if (options.init) await context.addInitScript(options.init);
     await context.addInitScript((u: { name: string; color: string }) => {
       localStorage.setItem("tandem.name", u.name);
       localStorage.setItem("tandem.color", u.color);
