@@ -56,9 +56,27 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => {
                 Self::new(StatusCode::NOT_FOUND, "not_found", "no such document")
             }
-            StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
-            StoreError::Unavailable(m) | StoreError::Corrupt(m) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
+            StoreError::Conflict(ref m) => {
+                tracing::debug!(error = %m, "store conflict");
+                Self::new(StatusCode::CONFLICT, "conflict", e.public_message())
+            }
+            StoreError::Unavailable(ref m) => {
+                tracing::warn!(error = %m, "store unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.public_message(),
+                )
+            }
+            // Retrying will not mend either: a 500 and a line for the
+            // operator, not a 503 that clients would retry forever.
+            StoreError::Corrupt(ref m) | StoreError::Invalid(ref m) => {
+                tracing::error!(error = %m, "store error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    e.public_message(),
+                )
             }
         }
     }

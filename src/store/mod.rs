@@ -43,6 +43,25 @@ pub enum StoreError {
     /// Stored data does not parse; something wrote what it should not have.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The store refused a value it was given (a PostgreSQL data error, a
+    /// number out of range): the same write would be refused again, so it
+    /// is neither retried nor taken for another writer's.
+    #[error("value refused by the store: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// What a client may be told: a stable message without the store's own
+    /// text (table names, SQL, paths), which goes to the operator's log.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            Self::NotFound => "no such document",
+            Self::Conflict(_) => "the document was changed by another writer",
+            Self::Unavailable(_) => "the store is unavailable; retry",
+            Self::Corrupt(_) => "the document's stored data is damaged; an operator has been told",
+            Self::Invalid(_) => "the store refused the data",
+        }
+    }
 }
 
 /// A document's metadata.

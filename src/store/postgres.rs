@@ -67,9 +67,7 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
     match e.code() {
         Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
         Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => StoreError::NotFound,
-        Some(c) if c.code().starts_with("22") => {
-            StoreError::Conflict(format!("value refused: {e}"))
-        }
+        Some(c) if c.code().starts_with("22") => StoreError::Invalid(e.to_string()),
         _ => StoreError::Unavailable(e.to_string()),
     }
 }
@@ -79,7 +77,7 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn to_sql(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| StoreError::Conflict(format!("{n} is out of range")))
+    i64::try_from(n).map_err(|_| StoreError::Invalid(format!("{n} is out of range")))
 }
 
 fn from_sql(n: i64) -> Result<u64, StoreError> {

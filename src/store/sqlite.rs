@@ -453,7 +453,7 @@ fn put_snapshot(
 }
 
 fn to_sql(n: u64) -> Result<i64, StoreError> {
-    i64::try_from(n).map_err(|_| StoreError::Conflict(format!("{n} is out of range")))
+    i64::try_from(n).map_err(|_| StoreError::Invalid(format!("{n} is out of range")))
 }
 
 fn from_sql(n: i64) -> Result<u64, StoreError> {

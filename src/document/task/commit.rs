@@ -142,11 +142,24 @@ impl Task {
                 self.in_flight = Some(flight);
                 true
             }
-            Err(e) => {
-                // Conflict: another node owns the document now (or corrupt
-                // data): never fork; clients reconnect and find the owner.
+            Err(e @ StoreError::Conflict(_)) => {
+                // Another node owns the document now: never fork; clients
+                // reconnect and find the owner.
                 warn!(document = %self.id, error = %e, "append refused; closing document");
                 self.give_up(ErrorCode::Unavailable, CloseCode::Moved);
+                false
+            }
+            Err(e) => {
+                // The store refused the data itself: the same ops would be
+                // refused again, so their senders are told not to resend
+                // them (`bad_op`), and the document closes with 1011 to be
+                // reloaded from what is durable.
+                tracing::error!(document = %self.id, error = %e, "the store refused a batch; closing document");
+                for op in &flight.ops {
+                    let r = Refusal::new(ErrorCode::BadOp, "the store refused this edit");
+                    self.refuse(&op.client, &r, Some(op.seq));
+                }
+                self.give_up(ErrorCode::Unavailable, CloseCode::InternalError);
                 false
             }
         }

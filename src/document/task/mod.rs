@@ -392,7 +392,7 @@ impl Task {
             match self.store.last_seq(&self.id, &client).await {
                 Ok(Some((seq, rev))) => self.state.remember(&client, seq, rev),
                 Ok(None) => {}
-                Err(e) => return Err(Refusal::new(ErrorCode::Unavailable, e.to_string())),
+                Err(e) => return Err(self.store_refusal(&e)),
             }
         }
         let catch_up = match req.rev {
@@ -527,6 +527,18 @@ impl Task {
             .reply(client, ServerMsg::Ack { seq, rev }.to_frame())
     }
 
+    /// The refusal a client gets when the store failed it: the store's
+    /// own text goes to the log, the client gets a stable message.
+    fn store_refusal(&self, e: &StoreError) -> Refusal {
+        match e {
+            StoreError::Corrupt(_) | StoreError::Invalid(_) => {
+                tracing::error!(document = %self.id, error = %e, "store error");
+            }
+            _ => warn!(document = %self.id, error = %e, "store error"),
+        }
+        Refusal::new(ErrorCode::Unavailable, e.public_message())
+    }
+
     fn send_to(&mut self, client: &ClientId, frame: ByteString) {
         if !self.fanout.reply(client, frame) {
             self.drop_slow(vec![client.clone()]);
@@ -584,11 +596,10 @@ impl Task {
                         &Refusal::new(ErrorCode::BadMessage, "seq is lower than one already used"),
                         Some(seq),
                     ),
-                    Err(e) => self.refuse(
-                        &client,
-                        &Refusal::new(ErrorCode::Unavailable, e.to_string()),
-                        Some(seq),
-                    ),
+                    Err(e) => {
+                        let r = self.store_refusal(&e);
+                        self.refuse(&client, &r, Some(seq));
+                    }
                 }
                 return;
             }
@@ -600,7 +611,7 @@ impl Task {
                 match self.store.ops(&self.id, after, upto, usize::MAX).await {
                     Ok(ops) => ops,
                     Err(e) => {
-                        let r = Refusal::new(ErrorCode::Unavailable, e.to_string());
+                        let r = self.store_refusal(&e);
                         return self.refuse(&client, &r, Some(seq));
                     }
                 }
@@ -659,7 +670,7 @@ impl Task {
             return;
         }
         if let Err(e) = self.store.set_language(&self.id, &language).await {
-            let r = Refusal::new(ErrorCode::Unavailable, e.to_string());
+            let r = self.store_refusal(&e);
             return self.refuse(client, &r, None);
         }
         self.language = language;
