@@ -17,6 +17,7 @@ const PUBLISH_EVERY: usize = 10;
 fn bench_sequencer(c: &mut Criterion) {
     let limits = StateLimits {
         history_window: 1_000,
+        history_window_bytes: tandem::config::HISTORY_WINDOW_BYTES,
         max_document_chars: usize::MAX / 2,
         max_catchup_revisions: 10_000,
     };

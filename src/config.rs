@@ -20,6 +20,18 @@ pub const MAX_CLIENTS_PER_DOCUMENT: usize = 5_000;
 /// Committed ops each open document keeps in memory. Clients less than this
 /// far behind are transformed and resumed without touching the store.
 pub const HISTORY_WINDOW: usize = 2_000;
+/// Bytes of published ops each open document keeps in memory, whichever of
+/// this and [`HISTORY_WINDOW`] comes first. Keystrokes are ~100 bytes, so
+/// 2,000 of them take 0.2 MB; a client pasting megabyte after megabyte must
+/// not make the window gigabytes. Older ops are read back from the store.
+pub const HISTORY_WINDOW_BYTES: usize = 8 * 1024 * 1024;
+/// Most bytes of ops a resuming client is sent as catch-up (and a store
+/// read for it may hold); past this it gets the text instead, which is then
+/// no bigger than the ops would have been.
+pub const MAX_CATCHUP_BYTES: usize = 16 * 1024 * 1024;
+/// Ops read from the store per page (catch-up, rebasing an old op, opening
+/// a document), so a read holds at most this many ops at once.
+pub const STORE_PAGE_OPS: usize = 64;
 /// How far behind (in revisions) a client may be and still resume or have its
 /// op transformed; beyond this it gets `unknown_rev` and reloads, since
 /// transforming through more history would cost more than a fresh load.
@@ -28,6 +40,36 @@ pub const MAX_CATCHUP_REVISIONS: u64 = 20_000;
 /// and is disconnected (close 1013), so it can never slow the others or
 /// grow memory without bound. It resumes from its last revision.
 pub const OUTBOUND_QUEUE: usize = 4_096;
+/// Bytes of frames queued towards one client and not yet written to its
+/// socket (including frames the session has taken off the queue but is
+/// still writing) before it counts as unable to keep up, exactly like a full
+/// [`OUTBOUND_QUEUE`] (close 1013; it resumes). The message count alone does
+/// not bound memory: 4,096 frames of 1 MiB pastes would be 4 GiB for one
+/// reader that stopped. A keystroke frame is ~100 bytes, so 4,096 of them
+/// are under 0.5 MiB and typing never comes near this; 16 MiB is room for a
+/// `joined` with the largest document (8 Mi characters, mostly one byte
+/// each) and as much again of news while it is written. A frame into an
+/// empty queue is always taken, however big, so a `joined` is never refused
+/// for its own size.
+pub const OUTBOUND_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Open documents on this node at once. A join or REST call that would open
+/// one more is refused with `unavailable` (close 1013, HTTP 503) until one
+/// closes ([`DOCUMENT_IDLE_CLOSE`] after its last client left). Each join
+/// of an unknown id creates and opens a document, so without this a client
+/// inventing ids could open documents until memory ran out. An open
+/// document holds its text, its history window and a task: a typical source
+/// file with its window is well under 1 MB, so 10,000 stay within a few GB,
+/// and it is enough for the [`MAX_CONNECTIONS`] to work in pairs, each pair
+/// on a document of its own.
+pub const MAX_OPEN_DOCUMENTS: usize = 10_000;
+/// WebSocket connections on this node at once; the next upgrade is answered
+/// HTTP 503 `unavailable` with `Retry-After`. A connection costs ~35 KB at
+/// rest (2,000 connections over 500 documents ran in 70 MB RSS, see
+/// docs/performance.md), so 20,000 are under 1 GB, and they leave room for
+/// the store's and the REST API's file descriptors under the usual 65,536
+/// limit. A node past this would be better off with another node beside it
+/// (each is one core per document anyway).
+pub const MAX_CONNECTIONS: usize = 20_000;
 /// Commands queued towards one document task; senders wait when it is full,
 /// which is the back-pressure that keeps a flooding client from growing memory.
 pub const DOCUMENT_QUEUE: usize = 1_024;
@@ -93,10 +135,20 @@ pub struct Limits {
     pub max_clients_per_document: usize,
     /// See [`HISTORY_WINDOW`].
     pub history_window: usize,
+    /// See [`HISTORY_WINDOW_BYTES`].
+    pub history_window_bytes: usize,
+    /// See [`MAX_CATCHUP_BYTES`].
+    pub max_catchup_bytes: usize,
     /// See [`MAX_CATCHUP_REVISIONS`].
     pub max_catchup_revisions: u64,
     /// See [`OUTBOUND_QUEUE`].
     pub outbound_queue: usize,
+    /// See [`OUTBOUND_QUEUE_BYTES`].
+    pub outbound_queue_bytes: usize,
+    /// See [`MAX_OPEN_DOCUMENTS`].
+    pub max_open_documents: usize,
+    /// See [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
     /// See [`RATE_LIMIT_PER_SEC`].
     pub rate_limit_per_sec: u32,
     /// See [`RATE_LIMIT_BURST`].
@@ -112,8 +164,13 @@ impl Default for Limits {
             max_insert_chars: MAX_INSERT_CHARS,
             max_clients_per_document: MAX_CLIENTS_PER_DOCUMENT,
             history_window: HISTORY_WINDOW,
+            history_window_bytes: HISTORY_WINDOW_BYTES,
+            max_catchup_bytes: MAX_CATCHUP_BYTES,
             max_catchup_revisions: MAX_CATCHUP_REVISIONS,
             outbound_queue: OUTBOUND_QUEUE,
+            outbound_queue_bytes: OUTBOUND_QUEUE_BYTES,
+            max_open_documents: MAX_OPEN_DOCUMENTS,
+            max_connections: MAX_CONNECTIONS,
             rate_limit_per_sec: RATE_LIMIT_PER_SEC,
             rate_limit_burst: RATE_LIMIT_BURST,
         }

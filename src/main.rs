@@ -182,6 +182,15 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_HISTORY_WINDOW", default_value_t = config::HISTORY_WINDOW)]
     history_window: usize,
 
+    /// Bytes of committed ops kept in memory per open document (whichever
+    /// of this and --history-window is reached first).
+    #[arg(long, env = "TANDEM_HISTORY_WINDOW_BYTES", default_value_t = config::HISTORY_WINDOW_BYTES)]
+    history_window_bytes: usize,
+
+    /// Most bytes of ops sent to a resuming client; beyond, it gets the text.
+    #[arg(long, env = "TANDEM_MAX_CATCHUP_BYTES", default_value_t = config::MAX_CATCHUP_BYTES)]
+    max_catchup_bytes: usize,
+
     /// How many revisions behind a client may be and still resume.
     #[arg(long, env = "TANDEM_MAX_CATCHUP_REVISIONS", default_value_t = config::MAX_CATCHUP_REVISIONS)]
     max_catchup_revisions: u64,
@@ -193,6 +202,20 @@ struct ServeArgs {
     /// Messages queued to one client before it is disconnected as too slow.
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE)]
     outbound_queue: usize,
+
+    /// Bytes queued to one client and not yet written before it is
+    /// disconnected as too slow (a first frame is always taken).
+    #[arg(long, env = "TANDEM_OUTBOUND_QUEUE_BYTES", default_value_t = config::OUTBOUND_QUEUE_BYTES)]
+    outbound_queue_bytes: usize,
+
+    /// Most documents open on this node at once; a join or request that
+    /// would open one more is refused as unavailable.
+    #[arg(long, env = "TANDEM_MAX_OPEN_DOCUMENTS", default_value_t = config::MAX_OPEN_DOCUMENTS)]
+    max_open_documents: usize,
+
+    /// Most WebSocket connections on this node at once; more get HTTP 503.
+    #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = config::MAX_CONNECTIONS)]
+    max_connections: usize,
 
     /// Milliseconds a document may hold news of other clients to send it
     /// to each connection together, when it comes faster than this
@@ -214,9 +237,14 @@ impl ServeArgs {
         s.limits.max_op_components = self.max_op_components;
         s.limits.max_clients_per_document = self.max_clients_per_document;
         s.limits.history_window = self.history_window;
+        s.limits.history_window_bytes = self.history_window_bytes;
+        s.limits.max_catchup_bytes = self.max_catchup_bytes;
         s.limits.max_catchup_revisions = self.max_catchup_revisions;
         s.limits.rate_limit_per_sec = self.rate_limit;
         s.limits.outbound_queue = self.outbound_queue.max(16);
+        s.limits.outbound_queue_bytes = self.outbound_queue_bytes;
+        s.limits.max_open_documents = self.max_open_documents;
+        s.limits.max_connections = self.max_connections;
         s.timing.store_retry_limit = std::time::Duration::from_secs(self.store_retry_secs);
         s.timing.snapshot_interval = self.snapshot_interval.max(1);
         s.timing.document_idle_close = std::time::Duration::from_secs(self.document_idle_secs);

@@ -13,6 +13,12 @@ use crate::document::{self, DocumentHandle};
 use crate::ids::DocId;
 use crate::store::SharedStore;
 
+/// This node has [`Limits::max_open_documents`](crate::config::Limits)
+/// documents open and may not open another until one closes.
+#[derive(Debug, thiserror::Error)]
+#[error("too many documents open on this server (the limit is {0}); try again later")]
+pub struct TooManyDocuments(pub usize);
+
 /// The open documents of this node.
 pub struct Registry {
     /// Open document tasks. A std mutex: held only to look up or insert,
@@ -61,10 +67,22 @@ impl Registry {
 
     /// The task of `id`, spawning it if the document is not open. A new task
     /// creates the document in the store if it does not exist.
-    pub fn open(self: &Arc<Self>, id: &DocId) -> DocumentHandle {
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyDocuments`] when the document is not open and this node
+    /// already runs `max_open_documents` tasks (counting those still
+    /// closing: they hold their memory until they end).
+    pub fn open(self: &Arc<Self>, id: &DocId) -> Result<DocumentHandle, TooManyDocuments> {
         let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(h) = docs.get(id).filter(|h| !h.is_closed()) {
-            return h.clone();
+            return Ok(h.clone());
+        }
+        // Tasks are only counted in under this lock, so two opens cannot
+        // both take the last place.
+        let max = self.settings.limits.max_open_documents;
+        if self.live.0.load(Ordering::SeqCst) >= max {
+            return Err(TooManyDocuments(max));
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let weak: Weak<Self> = Arc::downgrade(self);
@@ -89,7 +107,7 @@ impl Registry {
             },
         );
         docs.insert(id.clone(), handle.clone());
-        handle
+        Ok(handle)
     }
 
     /// Number of open documents.
@@ -114,11 +132,10 @@ impl Registry {
 mod tests {
     use std::time::Duration;
 
-    use bytestring::ByteString;
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::oneshot;
 
     use super::*;
-    use crate::document::{Command, JoinRequest, Joined, Refusal};
+    use crate::document::{Command, JoinRequest, Joined, OutboundReceiver, Refusal, outbound};
     use crate::ids::{Revision, Seq};
     use crate::ot::{Component, TextOp};
     use crate::protocol::CloseCode;
@@ -160,12 +177,12 @@ mod tests {
 
     struct Member {
         joined: Joined,
-        rx: mpsc::Receiver<ByteString>,
+        rx: OutboundReceiver,
         kick: oneshot::Receiver<CloseCode>,
     }
 
     async fn join(h: &DocumentHandle, session: u64) -> Member {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = outbound(64, usize::MAX);
         let (kick_tx, kick) = oneshot::channel();
         let (reply, answer) = oneshot::channel::<Result<Joined, Refusal>>();
         let req = JoinRequest {
@@ -216,7 +233,7 @@ mod tests {
     async fn text(h: &DocumentHandle) -> String {
         let (reply, answer) = oneshot::channel();
         h.send(Command::Info { reply }).await.expect("info");
-        answer.await.expect("answered").text
+        answer.await.expect("answered").text.to_string()
     }
 
     #[tokio::test]
@@ -245,13 +262,35 @@ mod tests {
             .expect("drop database");
     }
 
+    #[tokio::test]
+    async fn no_more_documents_open_than_the_cap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: SharedStore =
+            Arc::new(SqliteStore::open(dir.path().join("t.db")).expect("store"));
+        let mut settings = Settings::default();
+        settings.limits.max_open_documents = 1;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let registry = Registry::new(store, Arc::new(settings), stop_rx);
+        let a_id = DocId::parse("first").expect("id");
+        let a = registry.open(&a_id).expect("under the cap");
+        let refused = registry.open(&DocId::parse("second").expect("id"));
+        assert!(matches!(refused, Err(TooManyDocuments(1))), "over the cap");
+        let again = registry.open(&a_id).expect("an open document is served");
+        assert_eq!(again.generation, a.generation);
+        assert_eq!(registry.open_count(), 1);
+        stop_tx.send(true).expect("shutdown");
+        tokio::time::timeout(WAIT, registry.wait_closed())
+            .await
+            .expect("closed in time");
+    }
+
     async fn crash_and_reopen(store: SharedStore) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let registry = Registry::new(store, Arc::new(Settings::default()), stop_rx);
         let a_id = DocId::parse("crashes").expect("id");
         let b_id = DocId::parse("bystander").expect("id");
-        let a = registry.open(&a_id);
-        let b = registry.open(&b_id);
+        let a = registry.open(&a_id).expect("open");
+        let b = registry.open(&b_id).expect("open");
         let mut alice = join(&a, 1).await;
         let mut bob = join(&b, 2).await;
         type_x(&a, &mut alice, 1, 0, 0).await;
@@ -277,7 +316,7 @@ mod tests {
         // The other document carries on; the crashed one reopens from the
         // store with everything acked.
         type_x(&b, &mut bob, 2, 1, 1).await;
-        let a2 = registry.open(&a_id);
+        let a2 = registry.open(&a_id).expect("open");
         let mut carol = join(&a2, 3).await;
         assert_eq!(text(&a2).await, "x");
         type_x(&a2, &mut carol, 3, 1, 1).await;

@@ -765,3 +765,230 @@ async fn rejoin_with_a_new_name_announces_the_peer_again() {
         (Some(id.as_str()), Some("Anna"))
     );
 }
+
+/// The body of `GET /healthz`.
+async fn health(server: &Server) -> Value {
+    let (status, body) = http_request(&server.addr, "GET", "/healthz", None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("healthz JSON")
+}
+
+/// An upgrade the server must refuse because it is at its connection cap:
+/// HTTP 503, the JSON error `unavailable`, and a `Retry-After`.
+async fn expect_upgrade_refused(url: &str) {
+    use tokio_tungstenite::tungstenite::Error;
+    let refused = within(
+        WAIT,
+        "the answer to an upgrade over the cap",
+        tokio_tungstenite::connect_async(url),
+    )
+    .await;
+    let response = match refused {
+        Err(Error::Http(response)) => response,
+        Err(e) => panic!("refused, but not with an HTTP answer: {e}"),
+        Ok(_) => panic!("an upgrade over the connection cap was accepted"),
+    };
+    assert_eq!(response.status(), 503);
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(retry.is_some_and(|s| s > 0), "Retry-After: {retry:?}");
+    let body = response.body().as_deref().unwrap_or_default();
+    let body: Value = serde_json::from_slice(body).expect("a JSON error body");
+    assert_eq!(body["code"], "unavailable", "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("connections")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_refused_503_until_one_closes() {
+    let dir = tmp();
+    let server = Server::start(&dir.path().join("t.db"), &["--max-connections", "3"]);
+    let url = server.ws_url("crowded");
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(joined(&url).await.0);
+    }
+    expect_upgrade_refused(&url).await;
+    // Refusals are not counted; the REST API is not capped by it.
+    let h = health(&server).await;
+    assert_eq!(h["connections"], 3, "{h}");
+    assert_eq!(h["limits"]["max_connections"], 3, "{h}");
+
+    // One leaves: its place is given back, and taken by the next.
+    sockets.pop().expect("socket").close().await;
+    wait_until(WAIT, "the closed connection to be uncounted", || async {
+        health(&server).await["connections"] == 2
+    })
+    .await;
+    let (mut again, _) = joined(&url).await;
+    again
+        .send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["in"]}))
+        .await;
+    assert_eq!(again.recv_type("ack").await["rev"], 1);
+    expect_upgrade_refused(&url).await;
+
+    // Connections dropped without a close frame, and one that never
+    // joined, are counted out as well.
+    drop(sockets);
+    drop(again);
+    let never_joined = Socket::connect(&url).await;
+    drop(never_joined);
+    wait_until(WAIT, "every connection to be uncounted", || async {
+        health(&server).await["connections"] == 0
+    })
+    .await;
+    let (_s, j) = joined(&url).await;
+    assert_eq!(j["rev"], 1);
+}
+
+#[tokio::test]
+async fn documents_over_the_cap_are_refused_until_one_closes() {
+    let dir = tmp();
+    let server = Server::start(
+        &dir.path().join("t.db"),
+        &["--max-open-documents", "2", "--document-idle-secs", "1"],
+    );
+    let (one, _) = joined(&server.ws_url("one")).await;
+    let (_two, _) = joined(&server.ws_url("two")).await;
+    // A join that would open a third: `unavailable`, then 1013.
+    let mut three = Socket::connect(&server.ws_url("three")).await;
+    three
+        .send(&json!({"type": "join", "client": null, "rev": null, "user": null}))
+        .await;
+    let e = expect_error(&mut three, "unavailable").await;
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too many documents")),
+        "{e}"
+    );
+    assert_eq!(three.closed().await, Some(1013));
+    // An open document still takes more sessions.
+    let (one_more, j) = joined(&server.ws_url("one")).await;
+    assert_eq!(j["rev"], 0);
+    // A REST read that would open a stored document: 503 JSON.
+    let (st, body) = http_request(
+        &server.addr,
+        "POST",
+        "/api/documents",
+        Some(r#"{"id":"stored","text":"kept"}"#),
+    )
+    .await;
+    assert_eq!(st, 201, "creating does not open: {body}");
+    let (st, body) = http_request(&server.addr, "GET", "/api/documents/stored", None).await;
+    assert_eq!(st, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("JSON error");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    let h = health(&server).await;
+    assert_eq!(h["open_documents"], 2, "{h}");
+    assert_eq!(h["limits"]["max_open_documents"], 2, "{h}");
+
+    // Everyone leaves "one"; it closes after its idle second, and the
+    // third document is served.
+    one.close().await;
+    one_more.close().await;
+    wait_until(WAIT, "the idle document to close", || async {
+        health(&server).await["open_documents"] == 1
+    })
+    .await;
+    let (mut three, j) = joined(&server.ws_url("three")).await;
+    assert_eq!(j["text"], "");
+    three
+        .send(&json!({"type": "op", "rev": 0, "seq": 1, "op": ["3"]}))
+        .await;
+    assert_eq!(three.recv_type("ack").await["rev"], 1);
+    let (st, _) = http_request(&server.addr, "GET", "/api/documents/stored", None).await;
+    assert_eq!(st, 503, "two documents are open again");
+    assert_eq!(fetch_doc(&server.addr, "three").await, (1, "3".to_owned()));
+}
+
+#[tokio::test]
+async fn a_client_over_its_queued_bytes_is_dropped_and_others_continue() {
+    let dir = tmp();
+    // A message count no test reaches: only the bytes can drop anyone.
+    let server = Server::start(
+        &dir.path().join("t.db"),
+        &[
+            "--outbound-queue",
+            "1000000",
+            "--outbound-queue-bytes",
+            "262144000000",
+            "--max-document-chars",
+            "40000000",
+        ],
+    );
+    let url = server.ws_url("slow-bytes");
+    let (mut writer, _) = joined(&url).await;
+    let (mut slow, _) = joined(&url).await;
+    // `slow` never reads while the writer sends large ops.
+    let chunk = "y".repeat(60_000);
+    let mut len = 0usize;
+    let mut rev = 0u64;
+    for seq in 1..=300u64 {
+        let op = if len == 0 {
+            json!([chunk])
+        } else {
+            json!([len, chunk])
+        };
+        writer
+            .send(&json!({"type": "op", "rev": rev, "seq": seq, "op": op}))
+            .await;
+        let ack = writer.recv_type("ack").await;
+        rev = ack["rev"].as_u64().expect("rev");
+        len += 60_000;
+    }
+    // Now the slow client reads: what it gets ends in a close with 1013.
+    assert_eq!(slow.closed().await, Some(1013));
+    // The writer carries on.
+    writer
+        .send(&json!({"type": "op", "rev": rev, "seq": 301, "op": [len, "!"]}))
+        .await;
+    assert_eq!(writer.recv_type("ack").await["rev"], 301);
+    assert_eq!(fetch_doc(&server.addr, "slow-bytes").await.0, 301);
+}
+
+#[tokio::test]
+async fn a_joined_bigger_than_the_queued_bytes_cap_is_still_sent() {
+    let dir = tmp();
+    let server = Server::start(
+        &dir.path().join("t.db"),
+        &["--outbound-queue-bytes", "65536"],
+    );
+    let big = "z".repeat(200_000);
+    let body = json!({"id": "big", "text": big}).to_string();
+    let (st, _) = http_request(&server.addr, "POST", "/api/documents", Some(&body)).await;
+    assert_eq!(st, 201);
+    let url = server.ws_url("big");
+    // The whole text, three times the cap, in the first frame.
+    let (reader, j) = joined(&url).await;
+    assert_eq!(j["text"].as_str().map(str::len), Some(200_000));
+    let id = j["client"].as_str().expect("id").to_owned();
+    reader.close().await;
+    // A catch-up over the cap, too.
+    let (mut writer, _) = joined(&url).await;
+    let chunk = "w".repeat(50_000);
+    for seq in 1..=3u64 {
+        writer
+            .send(&json!({"type": "op", "rev": seq - 1, "seq": seq, "op": [chunk, 200_000 + 50_000 * (seq - 1)]}))
+            .await;
+        assert_eq!(writer.recv_type("ack").await["rev"], seq);
+    }
+    let mut back = Socket::connect(&url).await;
+    back.send(&json!({"type": "join", "client": id, "rev": 0, "user": null}))
+        .await;
+    let j = back.recv_type("joined").await;
+    assert_eq!(j["ops"].as_array().map(Vec::len), Some(3), "catch-up ops");
+    // And it is served after it.
+    writer
+        .send(&json!({"type": "op", "rev": 3, "seq": 4, "op": ["!", 350_000]}))
+        .await;
+    assert_eq!(writer.recv_type("ack").await["rev"], 4);
+    assert_eq!(back.recv_type("op").await["rev"], 4);
+}

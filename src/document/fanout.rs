@@ -173,7 +173,8 @@ impl Fanout {
     }
 }
 
-/// Sends `s` the news it has not had. False when its queue is full.
+/// Sends `s` the news it has not had. False when its queue is full (in
+/// messages or in bytes).
 fn send_news(
     client: &ClientId,
     s: &mut SessionEntry,
@@ -190,7 +191,8 @@ fn send_news(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::{mpsc, oneshot};
+    use crate::document::{OutboundReceiver, outbound};
+    use tokio::sync::oneshot;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
@@ -216,15 +218,15 @@ mod tests {
         }
     }
 
-    fn join(f: &mut Fanout, id: &str) -> (ClientId, mpsc::Receiver<ByteString>) {
-        let (tx, rx) = mpsc::channel(16);
+    fn join(f: &mut Fanout, id: &str) -> (ClientId, OutboundReceiver) {
+        let (tx, rx) = outbound(16, usize::MAX);
         let (kick, _) = oneshot::channel();
         let client = ClientId::parse(id).expect("id");
         f.insert(client.clone(), SessionEntry::new(1, user(id), tx, kick));
         (client, rx)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<ByteString>) -> Vec<String> {
+    fn drain(rx: &mut OutboundReceiver) -> Vec<String> {
         std::iter::from_fn(|| rx.try_recv().ok().map(|b| b.to_string())).collect()
     }
 

@@ -15,13 +15,16 @@
 //!    shared by all, coalesced per interval on a busy document: see
 //!    `fanout`), then the cursors that came with the ops.
 //!
-//! A session whose outbound queue is full is dropped with close 1013: a slow
-//! reader never slows the task or grows its memory.
+//! A session whose outbound queue is full (in messages or in bytes, see
+//! `outbound`) is dropped with close 1013: a slow reader never slows the
+//! task or grows its memory.
 
 mod fanout;
+mod outbound;
 mod state;
 mod task;
 
+pub use outbound::{Outbound, OutboundReceiver, Queued, TryRecvError, TrySendError, outbound};
 pub use state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
 pub use task::{DocumentInfo, spawn};
 
@@ -30,15 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
-use crate::protocol::{CloseCode, User};
+use crate::protocol::{
+    CatchUpOp, CloseCode, PROTOCOL_VERSION, PeerInfo, ServerMsg, User, WireLimits,
+};
 
 /// Identifies one WebSocket session, so that a late `Leave` from a replaced
 /// session does not remove its successor.
 pub type SessionId = u64;
-
-/// What a session is sent by its document: frames, in order, through a
-/// bounded queue.
-pub type Outbound = mpsc::Sender<ByteString>;
 
 /// How the document tells a session to close (its queue may be full, so
 /// this goes beside it).
@@ -71,6 +72,81 @@ pub struct Joined {
     pub client: ClientId,
     /// The user as the server knows it.
     pub user: User,
+    /// The `joined` message, for the session to render and write before
+    /// anything the document queues for it; taken once written.
+    pub greeting: Option<Greeting>,
+}
+
+/// The parts of a `joined` message. The session serialises it on its own
+/// thread, so the document task never copies the text (a rope clone shares
+/// it) or serialises a long catch-up while other clients wait.
+#[derive(Debug, Clone)]
+pub struct Greeting {
+    /// The client's id.
+    pub client: ClientId,
+    /// The published revision the client is at after this message.
+    pub rev: Revision,
+    /// The document's language.
+    pub language: String,
+    /// `read`, `write` or `admin`.
+    pub permission: &'static str,
+    /// The other sessions, with their cursors at `rev`.
+    pub peers: Vec<(ClientId, User, Option<Selection>)>,
+    /// The text at `rev`, or the ops that bring the client to it.
+    pub body: GreetingBody,
+    /// What the client must keep to.
+    pub limits: WireLimits,
+}
+
+/// The state part of a greeting.
+#[derive(Debug, Clone)]
+pub enum GreetingBody {
+    /// The whole text.
+    Text(ropey::Rope),
+    /// Catch-up ops, in order.
+    Ops(Vec<std::sync::Arc<crate::store::OpRecord>>),
+}
+
+impl Greeting {
+    /// The `joined` frame.
+    pub fn to_frame(&self) -> ByteString {
+        let peers = self
+            .peers
+            .iter()
+            .map(|(client, user, selection)| PeerInfo {
+                client,
+                user,
+                selection: selection.as_ref(),
+            })
+            .collect();
+        let (text, ops) = match &self.body {
+            GreetingBody::Text(rope) => (Some(rope.to_string()), None),
+            GreetingBody::Ops(ops) => (
+                None,
+                Some(
+                    ops.iter()
+                        .map(|o| CatchUpOp {
+                            rev: o.rev,
+                            client: &o.client,
+                            op: &o.op,
+                        })
+                        .collect(),
+                ),
+            ),
+        };
+        ServerMsg::Joined {
+            client: &self.client,
+            rev: self.rev,
+            language: &self.language,
+            permission: self.permission,
+            peers,
+            text,
+            ops,
+            protocol: PROTOCOL_VERSION,
+            limits: self.limits,
+        }
+        .to_frame()
+    }
 }
 
 /// Commands to a document task.

@@ -63,6 +63,10 @@ pub enum Dedupe {
 pub struct StateLimits {
     /// Ops kept in memory once published.
     pub history_window: usize,
+    /// Bytes of published ops kept in memory (whichever of this and
+    /// `history_window` is reached first); older ones are read back from
+    /// the store when needed.
+    pub history_window_bytes: usize,
     /// Largest document.
     pub max_document_chars: usize,
     /// How far behind a base revision may be.
@@ -88,6 +92,27 @@ pub struct Submission {
     pub time_ms: i64,
 }
 
+/// An op (and the cursor sent with it) moved through `past`, ops committed
+/// after its base that the caller read from the store, in order: what
+/// [`DocumentState::submit`] does with the window, for history beyond it,
+/// one page at a time so that no more than a page is held.
+///
+/// # Errors
+///
+/// `bad_op` when the op does not apply where `past` starts.
+pub fn rebase_through(
+    mut op: TextOp,
+    mut selection: Option<Selection>,
+    past: &[OpRecord],
+) -> Result<(TextOp, Option<Selection>), Refusal> {
+    for p in past {
+        let (own, theirs) = op.transform(&p.op)?;
+        selection = selection.map(|s| s.transform(&theirs));
+        op = own;
+    }
+    Ok((op, selection))
+}
+
 /// The sequencer state of one document.
 pub struct DocumentState {
     text: Rope,
@@ -97,6 +122,8 @@ pub struct DocumentState {
     /// Ops in `(head - history.len(), head]`, oldest first. Ops after
     /// `published` are never evicted.
     history: VecDeque<Arc<OpRecord>>,
+    /// [`OpRecord::approx_bytes`] of everything in `history`.
+    history_bytes: usize,
     /// Each client's latest committed seq and the revision it became.
     dedupe: HashMap<ClientId, (Seq, Revision)>,
     /// Cursors of peers, valid at `published`.
@@ -114,11 +141,13 @@ impl DocumentState {
         for op in &recent {
             dedupe.insert(op.client.clone(), (op.seq, op.rev));
         }
+        let history_bytes = recent.iter().map(OpRecord::approx_bytes).sum();
         Self {
             published_text: text.clone(),
             text,
             head: rev,
             published: rev,
+            history_bytes,
             history: recent.into_iter().map(Arc::new).collect(),
             dedupe,
             presence: HashMap::new(),
@@ -153,7 +182,7 @@ impl DocumentState {
     }
 
     /// The revision just before the oldest op held in memory.
-    fn history_base(&self) -> Revision {
+    pub fn history_base(&self) -> Revision {
         Revision(self.head.0 - self.history.len() as u64)
     }
 
@@ -319,6 +348,7 @@ impl DocumentState {
             time_ms: sub.time_ms,
         });
         self.dedupe.insert(sub.client, (sub.seq, self.head));
+        self.history_bytes += record.approx_bytes();
         self.history.push_back(Arc::clone(&record));
         Ok(record)
     }
@@ -423,9 +453,15 @@ impl DocumentState {
         }
         self.published = upto;
         self.published_text = text;
-        let keep = self.limits.history_window + (self.head.0 - self.published.0) as usize;
-        while self.history.len() > keep {
-            self.history.pop_front();
+        let unpublished = (self.head.0 - self.published.0) as usize;
+        let keep = self.limits.history_window + unpublished;
+        while self.history.len() > keep
+            || (self.history_bytes > self.limits.history_window_bytes
+                && self.history.len() > unpublished)
+        {
+            if let Some(op) = self.history.pop_front() {
+                self.history_bytes -= op.approx_bytes();
+            }
         }
         announced
     }
@@ -436,6 +472,7 @@ impl DocumentState {
         let n = (self.head.0 - self.published.0) as usize;
         for _ in 0..n {
             if let Some(op) = self.history.pop_back() {
+                self.history_bytes -= op.approx_bytes();
                 self.op_selections.remove(&op.rev);
             }
         }
@@ -456,6 +493,7 @@ mod tests {
     fn limits() -> StateLimits {
         StateLimits {
             history_window: 4,
+            history_window_bytes: 1 << 20,
             max_document_chars: 1_000,
             max_catchup_revisions: 10,
         }

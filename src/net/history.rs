@@ -371,7 +371,7 @@ async fn restore(
     let target = text_at(store, &id, body.rev).await?;
     let handle = match state.registry.get(&id) {
         Some(h) => h,
-        None => state.registry.open(&id),
+        None => state.registry.open(&id)?,
     };
     let unavailable = || {
         ApiError::new(
@@ -431,8 +431,9 @@ async fn admin_replay(
         }
         _ => None,
     };
+    let live_string = live.as_ref().map(|info| info.text.to_string());
     let (to, live_text) = match &live {
-        Some(info) => (Some(info.rev), Some(info.text.as_str())),
+        Some(info) => (Some(info.rev), live_string.as_deref()),
         None => (to.map(Revision), None),
     };
     let report = crate::replay::replay(store.as_ref(), &id, to, live_text)

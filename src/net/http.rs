@@ -10,16 +10,26 @@ use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
+use super::connections::Connections;
 use crate::document::{Command, DocumentInfo};
 use crate::ids::DocId;
-use crate::registry::Registry;
+use crate::registry::{Registry, TooManyDocuments};
 use crate::store::StoreError;
+
+/// Seconds a client refused because this node is at one of its caps
+/// (connections, open documents) is told to wait (`Retry-After`): long
+/// enough that a crowd of retries does not hammer a full node, short enough
+/// that a place freed by a closing session or an idle document is taken up
+/// soon.
+const CAPACITY_RETRY_AFTER_SECS: u64 = 5;
 
 /// Shared state of the HTTP handlers.
 #[derive(Clone)]
 pub struct AppState {
     /// Open documents.
     pub registry: Arc<Registry>,
+    /// WebSocket connections, against their cap.
+    pub connections: Arc<Connections>,
     /// Turns true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Built web app (`client-js/dist`), if any.
@@ -33,6 +43,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header, if any.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -42,7 +54,21 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the client to retry after `secs` seconds.
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// 503 `unavailable` for a node at one of its caps, with `Retry-After`.
+    fn at_capacity(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+            .retry_after(CAPACITY_RETRY_AFTER_SECS)
     }
 
     fn bad(message: impl Into<String>) -> Self {
@@ -82,6 +108,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<TooManyDocuments> for ApiError {
+    fn from(e: TooManyDocuments) -> Self {
+        Self::at_capacity(e.to_string())
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: &'a str,
@@ -94,7 +126,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(ErrorBody {
+        let mut response = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs.to_string()));
+        }
+        response.json(ErrorBody {
             code: self.code,
             message: &self.message,
         })
@@ -123,6 +159,11 @@ async fn health(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "open_documents": state.registry.open_count(),
+        "connections": state.connections.count(),
+        "limits": {
+            "max_open_documents": state.registry.settings().limits.max_open_documents,
+            "max_connections": state.connections.max(),
+        },
         "store": { "commits": commits, "ops": ops },
     }))
 }
@@ -143,7 +184,7 @@ async fn info(state: &AppState, id: &DocId) -> Result<DocumentInfo, ApiError> {
             if state.registry.store().document(id).await?.is_none() {
                 return Err(StoreError::NotFound.into());
             }
-            state.registry.open(id)
+            state.registry.open(id)?
         }
     };
     let (tx, rx) = oneshot::channel();
@@ -171,7 +212,7 @@ async fn get_document(
         id: id.to_string(),
         rev: info.rev.0,
         language: info.language,
-        text: info.text,
+        text: info.text.to_string(),
     }))
 }
 
@@ -270,19 +311,32 @@ async fn websocket(
         )
         .into());
     }
+    // Counted from before the upgrade to the end of the session, however
+    // it ends: the guard goes with the session's task.
+    let Some(guard) = state.connections.try_acquire() else {
+        return Err(ApiError::at_capacity(format!(
+            "too many connections to this server (the limit is {}); try again later",
+            state.connections.max()
+        ))
+        .into());
+    };
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let max = state.registry.settings().limits.max_message_bytes;
     let stream = stream
         .max_frame_size(max)
         .aggregate_continuations()
         .max_continuation_size(max);
-    actix_web::rt::spawn(super::session::run(
+    let session = super::session::run(
         Arc::clone(&state.registry),
         id,
         session,
         stream,
         state.shutdown.clone(),
-    ));
+    );
+    actix_web::rt::spawn(async move {
+        let _counted = guard;
+        session.await;
+    });
     Ok(response)
 }
 

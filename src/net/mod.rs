@@ -1,6 +1,7 @@
 //! The network edge: the HTTP server with the WebSocket sessions and the
 //! REST API, and the graceful shutdown that ties them to the documents.
 
+pub mod connections;
 pub mod history;
 pub mod http;
 pub mod session;
@@ -48,8 +49,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = Registry::new(config.store, Arc::new(config.settings), stop_rx.clone());
+    let connections = connections::Connections::new(registry.settings().limits.max_connections);
     let state = http::AppState {
         registry: Arc::clone(&registry),
+        connections,
         shutdown: stop_rx,
         static_dir: config.static_dir,
     };

@@ -13,12 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, Session};
 use bytestring::ByteString;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, interval, sleep_until, timeout};
 use tracing::debug;
 
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
-use crate::document::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
+use crate::document::{
+    Command, DocumentHandle, JoinRequest, Joined, Outbound, OutboundReceiver, Queued, SessionId,
+    outbound,
+};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{
@@ -77,7 +80,7 @@ struct Attached {
 
 enum Event {
     Incoming(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
-    Outgoing(Option<ByteString>),
+    Outgoing(Option<Queued>),
     Kicked(CloseCode),
     Tick,
     Shutdown,
@@ -104,7 +107,7 @@ pub async fn run(
     let limits = &settings.limits;
     let timing = &settings.timing;
     let session: SessionId = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, mut out_rx) = mpsc::channel::<ByteString>(limits.outbound_queue);
+    let (out_tx, mut out_rx) = outbound(limits.outbound_queue, limits.outbound_queue_bytes);
     let mut attached: Option<Attached> = None;
     let mut rate = RateLimit::new(limits.rate_limit_per_sec, limits.rate_limit_burst);
     let mut errors: u32 = 0;
@@ -225,6 +228,18 @@ pub async fn run(
                         .await
                     }
                 };
+                // A join's answer goes first, before anything the document
+                // queued for the session (it is only read from now on).
+                let greeting = attached
+                    .as_mut()
+                    .and_then(|a| a.joined.greeting.take())
+                    .map(|g| g.to_frame());
+                if let Some(frame) = greeting
+                    && let Some(end) =
+                        write_burst(&mut ws, vec![frame], &mut attached, timing).await
+                {
+                    break end;
+                }
                 match outcome {
                     Ok(()) => errors = 0,
                     Err((code, message, seq)) => {
@@ -330,7 +345,7 @@ pub async fn run(
         // not read gets only a bounded wait.
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
             while let Ok(f) = out_rx.try_recv() {
-                if ws.text(f).await.is_err() {
+                if ws.text(f.frame()).await.is_err() {
                     return;
                 }
             }
@@ -368,13 +383,13 @@ fn is_too_big(e: &actix_ws::ProtocolError) -> bool {
 /// session must end, if it must (see [`write_burst`]).
 async fn answer(
     ws: &mut Session,
-    out_rx: &mut mpsc::Receiver<ByteString>,
+    out_rx: &mut OutboundReceiver,
     attached: &mut Option<Attached>,
     timing: &config::Timing,
     frame: ByteString,
 ) -> Option<End> {
-    let mut burst: Vec<ByteString> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
-    burst.push(frame);
+    let mut burst: Vec<Queued> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
+    burst.push(frame.into());
     write_burst(ws, burst, attached, timing).await
 }
 
@@ -384,14 +399,16 @@ async fn answer(
 /// reading) must not hide a kick from the document, so the two race; a
 /// frame that can be written is written before a kick is looked at, so the
 /// error that explains the kick is not dropped. Returns why the session
-/// must end, if it must.
+/// must end, if it must. Each frame's bytes count against the session's
+/// queue until it is written (dropped here).
 async fn write_burst(
     ws: &mut Session,
-    burst: Vec<ByteString>,
+    burst: Vec<impl Into<Queued>>,
     attached: &mut Option<Attached>,
     timing: &config::Timing,
 ) -> Option<End> {
     for f in burst {
+        let f: Queued = f.into();
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
@@ -400,7 +417,7 @@ async fn write_burst(
         };
         tokio::select! {
             biased;
-            r = timeout(timing.client_idle_timeout, ws.text(f)) => {
+            r = timeout(timing.client_idle_timeout, ws.text(f.frame())) => {
                 if !matches!(r, Ok(Ok(()))) {
                     return Some(End::Gone);
                 }
@@ -424,7 +441,7 @@ async fn handle_message(
     doc: &DocId,
     session: SessionId,
     attached: &mut Option<Attached>,
-    out_tx: &mpsc::Sender<ByteString>,
+    out_tx: &Outbound,
     op_limits: &OpLimits,
     presence: &mut Option<(Revision, Option<Selection>)>,
 ) -> Result<(), Refused> {
@@ -444,7 +461,11 @@ async fn handle_message(
             let permission = "write";
             let mut last = refused(ErrorCode::Unavailable, "document unavailable");
             for _ in 0..OPEN_ATTEMPTS {
-                let handle = registry.open(doc);
+                // A node at its cap of open documents refuses at once (the
+                // session then closes 1013); an open document is served.
+                let handle = registry
+                    .open(doc)
+                    .map_err(|e| refused(ErrorCode::Unavailable, e.to_string()))?;
                 let (kick_tx, kick_rx) = oneshot::channel();
                 let (reply_tx, reply_rx) = oneshot::channel();
                 let req = JoinRequest {

@@ -136,6 +136,21 @@ impl TextOp {
         })
     }
 
+    /// About how many bytes the op takes in memory: its inserted text plus
+    /// a word or two per component. What byte limits count.
+    pub fn approx_bytes(&self) -> usize {
+        let inserted: usize = self
+            .0
+            .ops()
+            .iter()
+            .map(|op| match op {
+                Operation::Insert(s) => s.len(),
+                _ => 0,
+            })
+            .sum();
+        inserted + 24 * self.0.ops().len() + 48
+    }
+
     /// Number of components.
     pub fn len(&self) -> usize {
         self.0.ops().len()

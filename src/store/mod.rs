@@ -96,6 +96,14 @@ pub struct OpRecord {
     pub time_ms: i64,
 }
 
+impl OpRecord {
+    /// About how many bytes the record takes in memory (see
+    /// [`TextOp::approx_bytes`](crate::ot::TextOp::approx_bytes)).
+    pub fn approx_bytes(&self) -> usize {
+        self.op.approx_bytes() + self.client.as_str().len() + self.author.len() + 64
+    }
+}
+
 /// The text of a document at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

@@ -32,13 +32,13 @@ use rand::{Rng, SeedableRng};
 use ropey::Rope;
 use serde_json::Value;
 use tandem::config::Settings;
-use tandem::document::{Command, JoinRequest};
+use tandem::document::{Command, JoinRequest, outbound};
 use tandem::ids::{Revision, Seq};
 use tandem::ot::{Component, TextOp};
 use tandem::registry::Registry;
 use tandem::store::sqlite::{Fdatasync, SqliteStore, WalSync};
 use tandem::store::{AppendBatch, OpRecord, SharedStore};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::store_conformance::{client, doc};
@@ -495,8 +495,10 @@ async fn edit(
     clock: &Clock,
     answers: &Answers,
 ) {
-    let handle = registry.open(&doc(name));
-    let (outbound, mut frames) = mpsc::channel(8_192);
+    let handle = registry
+        .open(&doc(name))
+        .expect("under the open-document cap");
+    let (outbound, mut frames) = outbound(8_192, usize::MAX);
     let (kick, _kicked) = oneshot::channel();
     let (reply, joined) = oneshot::channel();
     handle

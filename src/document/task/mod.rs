@@ -2,6 +2,7 @@
 //! store, and fans out to sessions. See the module doc of `document` for the
 //! order of an op's life.
 
+mod aside;
 mod commit;
 
 use std::collections::{HashMap, VecDeque};
@@ -13,17 +14,15 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
+use self::aside::Done;
 use self::commit::{Flushing, InFlight};
 use super::fanout::{Fanout, SessionEntry};
 use super::state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
-use super::{Command, DocumentHandle, JoinRequest, Joined, SessionId};
+use super::{Command, DocumentHandle, Greeting, GreetingBody, JoinRequest, Joined, SessionId};
 use crate::config::{DOCUMENT_QUEUE, Settings};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
-use crate::protocol::{
-    CatchUpOp, CloseCode, ErrorCode, PROTOCOL_VERSION, PeerInfo, ServerMsg, User, WireLimits,
-    error_frame,
-};
+use crate::protocol::{CloseCode, ErrorCode, ServerMsg, User, WireLimits, error_frame};
 use crate::store::{Durable, OpRecord, SharedStore, StoreError, now_ms};
 
 /// Language of a document created by opening it.
@@ -36,14 +35,16 @@ pub struct DocumentInfo {
     pub rev: Revision,
     /// Language.
     pub language: String,
-    /// Text at `rev`.
-    pub text: String,
+    /// Text at `rev` (a rope shares the document's: the caller, not the
+    /// task, pays for turning it into a string).
+    pub text: Rope,
 }
 
 enum Event {
     Written(Result<Durable, StoreError>),
     Flushed(Result<(), StoreError>),
     Command(Command),
+    Done(Done),
     Shutdown,
     Idle,
     Burst,
@@ -146,6 +147,14 @@ struct Task {
     /// reconnected since is acked only once: to the session that asked, or
     /// by the resend's answer, or through the new session's catch-up.
     acks_due: HashMap<Revision, SessionId>,
+    /// Sessions waiting for work done beside the loop, with the commands
+    /// they sent meanwhile (see `aside`).
+    parked: HashMap<SessionId, VecDeque<Command>>,
+    /// Results of that work come back here.
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Language writes take turns on this, so they land in the order asked.
+    language_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -171,21 +180,47 @@ impl Task {
             .snapshot_at_or_before(&id, meta.rev)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("document {id} has no snapshot")))?;
-        let ops = store.ops(&id, snapshot.rev, meta.rev, usize::MAX).await?;
-        let mut text = Rope::from_str(&snapshot.text);
-        for op in &ops {
-            op.op
-                .apply(&mut text, usize::MAX)
-                .map_err(|e| StoreError::Corrupt(format!("op {} of {id}: {e}", op.rev)))?;
-        }
+        // Replayed a page at a time, keeping only the tail that fits the
+        // window, so a log of huge ops is never all in memory at once.
         let limits = &settings.limits;
-        let keep = ops.len().saturating_sub(limits.history_window);
+        let mut text = Rope::from_str(&snapshot.text);
+        let mut recent: VecDeque<OpRecord> = VecDeque::new();
+        let mut recent_bytes = 0usize;
+        let mut at = snapshot.rev;
+        while at < meta.rev {
+            let page = store
+                .ops(&id, at, meta.rev, crate::config::STORE_PAGE_OPS)
+                .await?;
+            if page.is_empty() {
+                return Err(StoreError::Corrupt(format!("{id} has no op {}", at.next())));
+            }
+            for op in page {
+                if op.rev != at.next() {
+                    return Err(StoreError::Corrupt(format!("{id} has no op {}", at.next())));
+                }
+                op.op
+                    .apply(&mut text, usize::MAX)
+                    .map_err(|e| StoreError::Corrupt(format!("op {} of {id}: {e}", op.rev)))?;
+                at = op.rev;
+                recent_bytes += op.approx_bytes();
+                recent.push_back(op);
+                while recent.len() > limits.history_window
+                    || (recent_bytes > limits.history_window_bytes && !recent.is_empty())
+                {
+                    if let Some(old) = recent.pop_front() {
+                        recent_bytes -= old.approx_bytes();
+                    }
+                }
+            }
+        }
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let state = DocumentState::new(
             text,
             meta.rev,
-            ops.into_iter().skip(keep).collect(),
+            recent.into(),
             StateLimits {
                 history_window: limits.history_window,
+                history_window_bytes: limits.history_window_bytes,
                 max_document_chars: limits.max_document_chars,
                 max_catchup_revisions: limits.max_catchup_revisions,
             },
@@ -206,6 +241,10 @@ impl Task {
             closing: false,
             restores: Vec::new(),
             acks_due: HashMap::new(),
+            parked: HashMap::new(),
+            done_tx,
+            done_rx,
+            language_writes: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -223,7 +262,7 @@ impl Task {
             }
             let idle_at = self
                 .idle_since
-                .filter(|_| settled)
+                .filter(|_| settled && self.parked.is_empty())
                 .map(|t| t + self.settings.timing.document_idle_close);
             let flight = &mut self.in_flight;
             let written = async move {
@@ -240,6 +279,7 @@ impl Task {
                 }
             };
             let burst_at = self.fanout.due();
+            let done_rx = &mut self.done_rx;
             let shutdown = &mut self.shutdown;
             let closing = self.closing;
             let event = tokio::select! {
@@ -249,6 +289,7 @@ impl Task {
                 result = written => Event::Written(result),
                 // Held news must not wait behind a busy command queue.
                 () = sleep_until(burst_at.unwrap_or_else(Instant::now)), if burst_at.is_some() => Event::Burst,
+                Some(done) = done_rx.recv() => Event::Done(done),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Event::Command(cmd),
                     None => Event::Stop,
@@ -269,7 +310,8 @@ impl Task {
                         break;
                     }
                 }
-                Event::Command(cmd) => self.handle(cmd).await,
+                Event::Command(cmd) => self.handle(cmd),
+                Event::Done(done) => self.on_done(done),
                 Event::Shutdown => {
                     self.closing = true;
                     self.kick_all(CloseCode::GoingAway);
@@ -296,12 +338,12 @@ impl Task {
         debug!(document = %self.id, rev = %rev, "closed");
     }
 
-    async fn handle(&mut self, cmd: Command) {
+    fn handle(&mut self, cmd: Command) {
+        let Some(cmd) = self.queue_if_parked(cmd) else {
+            return;
+        };
         match cmd {
-            Command::Join { req, reply } => {
-                let result = self.join(req).await;
-                let _ = reply.send(result);
-            }
+            Command::Join { req, reply } => self.join(req, reply),
             Command::Op {
                 session,
                 client,
@@ -309,7 +351,7 @@ impl Task {
                 seq,
                 op,
                 selection,
-            } => self.op(session, client, rev, seq, op, selection).await,
+            } => self.op(session, client, rev, seq, op, selection),
             Command::Presence {
                 session,
                 client,
@@ -320,32 +362,46 @@ impl Task {
                 session,
                 client,
                 language,
-            } => self.set_language(session, &client, language).await,
+            } => self.set_language(session, client, language),
             Command::Leave { session, client } => self.leave(session, &client),
             Command::Info { reply } => {
                 let _ = reply.send(super::DocumentInfo {
                     rev: self.state.published(),
                     language: self.language.clone(),
-                    text: self.state.published_text().to_string(),
+                    text: self.state.published_text().clone(),
                 });
             }
             Command::Restore {
                 target,
                 author,
                 reply,
-            } => self.restore(&target, author, reply),
+            } => {
+                if self.closing {
+                    let _ = reply.send(Err(Refusal::new(
+                        ErrorCode::Unavailable,
+                        "document closing; retry",
+                    )));
+                    return;
+                }
+                self.restore_aside(target, author, reply);
+            }
             #[cfg(test)]
             Command::Crash => panic!("test hook: document task crash"),
         }
     }
 
-    /// Sequences one op that turns the published text into `target`, as a
-    /// client's op from a one-off client based on the published revision;
-    /// `reply` is answered when it is published. Ops sequenced but not yet
-    /// published are concurrent with it and are transformed like any
-    /// client's (they stay); with none, the result is exactly `target`.
-    /// The diff is bounded in time by `history::DIFF_DEADLINE`.
-    fn restore(&mut self, target: &str, author: String, reply: RestoreReply) {
+    /// Sequences the op a restore's diff made (against the text at `base`),
+    /// as a client's op from a one-off client; `reply` is answered when it
+    /// is published. Ops sequenced since `base` are concurrent with it and
+    /// are transformed like any client's (they stay); with none, the result
+    /// is exactly the restored text.
+    fn sequence_restore(
+        &mut self,
+        base: Revision,
+        op: TextOp,
+        author: String,
+        reply: RestoreReply,
+    ) {
         if self.closing {
             let _ = reply.send(Err(Refusal::new(
                 ErrorCode::Unavailable,
@@ -353,13 +409,19 @@ impl Task {
             )));
             return;
         }
-        let current = self.state.published_text().to_string();
+        if !matches!(self.state.older_needed(base), Ok(None)) {
+            let _ = reply.send(Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the document changed too much during the restore; retry",
+            )));
+            return;
+        }
         let sub = Submission {
             client: ClientId::random(),
             seq: Seq(1),
             author,
-            base: self.state.published(),
-            op: crate::history::diff_op(&current, target),
+            base,
+            op,
             selection: None,
             time_ms: now_ms(),
         };
@@ -371,16 +433,35 @@ impl Task {
         }
     }
 
-    async fn join(&mut self, req: JoinRequest) -> Result<Joined, Refusal> {
+    /// A join: at once when everything it needs is in memory, otherwise
+    /// after the store reads it needs, made beside the loop.
+    fn join(&mut self, req: JoinRequest, reply: oneshot::Sender<Result<Joined, Refusal>>) {
+        if let Err(r) = self.may_join(req.client.as_ref()) {
+            let _ = reply.send(Err(r));
+            return;
+        }
+        if let Some(client) = req.client.clone() {
+            let need_last_seq = !self.state.knows(&client);
+            let older = req
+                .rev
+                .and_then(|rev| self.state.older_needed(rev).ok().flatten());
+            if need_last_seq || older.is_some() {
+                self.read_for_join(req, reply, client, need_last_seq, older);
+                return;
+            }
+        }
+        let result = self.finish_join(req, None, None);
+        let _ = reply.send(result);
+    }
+
+    fn may_join(&self, client: Option<&ClientId>) -> Result<(), Refusal> {
         if self.closing {
             return Err(Refusal::new(
                 ErrorCode::Unavailable,
                 "server is shutting down",
             ));
         }
-        let resuming = req.client.is_some();
-        let client = req.client.unwrap_or_else(ClientId::random);
-        if !self.fanout.contains(&client)
+        if client.is_none_or(|c| !self.fanout.contains(c))
             && self.fanout.len() >= self.settings.limits.max_clients_per_document
         {
             return Err(Refusal::new(
@@ -388,15 +469,29 @@ impl Task {
                 "document has too many clients",
             ));
         }
-        if resuming && !self.state.knows(&client) {
-            match self.store.last_seq(&self.id, &client).await {
-                Ok(Some((seq, rev))) => self.state.remember(&client, seq, rev),
-                Ok(None) => {}
-                Err(e) => return Err(self.store_refusal(&e)),
-            }
+        Ok(())
+    }
+
+    /// Completes a join with what the store said (`last_seq`: the resuming
+    /// client's latest committed op, if it was read; `older`: catch-up ops
+    /// read from the store). The greeting it returns is rendered by the
+    /// session, so the text is never copied here.
+    fn finish_join(
+        &mut self,
+        req: JoinRequest,
+        last_seq: Option<Result<Option<(Seq, Revision)>, StoreError>>,
+        older: Option<(Revision, Vec<Arc<OpRecord>>)>,
+    ) -> Result<Joined, Refusal> {
+        self.may_join(req.client.as_ref())?;
+        let resuming = req.client.is_some();
+        let client = req.client.unwrap_or_else(ClientId::random);
+        match last_seq {
+            Some(Ok(Some((seq, rev)))) => self.state.remember(&client, seq, rev),
+            Some(Err(e)) => return Err(self.store_refusal(&e)),
+            Some(Ok(None)) | None => {}
         }
         let catch_up = match req.rev {
-            Some(rev) if resuming => self.catch_up(rev).await,
+            Some(rev) if resuming => self.catch_up(rev, older),
             _ => None,
         };
         let color = if req.user_color.is_empty() {
@@ -410,46 +505,24 @@ impl Task {
             color,
         };
         let published = self.state.published();
-        let frame = {
-            let peers = self
+        let greeting = Greeting {
+            client: client.clone(),
+            rev: published,
+            language: self.language.clone(),
+            permission: req.permission,
+            peers: self
                 .fanout
                 .iter()
                 .filter(|(c, _)| **c != client)
-                .map(|(c, s)| PeerInfo {
-                    client: c,
-                    user: &s.user,
-                    selection: self.state.presence(c),
-                })
-                .collect();
-            let (text, ops) = match &catch_up {
-                Some(ops) => (
-                    None,
-                    Some(
-                        ops.iter()
-                            .map(|o| CatchUpOp {
-                                rev: o.rev,
-                                client: &o.client,
-                                op: &o.op,
-                            })
-                            .collect(),
-                    ),
-                ),
-                None => (Some(self.state.published_text().to_string()), None),
-            };
-            ServerMsg::Joined {
-                client: &client,
-                rev: published,
-                language: &self.language,
-                permission: req.permission,
-                peers,
-                text,
-                ops,
-                protocol: PROTOCOL_VERSION,
-                limits: WireLimits::from(&self.settings.limits),
-            }
-            .to_frame()
+                .map(|(c, s)| (c.clone(), s.user.clone(), self.state.presence(c).cloned()))
+                .collect(),
+            body: match catch_up {
+                Some(ops) => GreetingBody::Ops(ops),
+                None => GreetingBody::Text(self.state.published_text().clone()),
+            },
+            limits: WireLimits::from(&self.settings.limits),
         };
-        if req.outbound.try_send(frame).is_err() {
+        if req.outbound.is_closed() {
             return Err(Refusal::new(ErrorCode::Unavailable, "session closed"));
         }
         if resuming {
@@ -489,31 +562,32 @@ impl Task {
             }
         }
         self.idle_since = None;
-        Ok(Joined { client, user })
+        Ok(Joined {
+            client,
+            user,
+            greeting: Some(greeting),
+        })
     }
 
     /// The ops from `rev` to the published revision, or `None` when they
-    /// cannot be served (then the client gets the full text). Takes `&mut
-    /// self` only so the task future stays `Send` (the in-flight append
-    /// future is not `Sync`, so `&Task` cannot be held across an await).
-    async fn catch_up(&mut self, rev: Revision) -> Option<Vec<Arc<OpRecord>>> {
+    /// cannot be served (then the client gets the full text): from memory,
+    /// after `older` (read from the store up to its revision) if given.
+    fn catch_up(
+        &self,
+        rev: Revision,
+        older: Option<(Revision, Vec<Arc<OpRecord>>)>,
+    ) -> Option<Vec<Arc<OpRecord>>> {
         let published = self.state.published();
-        match self.state.older_needed(rev) {
-            Ok(None) => self.state.ops_between(rev, published),
-            Ok(Some((after, upto))) => {
-                let older = self
-                    .store
-                    .ops(&self.id, after, upto, usize::MAX)
-                    .await
-                    .ok()?;
-                if older.len() as u64 != upto.0 - after.0 {
-                    return None;
-                }
-                let mut all: Vec<Arc<OpRecord>> = older.into_iter().map(Arc::new).collect();
-                all.extend(self.state.ops_between(upto, published)?);
-                Some(all)
+        match older {
+            Some((upto, mut ops)) => {
+                // The window may have moved on while the store was read.
+                ops.extend(self.state.ops_between(upto, published)?);
+                Some(ops)
             }
-            Err(_) => None,
+            None => match self.state.older_needed(rev) {
+                Ok(None) => self.state.ops_between(rev, published),
+                _ => None,
+            },
         }
     }
 
@@ -549,8 +623,9 @@ impl Task {
         self.send_to(client, error_frame(refusal.code, &refusal.message, seq));
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn op(
+    /// An op from a session: answered at once when it is a resend, else
+    /// sequenced (see [`Self::sequence`]).
+    fn op(
         &mut self,
         session: SessionId,
         client: ClientId,
@@ -571,7 +646,7 @@ impl Task {
                 // Resent: ack now if durable, else the publish will ack it
                 // (to this session, not the one that first sent it). A
                 // resumed session may have been acked at the publish already
-                // (see `join`): then the resend needs no answer.
+                // (see `finish_join`): then the resend needs no answer.
                 let acked = self
                     .fanout
                     .get(&client)
@@ -582,42 +657,40 @@ impl Task {
                 } else if !acked && !self.ack(&client, seq, committed) {
                     self.drop_slow(vec![client.clone()]);
                 }
-                return;
             }
-            Dedupe::Older => {
-                match self.store.find_op(&self.id, &client, seq).await {
-                    Ok(Some(committed)) => {
-                        if !self.ack(&client, seq, committed) {
-                            self.drop_slow(vec![client.clone()]);
-                        }
-                    }
-                    Ok(None) => self.refuse(
-                        &client,
-                        &Refusal::new(ErrorCode::BadMessage, "seq is lower than one already used"),
-                        Some(seq),
-                    ),
-                    Err(e) => {
-                        let r = self.store_refusal(&e);
-                        self.refuse(&client, &r, Some(seq));
-                    }
-                }
-                return;
-            }
-            Dedupe::New => {}
+            // Older than what is in memory: the store knows.
+            Dedupe::Older => self.find_aside(session, client, seq),
+            Dedupe::New => self.sequence(session, client, rev, seq, op, selection),
         }
-        let older = match self.state.older_needed(rev) {
-            Ok(None) => Vec::new(),
-            Ok(Some((after, upto))) => {
-                match self.store.ops(&self.id, after, upto, usize::MAX).await {
-                    Ok(ops) => ops,
-                    Err(e) => {
-                        let r = self.store_refusal(&e);
-                        return self.refuse(&client, &r, Some(seq));
-                    }
+    }
+
+    /// Transforms a new op to the head, applies it and gives it the next
+    /// revision; its ack waits for the store. An op based before the window
+    /// is first moved through the store's ops beside the loop, then comes
+    /// back here through `op` (its dedupe checked again).
+    fn sequence(
+        &mut self,
+        session: SessionId,
+        client: ClientId,
+        rev: Revision,
+        seq: Seq,
+        op: TextOp,
+        selection: Option<Selection>,
+    ) {
+        match self.state.older_needed(rev) {
+            Ok(None) => {}
+            Ok(Some(range)) => {
+                if let Some(sel) = &selection
+                    && !sel.fits(op.target_len())
+                {
+                    let r =
+                        Refusal::new(ErrorCode::BadMessage, "selection is outside the document");
+                    return self.refuse(&client, &r, Some(seq));
                 }
+                return self.rebase_aside(session, client, seq, range, op, selection);
             }
             Err(r) => return self.refuse(&client, &r, Some(seq)),
-        };
+        }
         let author = self
             .fanout
             .get(&client)
@@ -632,7 +705,7 @@ impl Task {
             selection,
             time_ms: now_ms(),
         };
-        match self.state.submit(sub, &older) {
+        match self.state.submit(sub, &[]) {
             Ok(record) => {
                 self.acks_due.insert(record.rev, session);
             }
@@ -665,11 +738,26 @@ impl Task {
         }
     }
 
-    async fn set_language(&mut self, session: SessionId, client: &ClientId, language: String) {
-        if self.fanout.get(client).is_none_or(|s| s.session != session) {
+    fn set_language(&mut self, session: SessionId, client: ClientId, language: String) {
+        if self
+            .fanout
+            .get(&client)
+            .is_none_or(|s| s.session != session)
+        {
             return;
         }
-        if let Err(e) = self.store.set_language(&self.id, &language).await {
+        self.language_aside(session, client, language);
+    }
+
+    /// A language write came back: on success everyone else is told.
+    fn language_written(
+        &mut self,
+        _session: SessionId,
+        client: &ClientId,
+        language: String,
+        result: Result<(), StoreError>,
+    ) {
+        if let Err(e) = result {
             let r = self.store_refusal(&e);
             return self.refuse(client, &r, None);
         }
