@@ -919,7 +919,7 @@ async fn a_client_over_its_queued_bytes_is_dropped_and_others_continue() {
             "--outbound-queue",
             "1000000",
             "--outbound-queue-bytes",
-            "262144000000",
+            "262144",
             "--max-document-chars",
             "40000000",
         ],
