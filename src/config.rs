@@ -46,11 +46,12 @@ pub const OUTBOUND_QUEUE: usize = 4_096;
 /// [`OUTBOUND_QUEUE`] (close 1013; it resumes). The message count alone does
 /// not bound memory: 4,096 frames of 1 MiB pastes would be 4 GiB for one
 /// reader that stopped. A keystroke frame is ~100 bytes, so 4,096 of them
-/// are under 0.5 MiB and typing never comes near this; 16 MiB is room for a
-/// `joined` with the largest document (8 Mi characters, mostly one byte
-/// each) and as much again of news while it is written. A frame into an
-/// empty queue is always taken, however big, so a `joined` is never refused
-/// for its own size.
+/// are under 0.5 MiB and typing never comes near this. 16 MiB is twice the
+/// largest document (8 Mi characters, mostly one byte each): room for the
+/// news that arrives while a `joined` of that size is written (the session
+/// writes it before reading its queue), and for a burst of 1 MiB pastes
+/// between two writes. A frame into an empty queue is always taken, however
+/// big, so no frame is ever refused for its own size.
 pub const OUTBOUND_QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Open documents on this node at once. A join or REST call that would open
 /// one more is refused with `unavailable` (close 1013, HTTP 503) until one

@@ -9,9 +9,10 @@
 //! A frame that would take the count over the cap is refused exactly as a
 //! full channel is ([`TrySendError::Full`]), so the document drops that
 //! session with 1013 as it drops any slow reader. A frame into an empty
-//! queue is always taken, however big: the first frame of a session is its
-//! `joined`, which can hold a whole document, and must never be refused
-//! because of its own size.
+//! queue is always taken, however big, so no frame is refused because of
+//! its own size (one op near the message limit, to a session whose cap is
+//! smaller). The `joined`, which can hold a whole document, does not come
+//! through here: the session writes it before it reads this queue.
 
 use std::ops::Deref;
 use std::sync::Arc;
