@@ -20,6 +20,7 @@ fn bench_sequencer(c: &mut Criterion) {
         history_window_bytes: tandem::config::HISTORY_WINDOW_BYTES,
         max_document_chars: usize::MAX / 2,
         max_catchup_revisions: 10_000,
+        max_dedupe_clients: tandem::config::MAX_DEDUPE_CLIENTS,
     };
     let initial: String = "fn main() {}\n".chars().cycle().take(100_000).collect();
     let mut state = DocumentState::new(Rope::from_str(&initial), Revision(0), vec![], limits);

@@ -32,6 +32,11 @@ pub const MAX_CATCHUP_BYTES: usize = 16 * 1024 * 1024;
 /// Ops read from the store per page (catch-up, rebasing an old op, opening
 /// a document), so a read holds at most this many ops at once.
 pub const STORE_PAGE_OPS: usize = 64;
+/// Clients each document remembers the latest `(seq, revision)` of, for
+/// answering resends without the store: ~150 bytes each, so at most a few
+/// MB. Past this, those whose latest op is older than the history window
+/// are forgotten, and a resend from one is looked up in the store.
+pub const MAX_DEDUPE_CLIENTS: usize = 20_000;
 /// How far behind (in revisions) a client may be and still resume or have its
 /// op transformed; beyond this it gets `unknown_rev` and reloads, since
 /// transforming through more history would cost more than a fresh load.

@@ -56,6 +56,11 @@ pub enum Dedupe {
     Seen(Revision),
     /// Older than the client's latest op and not in memory: ask the store.
     Older,
+    /// A client not in memory whose op is based before what the dedupe
+    /// memory still covers: it may have been forgotten (see
+    /// [`StateLimits::max_dedupe_clients`]), so ask the store; if the store
+    /// has no such op, it is new.
+    Unknown,
 }
 
 /// Limits the state enforces.
@@ -71,6 +76,9 @@ pub struct StateLimits {
     pub max_document_chars: usize,
     /// How far behind a base revision may be.
     pub max_catchup_revisions: u64,
+    /// Clients whose latest `(seq, rev)` is remembered; past this, those
+    /// whose latest op is older than the window are forgotten.
+    pub max_dedupe_clients: usize,
 }
 
 /// An op to sequence.
@@ -126,6 +134,10 @@ pub struct DocumentState {
     history_bytes: usize,
     /// Each client's latest committed seq and the revision it became.
     dedupe: HashMap<ClientId, (Seq, Revision)>,
+    /// Every client forgotten by the dedupe memory had its latest op before
+    /// this revision, so an unknown client's op based at or after it is
+    /// new, and one based before it is looked up in the store.
+    dedupe_floor: Revision,
     /// Cursors of peers, valid at `published`.
     presence: HashMap<ClientId, Selection>,
     /// Cursors sent with unpublished ops, valid at that op's revision.
@@ -150,6 +162,7 @@ impl DocumentState {
             history_bytes,
             history: recent.into_iter().map(Arc::new).collect(),
             dedupe,
+            dedupe_floor: Revision(0),
             presence: HashMap::new(),
             op_selections: HashMap::new(),
             limits,
@@ -186,9 +199,11 @@ impl DocumentState {
         Revision(self.head.0 - self.history.len() as u64)
     }
 
-    /// Checks a client's `(client, seq)` against what is committed.
-    pub fn dedupe(&self, client: &ClientId, seq: Seq) -> Dedupe {
+    /// Checks a client's `(client, seq)`, sent based on `base`, against
+    /// what is committed.
+    pub fn dedupe(&self, client: &ClientId, seq: Seq, base: Revision) -> Dedupe {
         match self.dedupe.get(client) {
+            None if base < self.dedupe_floor => Dedupe::Unknown,
             None => Dedupe::New,
             Some((last, _)) if seq > *last => Dedupe::New,
             Some((last, rev)) if seq == *last => Dedupe::Seen(*rev),
@@ -348,6 +363,13 @@ impl DocumentState {
             time_ms: sub.time_ms,
         });
         self.dedupe.insert(sub.client, (sub.seq, self.head));
+        if self.dedupe.len() > self.limits.max_dedupe_clients {
+            // A resend is based before the op it resends, so the floor
+            // below sends any resend of a forgotten client's op to the store.
+            let floor = self.history_base();
+            self.dedupe.retain(|_, (_, rev)| *rev >= floor);
+            self.dedupe_floor = self.dedupe_floor.max(floor);
+        }
         self.history_bytes += record.approx_bytes();
         self.history.push_back(Arc::clone(&record));
         Ok(record)
@@ -494,6 +516,7 @@ mod tests {
         StateLimits {
             history_window: 4,
             history_window_bytes: 1 << 20,
+            max_dedupe_clients: 1_000,
             max_document_chars: 1_000,
             max_catchup_revisions: 10,
         }
@@ -555,7 +578,7 @@ mod tests {
             (s.head(), s.head_text().to_string()),
             (Revision(0), "abc".into())
         );
-        assert_eq!(s.dedupe(&client("a"), Seq(1)), Dedupe::New);
+        assert_eq!(s.dedupe(&client("a"), Seq(1), Revision(0)), Dedupe::New);
     }
 
     #[test]
@@ -564,10 +587,43 @@ mod tests {
         s.submit(sub("a", 1, 0, insert(0, 0, "x")), &[]).expect("1");
         publish_all(&mut s);
         s.submit(sub("a", 2, 1, insert(1, 1, "y")), &[]).expect("2");
-        assert_eq!(s.dedupe(&client("a"), Seq(2)), Dedupe::Seen(Revision(2)));
-        assert_eq!(s.dedupe(&client("a"), Seq(1)), Dedupe::Seen(Revision(1)));
-        assert_eq!(s.dedupe(&client("a"), Seq(3)), Dedupe::New);
-        assert_eq!(s.dedupe(&client("b"), Seq(1)), Dedupe::New);
+        assert_eq!(
+            s.dedupe(&client("a"), Seq(2), Revision(0)),
+            Dedupe::Seen(Revision(2))
+        );
+        assert_eq!(
+            s.dedupe(&client("a"), Seq(1), Revision(0)),
+            Dedupe::Seen(Revision(1))
+        );
+        assert_eq!(s.dedupe(&client("a"), Seq(3), Revision(0)), Dedupe::New);
+        assert_eq!(s.dedupe(&client("b"), Seq(1), Revision(0)), Dedupe::New);
+    }
+
+    #[test]
+    fn forgotten_clients_are_looked_up_not_taken_for_new() {
+        let mut lim = limits();
+        lim.max_dedupe_clients = 3;
+        let mut s = DocumentState::new(Rope::new(), Revision(0), vec![], lim);
+        for i in 0..10u64 {
+            let who = format!("c{i}");
+            s.submit(sub(&who, 1, i, insert(i as usize, 0, "z")), &[])
+                .expect("op");
+            publish_all(&mut s);
+        }
+        // The window holds revisions 7..=10; c0 (revision 1) is forgotten.
+        assert!(!s.knows(&client("c0")));
+        // A resend of its op is based before it: the store must answer.
+        assert_eq!(
+            s.dedupe(&client("c0"), Seq(1), Revision(0)),
+            Dedupe::Unknown
+        );
+        // A client never seen, working from a recent revision, is new.
+        assert_eq!(s.dedupe(&client("zz"), Seq(1), Revision(10)), Dedupe::New);
+        // Those in the window are still remembered.
+        assert_eq!(
+            s.dedupe(&client("c9"), Seq(1), Revision(9)),
+            Dedupe::Seen(Revision(10))
+        );
     }
 
     #[test]
@@ -656,6 +712,6 @@ mod tests {
             (s.head(), s.head_text().to_string()),
             (Revision(0), "a".into())
         );
-        assert_eq!(s.dedupe(&client("a"), Seq(1)), Dedupe::New);
+        assert_eq!(s.dedupe(&client("a"), Seq(1), Revision(0)), Dedupe::New);
     }
 }

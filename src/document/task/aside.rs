@@ -43,12 +43,14 @@ pub(super) enum Done {
         seq: Seq,
         result: Result<(Revision, TextOp, Option<Selection>), Refusal>,
     },
-    /// The answer to a resend older than the dedupe memory.
+    /// The answer to a resend older than the dedupe memory, with the op to
+    /// sequence when it turns out new (a client the memory had forgotten).
     Found {
         session: SessionId,
         client: ClientId,
         seq: Seq,
         result: Result<Option<Revision>, StoreError>,
+        if_new: Option<(Revision, TextOp, Option<Selection>)>,
     },
     /// The language is written (or not).
     Language {
@@ -248,8 +250,15 @@ impl Task {
         });
     }
 
-    /// Starts looking up an old `(client, seq)` in the store.
-    pub(super) fn find_aside(&mut self, session: SessionId, client: ClientId, seq: Seq) {
+    /// Starts looking up an old `(client, seq)` in the store; `if_new` is
+    /// the op to sequence if it is not there.
+    pub(super) fn find_aside(
+        &mut self,
+        session: SessionId,
+        client: ClientId,
+        seq: Seq,
+        if_new: Option<(Revision, TextOp, Option<Selection>)>,
+    ) {
         self.park(session);
         let (store, id, tx) = (Arc::clone(&self.store), self.id.clone(), self.done_tx());
         tokio::spawn(async move {
@@ -259,6 +268,7 @@ impl Task {
                 client,
                 seq,
                 result,
+                if_new,
             });
         });
     }
@@ -326,6 +336,26 @@ impl Task {
                 Ok((base, op, selection)) => self.op(session, client, base, seq, op, selection),
                 Err(r) => self.refuse(&client, &r, Some(seq)),
             },
+            Done::Found {
+                session,
+                client,
+                seq,
+                result: Ok(None),
+                if_new: Some((rev, op, selection)),
+            } => {
+                // Not in the store: new, unless this client's memory came
+                // back meanwhile (then `op` answers it as it would now).
+                let connected = self
+                    .fanout
+                    .get(&client)
+                    .is_some_and(|s| s.session == session);
+                let now = self.state.dedupe(&client, seq, Revision(u64::MAX));
+                if connected && now == crate::document::Dedupe::New {
+                    self.sequence(session, client, rev, seq, op, selection);
+                } else {
+                    self.op(session, client, rev, seq, op, selection);
+                }
+            }
             Done::Found {
                 client,
                 seq,

@@ -221,6 +221,7 @@ impl Task {
             StateLimits {
                 history_window: limits.history_window,
                 history_window_bytes: limits.history_window_bytes,
+                max_dedupe_clients: crate::config::MAX_DEDUPE_CLIENTS,
                 max_document_chars: limits.max_document_chars,
                 max_catchup_revisions: limits.max_catchup_revisions,
             },
@@ -641,7 +642,7 @@ impl Task {
         {
             return;
         }
-        match self.state.dedupe(&client, seq) {
+        match self.state.dedupe(&client, seq, rev) {
             Dedupe::Seen(committed) => {
                 // Resent: ack now if durable, else the publish will ack it
                 // (to this session, not the one that first sent it). A
@@ -659,7 +660,10 @@ impl Task {
                 }
             }
             // Older than what is in memory: the store knows.
-            Dedupe::Older => self.find_aside(session, client, seq),
+            Dedupe::Older => self.find_aside(session, client, seq, None),
+            Dedupe::Unknown => {
+                self.find_aside(session, client, seq, Some((rev, op, selection)));
+            }
             Dedupe::New => self.sequence(session, client, rev, seq, op, selection),
         }
     }
