@@ -19,6 +19,7 @@
 //!   whole history, export it as JSON lines, import an export, fork.
 //! - [`protocol`]: the wire messages, error codes and close codes.
 //! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
+//! - [`auth`]: identity and rights: per-document read < write < admin.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
 //!
 //! Dependencies point one way: `net -> registry -> document -> ot`, and
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod document;
 pub mod history;

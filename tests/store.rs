@@ -5,7 +5,8 @@
 //! check, each on fresh storage: creating documents, appending and reading
 //! the op log, the append fence, `NotFound` for missing documents, the
 //! `(client, seq)` dedupe lookups, snapshots, languages, listing, many
-//! concurrent writers, and durability across a reopen. SQLite alone also
+//! concurrent writers, durability across a reopen, and access rights
+//! (grants, the creator as admin, share links by token hash). SQLite alone also
 //! gets `sync_seam`: no write is answered before a flush that covers it.
 //!
 //! Adding a backend is one line: implement [`Backend`] (its `open` must
@@ -45,8 +46,10 @@ macro_rules! conformance_tests {
             conformance_tests!(@each $make;
                 store: create_document, append_and_read_back, append_fence,
                     append_to_missing_document, dedupe_lookups, snapshots,
-                    set_language, list_documents;
-                backend: concurrent_appends, reopen_keeps_data;
+                    set_language, list_documents,
+                    access_grants, access_odd_user_ids, access_creator_is_admin,
+                    access_writes_grouped, share_links, share_link_fields;
+                backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
             );
         }
     };

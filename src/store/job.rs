@@ -5,7 +5,8 @@
 use ropey::Rope;
 use tokio::sync::oneshot;
 
-use super::{AppendBatch, DocumentMeta, Durable, StoreError, durable_now};
+use super::{AppendBatch, DocumentMeta, Durable, ShareLink, StoreError, durable_now};
+use crate::auth::Permission;
 use crate::ids::{DocId, Revision};
 
 /// Where a job's outcome goes.
@@ -17,6 +18,8 @@ pub(super) enum Job {
         id: DocId,
         language: String,
         text: String,
+        /// Made the document's admin in the same transaction.
+        owner: Option<String>,
         reply: Reply<DocumentMeta>,
     },
     Append {
@@ -34,22 +37,62 @@ pub(super) enum Job {
         text: Rope,
         reply: Reply<()>,
     },
+    Grant {
+        doc: DocId,
+        user: String,
+        permission: Permission,
+        reply: Reply<()>,
+    },
+    Revoke {
+        doc: DocId,
+        user: String,
+        reply: Reply<bool>,
+    },
+    CreateLink {
+        link: ShareLink,
+        reply: Reply<()>,
+    },
+    RevokeLink {
+        doc: DocId,
+        id: String,
+        reply: Reply<bool>,
+    },
+}
+
+/// What a job's savepoint did, when it succeeded.
+pub(super) enum Done {
+    /// A document was created.
+    Created(DocumentMeta),
+    /// A write with nothing to tell.
+    Written,
+    /// A delete: whether a row was removed.
+    Removed(bool),
 }
 
 /// Answers a job with the outcome of its savepoint (only once the whole
 /// transaction has committed and is durable, or with the commit's error).
-pub(super) fn reply(job: Job, result: Result<Option<DocumentMeta>, StoreError>) {
+pub(super) fn reply(job: Job, result: Result<Done, StoreError>) {
     match job {
         Job::Create { reply, .. } => {
-            let _ = reply.send(result.and_then(|m| {
-                m.ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
+            let _ = reply.send(result.and_then(|d| match d {
+                Done::Created(meta) => Ok(meta),
+                _ => Err(StoreError::Corrupt("create returned nothing".into())),
             }));
         }
         Job::Append { reply, .. } => {
             let _ = reply.send(result.map(|_| durable_now()));
         }
-        Job::SetLanguage { reply, .. } | Job::PutSnapshot { reply, .. } => {
+        Job::SetLanguage { reply, .. }
+        | Job::PutSnapshot { reply, .. }
+        | Job::Grant { reply, .. }
+        | Job::CreateLink { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
+        }
+        Job::Revoke { reply, .. } | Job::RevokeLink { reply, .. } => {
+            let _ = reply.send(result.and_then(|d| match d {
+                Done::Removed(removed) => Ok(removed),
+                _ => Err(StoreError::Corrupt("delete returned nothing".into())),
+            }));
         }
     }
 }

@@ -6,6 +6,13 @@
 //! batch whose first revision is not the document's next one fails with
 //! [`StoreError::Conflict`] instead of forking history.
 //!
+//! Access rights live beside the documents: one [`Permission`] per
+//! `(document, user)` (`document_access`), and share links
+//! ([`ShareLink`], `share_links`), each stored by the hash of its token
+//! only, so that a copy of the database holds no usable link. Reads of a
+//! document that does not exist find nothing; writes to one are
+//! [`StoreError::NotFound`].
+//!
 //! Backends: [`sqlite`] (embedded, the default) and [`postgres`] (several
 //! nodes sharing one database; schema in `sql/`). Both pass the same
 //! conformance suite in `tests/store.rs`.
@@ -23,6 +30,7 @@ use async_trait::async_trait;
 use ropey::Rope;
 use thiserror::Error;
 
+use crate::auth::Permission;
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::TextOp;
 
@@ -113,6 +121,30 @@ pub struct Snapshot {
     pub text: String,
 }
 
+/// A share link: whoever presents its token gets `permission` on
+/// `document` until `expires_ms`. The store keeps only the token's hash
+/// (made by the caller, e.g. SHA-256 in hex), never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareLink {
+    /// The link's id (not secret: it names the link to list and revoke it).
+    /// Unique across all documents.
+    pub id: String,
+    /// The document it opens.
+    pub document: DocId,
+    /// The hash of its token. Unique across all links.
+    pub token_hash: String,
+    /// What it grants: [`Permission::Read`] or [`Permission::Write`], never
+    /// admin.
+    pub permission: Permission,
+    /// When it stops working, Unix milliseconds. Expired links are kept
+    /// (and listed) until revoked; the caller checks the time.
+    pub expires_ms: i64,
+    /// When it was made, Unix milliseconds.
+    pub created_ms: i64,
+    /// Who made it (a user id).
+    pub created_by: String,
+}
+
 /// Ops to append to one document's log, in revision order with no gap, and
 /// optionally a snapshot of the text after the last of them.
 #[derive(Debug, Clone)]
@@ -139,6 +171,22 @@ pub trait Store: Send + Sync + 'static {
         id: &DocId,
         language: &str,
         text: &str,
+    ) -> Result<DocumentMeta, StoreError>;
+
+    /// As [`Store::create_document`], and makes `owner` the document's
+    /// admin in the same transaction: a document is never left without the
+    /// admin who created it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] when it exists already (nothing is granted
+    /// then); [`StoreError::Invalid`] when `owner` holds U+0000.
+    async fn create_document_as(
+        &self,
+        id: &DocId,
+        language: &str,
+        text: &str,
+        owner: &str,
     ) -> Result<DocumentMeta, StoreError>;
 
     /// The document's metadata, or `None` when it does not exist.
@@ -211,6 +259,53 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a snapshot (kept if one exists at that revision already).
     async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError>;
 
+    /// Gives `user` exactly `permission` on the document, replacing any
+    /// right they held (so it also lowers one). User ids are any text but
+    /// U+0000, compared exactly (case and all).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the document does not exist;
+    /// [`StoreError::Invalid`] when `user` holds U+0000.
+    async fn grant(
+        &self,
+        doc: &DocId,
+        user: &str,
+        permission: Permission,
+    ) -> Result<(), StoreError>;
+
+    /// Takes away `user`'s right on the document. True when they had one.
+    async fn revoke(&self, doc: &DocId, user: &str) -> Result<bool, StoreError>;
+
+    /// Everyone with a right on the document, sorted by user id (byte
+    /// order). Empty when the document does not exist.
+    async fn grants(&self, doc: &DocId) -> Result<Vec<(String, Permission)>, StoreError>;
+
+    /// `user`'s right on the document, if they were granted one. Share
+    /// links are not counted: they are looked up by token.
+    async fn permission(&self, doc: &DocId, user: &str) -> Result<Option<Permission>, StoreError>;
+
+    /// Stores a new share link.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when its document does not exist;
+    /// [`StoreError::Conflict`] when its id or token hash is taken;
+    /// [`StoreError::Invalid`] when it grants admin or a text field holds
+    /// U+0000.
+    async fn create_link(&self, link: &ShareLink) -> Result<(), StoreError>;
+
+    /// The document's share links, expired ones too, newest first (ties by
+    /// id). Empty when the document does not exist.
+    async fn links(&self, doc: &DocId) -> Result<Vec<ShareLink>, StoreError>;
+
+    /// Deletes the document's link `id`. True when there was one (a link of
+    /// another document is not touched, and gives false).
+    async fn revoke_link(&self, doc: &DocId, id: &str) -> Result<bool, StoreError>;
+
+    /// The link whose token hashes to `token_hash`, expired or not.
+    async fn link_by_token_hash(&self, token_hash: &str) -> Result<Option<ShareLink>, StoreError>;
+
     /// `(commits, ops)` written by this store since it was opened.
     fn commit_stats(&self) -> (u64, u64);
 }
@@ -265,6 +360,49 @@ pub(crate) fn decode_op(json: &str) -> Result<TextOp, StoreError> {
         max_document_chars: usize::MAX / 2,
     };
     TextOp::parse(&raw, &limits).map_err(|e| StoreError::Corrupt(format!("op: {e}")))
+}
+
+/// Refuses text that a backend cannot store the same way as the others:
+/// PostgreSQL `text` cannot hold U+0000, so no backend takes it in a user
+/// id or a link field.
+pub(crate) fn storable(what: &str, s: &str) -> Result<(), StoreError> {
+    if s.contains('\0') {
+        return Err(StoreError::Invalid(format!("{what} contains U+0000")));
+    }
+    Ok(())
+}
+
+/// Checks a share link before it is stored: see [`Store::create_link`].
+pub(crate) fn check_link(link: &ShareLink) -> Result<(), StoreError> {
+    if link.permission > Permission::Write {
+        return Err(StoreError::Invalid(format!(
+            "a share link cannot grant {}",
+            link.permission
+        )));
+    }
+    storable("link id", &link.id)?;
+    storable("link token hash", &link.token_hash)?;
+    storable("link creator", &link.created_by)
+}
+
+/// Parses a permission read back from the store.
+pub(crate) fn stored_permission(s: &str) -> Result<Permission, StoreError> {
+    Permission::parse(s).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Sorts grants as [`Store::grants`] returns them: by user id, in byte
+/// order (the same on every backend, whatever its collation).
+pub(crate) fn sort_grants(grants: &mut [(String, Permission)]) {
+    grants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// Sorts links as [`Store::links`] returns them: newest first, ties by id.
+pub(crate) fn sort_links(links: &mut [ShareLink]) {
+    links.sort_unstable_by(|a, b| {
+        b.created_ms
+            .cmp(&a.created_ms)
+            .then_with(|| a.id.cmp(&b.id))
+    });
 }
 
 /// Now, in Unix milliseconds.

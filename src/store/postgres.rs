@@ -32,16 +32,21 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
 
-use super::job::{Job, Reply, reply};
+use super::job::{Done, Job, Reply, reply};
 use super::{
-    AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, Snapshot, Store, StoreError,
-    decode_op, now_ms,
+    AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, ShareLink, Snapshot, Store,
+    StoreError, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
+    stored_permission,
 };
+use crate::auth::Permission;
 use crate::ids::{ClientId, DocId, Revision, Seq};
 
 /// The migrations, in order: `(version, SQL)`. Each runs once, in its own
 /// transaction, and is recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../sql/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../sql/0001_init.sql")),
+    (2, include_str!("../../sql/0002_share_links.sql")),
+];
 
 /// Key of the advisory lock that serialises migrations between nodes that
 /// start at once (any constant; this one is "tandem" in ASCII).
@@ -330,7 +335,7 @@ async fn writer_loop(
 async fn commit_jobs(
     conn: &mut Client,
     jobs: &[Job],
-) -> Result<Vec<Result<Option<DocumentMeta>, StoreError>>, tokio_postgres::Error> {
+) -> Result<Vec<Result<Done, StoreError>>, tokio_postgres::Error> {
     let mut tx = conn.transaction().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
@@ -347,12 +352,22 @@ async fn commit_jobs(
     Ok(outcomes)
 }
 
-async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Option<DocumentMeta>, StoreError> {
+async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Done, StoreError> {
     match job {
         Job::Create {
-            id, language, text, ..
-        } => create(conn, id, language, text).await.map(Some),
-        Job::Append { batch, .. } => append(conn, batch).await.map(|_| None),
+            id,
+            language,
+            text,
+            owner,
+            ..
+        } => {
+            let meta = create(conn, id, language, text).await?;
+            if let Some(owner) = owner {
+                grant(conn, id, owner, Permission::Admin).await?;
+            }
+            Ok(Done::Created(meta))
+        }
+        Job::Append { batch, .. } => append(conn, batch).await.map(|()| Done::Written),
         Job::SetLanguage { id, language, .. } => {
             let n = conn
                 .execute(
@@ -364,13 +379,112 @@ async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Option<Document
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(None)
+            Ok(Done::Written)
         }
         Job::PutSnapshot { id, rev, text, .. } => {
             put_snapshot(conn, id, *rev, &text.to_string()).await?;
-            Ok(None)
+            Ok(Done::Written)
         }
+        Job::Grant {
+            doc,
+            user,
+            permission,
+            ..
+        } => grant(conn, doc, user, *permission)
+            .await
+            .map(|()| Done::Written),
+        Job::Revoke { doc, user, .. } => conn
+            .execute(
+                "DELETE FROM document_access WHERE document = $1 AND user_id = $2",
+                &[&doc.as_str(), user],
+            )
+            .await
+            .map(|n| Done::Removed(n > 0))
+            .map_err(pg_error),
+        Job::CreateLink { link, .. } => create_link(conn, link).await.map(|()| Done::Written),
+        Job::RevokeLink { doc, id, .. } => conn
+            .execute(
+                "DELETE FROM share_links WHERE document = $1 AND id = $2",
+                &[&doc.as_str(), id],
+            )
+            .await
+            .map(|n| Done::Removed(n > 0))
+            .map_err(pg_error),
     }
+}
+
+async fn document_exists(conn: &impl GenericClient, id: &DocId) -> Result<bool, StoreError> {
+    conn.query_opt("SELECT 1 FROM documents WHERE id = $1", &[&id.as_str()])
+        .await
+        .map(|row| row.is_some())
+        .map_err(pg_error)
+}
+
+/// Upserts a grant. The document is checked first, as in the SQLite store,
+/// so that a missing one is `NotFound` whatever constraint would fire first.
+async fn grant(
+    conn: &impl GenericClient,
+    doc: &DocId,
+    user: &str,
+    permission: Permission,
+) -> Result<(), StoreError> {
+    if !document_exists(conn, doc).await? {
+        return Err(StoreError::NotFound);
+    }
+    conn.execute(
+        "INSERT INTO document_access (document, user_id, permission) VALUES ($1, $2, $3)
+         ON CONFLICT (document, user_id) DO UPDATE SET permission = excluded.permission",
+        &[&doc.as_str(), &user, &permission.as_str()],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
+async fn create_link(conn: &impl GenericClient, link: &ShareLink) -> Result<(), StoreError> {
+    if !document_exists(conn, &link.document).await? {
+        return Err(StoreError::NotFound);
+    }
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &link.id,
+        &link.document.as_str(),
+        &link.token_hash,
+        &link.permission.as_str(),
+        &link.expires_ms,
+        &link.created_ms,
+        &link.created_by,
+    ];
+    conn.execute(
+        "INSERT INTO share_links
+             (id, document, token_hash, permission, expires_ms, created_ms, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &params,
+    )
+    .await
+    .map_err(|e| match pg_error(e) {
+        // The document exists (checked above), so this is the id or the
+        // token hash.
+        StoreError::Conflict(m) => StoreError::Conflict(format!("share link {}: {m}", link.id)),
+        other => other,
+    })?;
+    Ok(())
+}
+
+const LINK_COLUMNS: &str =
+    "id, document, token_hash, permission, expires_ms, created_ms, created_by";
+
+fn link(row: &Row) -> Result<ShareLink, StoreError> {
+    let document: &str = row.try_get(1).map_err(pg_error)?;
+    let permission: &str = row.try_get(3).map_err(pg_error)?;
+    Ok(ShareLink {
+        id: row.try_get(0).map_err(pg_error)?,
+        document: DocId::parse(document).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        token_hash: row.try_get(2).map_err(pg_error)?,
+        permission: stored_permission(permission)?,
+        expires_ms: row.try_get(4).map_err(pg_error)?,
+        created_ms: row.try_get(5).map_err(pg_error)?,
+        created_by: row.try_get(6).map_err(pg_error)?,
+    })
 }
 
 async fn create(
@@ -579,6 +693,27 @@ impl Store for PostgresStore {
             id,
             language,
             text,
+            owner: None,
+            reply,
+        })
+        .await
+    }
+
+    async fn create_document_as(
+        &self,
+        id: &DocId,
+        language: &str,
+        text: &str,
+        owner: &str,
+    ) -> Result<DocumentMeta, StoreError> {
+        storable("user id", owner)?;
+        let (id, language, text) = (id.clone(), language.to_owned(), text.to_owned());
+        let owner = Some(owner.to_owned());
+        self.write(|reply| Job::Create {
+            id,
+            language,
+            text,
+            owner,
             reply,
         })
         .await
@@ -755,6 +890,125 @@ impl Store for PostgresStore {
             rev,
             text,
             reply,
+        })
+        .await
+    }
+
+    async fn grant(
+        &self,
+        doc: &DocId,
+        user: &str,
+        permission: Permission,
+    ) -> Result<(), StoreError> {
+        storable("user id", user)?;
+        let (doc, user) = (doc.clone(), user.to_owned());
+        self.write(|reply| Job::Grant {
+            doc,
+            user,
+            permission,
+            reply,
+        })
+        .await
+    }
+
+    async fn revoke(&self, doc: &DocId, user: &str) -> Result<bool, StoreError> {
+        // PostgreSQL would refuse the text; no grant can hold it.
+        if storable("user id", user).is_err() {
+            return Ok(false);
+        }
+        let (doc, user) = (doc.clone(), user.to_owned());
+        self.write(|reply| Job::Revoke { doc, user, reply }).await
+    }
+
+    async fn grants(&self, doc: &DocId) -> Result<Vec<(String, Permission)>, StoreError> {
+        let doc = doc.clone();
+        let mut grants = self
+            .read(move |c| async move {
+                c.query(
+                    "SELECT user_id, permission FROM document_access WHERE document = $1",
+                    &[&doc.as_str()],
+                )
+                .await
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| {
+                    let user: String = r.try_get(0).map_err(pg_error)?;
+                    let permission: &str = r.try_get(1).map_err(pg_error)?;
+                    Ok((user, stored_permission(permission)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        sort_grants(&mut grants);
+        Ok(grants)
+    }
+
+    async fn permission(&self, doc: &DocId, user: &str) -> Result<Option<Permission>, StoreError> {
+        if storable("user id", user).is_err() {
+            return Ok(None);
+        }
+        let (doc, user) = (doc.clone(), user.to_owned());
+        self.read(move |c| async move {
+            c.query_opt(
+                "SELECT permission FROM document_access WHERE document = $1 AND user_id = $2",
+                &[&doc.as_str(), &user],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| stored_permission(r.try_get(0).map_err(pg_error)?))
+            .transpose()
+        })
+        .await
+    }
+
+    async fn create_link(&self, link: &ShareLink) -> Result<(), StoreError> {
+        check_link(link)?;
+        let link = link.clone();
+        self.write(|reply| Job::CreateLink { link, reply }).await
+    }
+
+    async fn links(&self, doc: &DocId) -> Result<Vec<ShareLink>, StoreError> {
+        let doc = doc.clone();
+        let mut links = self
+            .read(move |c| async move {
+                c.query(
+                    &format!("SELECT {LINK_COLUMNS} FROM share_links WHERE document = $1"),
+                    &[&doc.as_str()],
+                )
+                .await
+                .map_err(pg_error)?
+                .iter()
+                .map(link)
+                .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        sort_links(&mut links);
+        Ok(links)
+    }
+
+    async fn revoke_link(&self, doc: &DocId, id: &str) -> Result<bool, StoreError> {
+        if storable("link id", id).is_err() {
+            return Ok(false);
+        }
+        let (doc, id) = (doc.clone(), id.to_owned());
+        self.write(|reply| Job::RevokeLink { doc, id, reply }).await
+    }
+
+    async fn link_by_token_hash(&self, token_hash: &str) -> Result<Option<ShareLink>, StoreError> {
+        if storable("link token hash", token_hash).is_err() {
+            return Ok(None);
+        }
+        let token_hash = token_hash.to_owned();
+        self.read(move |c| async move {
+            c.query_opt(
+                &format!("SELECT {LINK_COLUMNS} FROM share_links WHERE token_hash = $1"),
+                &[&token_hash],
+            )
+            .await
+            .map_err(pg_error)?
+            .as_ref()
+            .map(link)
+            .transpose()
         })
         .await
     }

@@ -28,11 +28,13 @@ use ropey::Rope;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
-use super::job::{Job, Reply, reply};
+use super::job::{Done, Job, Reply, reply};
 use super::{
-    AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, Snapshot, Store, StoreError,
-    decode_op, now_ms,
+    AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, ShareLink, Snapshot, Store,
+    StoreError, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
+    stored_permission,
 };
+use crate::auth::Permission;
 use crate::ids::{ClientId, DocId, Revision, Seq};
 
 /// Most jobs in one transaction: bounds how long one commit holds replies.
@@ -74,6 +76,17 @@ CREATE TABLE IF NOT EXISTS document_access (
     permission  TEXT NOT NULL CHECK (permission IN ('read', 'write', 'admin')),
     PRIMARY KEY (document, user_id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS share_links (
+    id          TEXT PRIMARY KEY,
+    document    TEXT NOT NULL REFERENCES documents(id),
+    token_hash  TEXT NOT NULL,
+    permission  TEXT NOT NULL CHECK (permission IN ('read', 'write')),
+    expires_ms  INTEGER NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    created_by  TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS share_links_token_hash ON share_links (token_hash);
+CREATE INDEX IF NOT EXISTS share_links_document ON share_links (document, created_ms DESC);
 CREATE INDEX IF NOT EXISTS documents_updated ON documents (updated_ms DESC);
 ";
 
@@ -234,7 +247,7 @@ fn wal_path(db: &Path) -> PathBuf {
 /// A commit written to the WAL, waiting for the flush that makes it durable.
 enum Pending {
     /// Answer this job (its outcome is known) once flushed.
-    Job(Job, Result<Option<DocumentMeta>, StoreError>),
+    Job(Job, Result<Done, StoreError>),
     /// Resolve an append's [`Durable`] once flushed.
     Durable(oneshot::Sender<Result<(), StoreError>>),
 }
@@ -320,8 +333,7 @@ fn syncer_loop(wal: &Path, rx: &std_mpsc::Receiver<Vec<Pending>>, sync: &dyn Wal
 /// answered after the flush (an append learns now that it is written and
 /// gets a [`Durable`] to wait on).
 fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>, stats: &CommitStats) -> Vec<Pending> {
-    let mut outcomes: Vec<(Job, Result<Option<DocumentMeta>, StoreError>)> =
-        Vec::with_capacity(jobs.len());
+    let mut outcomes: Vec<(Job, Result<Done, StoreError>)> = Vec::with_capacity(jobs.len());
     let committed = (|| -> Result<(), StoreError> {
         let mut tx = conn.transaction().map_err(unavailable)?;
         if let [job] = jobs.as_slice() {
@@ -382,12 +394,22 @@ fn appended_ops<'a>(jobs: impl Iterator<Item = &'a Job>) -> usize {
     .sum()
 }
 
-fn run_job(conn: &Connection, job: &Job) -> Result<Option<DocumentMeta>, StoreError> {
+fn run_job(conn: &Connection, job: &Job) -> Result<Done, StoreError> {
     match job {
         Job::Create {
-            id, language, text, ..
-        } => create(conn, id, language, text).map(Some),
-        Job::Append { batch, .. } => append(conn, batch).map(|_| None),
+            id,
+            language,
+            text,
+            owner,
+            ..
+        } => {
+            let meta = create(conn, id, language, text)?;
+            if let Some(owner) = owner {
+                grant(conn, id, owner, Permission::Admin)?;
+            }
+            Ok(Done::Created(meta))
+        }
+        Job::Append { batch, .. } => append(conn, batch).map(|()| Done::Written),
         Job::SetLanguage { id, language, .. } => {
             let n = conn
                 .execute(
@@ -398,13 +420,117 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Option<DocumentMeta>, StoreEr
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(None)
+            Ok(Done::Written)
         }
         Job::PutSnapshot { id, rev, text, .. } => {
             put_snapshot(conn, id, *rev, &text.to_string())?;
-            Ok(None)
+            Ok(Done::Written)
         }
+        Job::Grant {
+            doc,
+            user,
+            permission,
+            ..
+        } => grant(conn, doc, user, *permission).map(|()| Done::Written),
+        Job::Revoke { doc, user, .. } => conn
+            .prepare_cached("DELETE FROM document_access WHERE document = ?1 AND user_id = ?2")
+            .and_then(|mut stmt| stmt.execute(params![doc.as_str(), user]))
+            .map(|n| Done::Removed(n > 0))
+            .map_err(unavailable),
+        Job::CreateLink { link, .. } => create_link(conn, link).map(|()| Done::Written),
+        Job::RevokeLink { doc, id, .. } => conn
+            .prepare_cached("DELETE FROM share_links WHERE document = ?1 AND id = ?2")
+            .and_then(|mut stmt| stmt.execute(params![doc.as_str(), id]))
+            .map(|n| Done::Removed(n > 0))
+            .map_err(unavailable),
     }
+}
+
+fn document_exists(conn: &Connection, id: &DocId) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM documents WHERE id = ?1")
+        .and_then(|mut stmt| stmt.exists(params![id.as_str()]))
+        .map_err(unavailable)
+}
+
+/// Upserts a grant. The document is checked first, so that a missing one
+/// is `NotFound` on every backend, whatever constraint would fire first.
+fn grant(
+    conn: &Connection,
+    doc: &DocId,
+    user: &str,
+    permission: Permission,
+) -> Result<(), StoreError> {
+    if !document_exists(conn, doc)? {
+        return Err(StoreError::NotFound);
+    }
+    conn.prepare_cached(
+        "INSERT INTO document_access (document, user_id, permission) VALUES (?1, ?2, ?3)
+         ON CONFLICT (document, user_id) DO UPDATE SET permission = excluded.permission",
+    )
+    .and_then(|mut stmt| stmt.execute(params![doc.as_str(), user, permission.as_str()]))
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+fn create_link(conn: &Connection, link: &ShareLink) -> Result<(), StoreError> {
+    if !document_exists(conn, &link.document)? {
+        return Err(StoreError::NotFound);
+    }
+    conn.prepare_cached(
+        "INSERT INTO share_links
+             (id, document, token_hash, permission, expires_ms, created_ms, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            link.id,
+            link.document.as_str(),
+            link.token_hash,
+            link.permission.as_str(),
+            link.expires_ms,
+            link.created_ms,
+            link.created_by,
+        ])
+    })
+    .map_err(|e| match e.sqlite_error_code() {
+        // The document exists (checked above), so this is the id or the
+        // token hash.
+        Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::Conflict(format!("share link {}: {e}", link.id))
+        }
+        _ => unavailable(e),
+    })?;
+    Ok(())
+}
+
+const LINK_COLUMNS: &str =
+    "id, document, token_hash, permission, expires_ms, created_ms, created_by";
+
+type LinkRow = (String, String, String, String, i64, i64, String);
+
+fn link_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LinkRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn link(row: LinkRow) -> Result<ShareLink, StoreError> {
+    let (id, document, token_hash, permission, expires_ms, created_ms, created_by) = row;
+    Ok(ShareLink {
+        id,
+        document: DocId::parse(&document).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        token_hash,
+        permission: stored_permission(&permission)?,
+        expires_ms,
+        created_ms,
+        created_by,
+    })
 }
 
 fn create(
@@ -573,6 +699,27 @@ impl Store for SqliteStore {
             id,
             language,
             text,
+            owner: None,
+            reply,
+        })
+        .await
+    }
+
+    async fn create_document_as(
+        &self,
+        id: &DocId,
+        language: &str,
+        text: &str,
+        owner: &str,
+    ) -> Result<DocumentMeta, StoreError> {
+        storable("user id", owner)?;
+        let (id, language, text) = (id.clone(), language.to_owned(), text.to_owned());
+        let owner = Some(owner.to_owned());
+        self.write(|reply| Job::Create {
+            id,
+            language,
+            text,
+            owner,
             reply,
         })
         .await
@@ -766,6 +913,130 @@ impl Store for SqliteStore {
             rev,
             text,
             reply,
+        })
+        .await
+    }
+
+    async fn grant(
+        &self,
+        doc: &DocId,
+        user: &str,
+        permission: Permission,
+    ) -> Result<(), StoreError> {
+        storable("user id", user)?;
+        let (doc, user) = (doc.clone(), user.to_owned());
+        self.write(|reply| Job::Grant {
+            doc,
+            user,
+            permission,
+            reply,
+        })
+        .await
+    }
+
+    async fn revoke(&self, doc: &DocId, user: &str) -> Result<bool, StoreError> {
+        if storable("user id", user).is_err() {
+            return Ok(false);
+        }
+        let (doc, user) = (doc.clone(), user.to_owned());
+        self.write(|reply| Job::Revoke { doc, user, reply }).await
+    }
+
+    async fn grants(&self, doc: &DocId) -> Result<Vec<(String, Permission)>, StoreError> {
+        let doc = doc.clone();
+        let mut grants = self
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(
+                        "SELECT user_id, permission FROM document_access WHERE document = ?1",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![doc.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .map_err(unavailable)?;
+                rows.map(|row| {
+                    let (user, permission) = row.map_err(unavailable)?;
+                    Ok((user, stored_permission(&permission)?))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        sort_grants(&mut grants);
+        Ok(grants)
+    }
+
+    async fn permission(&self, doc: &DocId, user: &str) -> Result<Option<Permission>, StoreError> {
+        if storable("user id", user).is_err() {
+            return Ok(None);
+        }
+        let (doc, user) = (doc.clone(), user.to_owned());
+        self.read(move |c| {
+            let stored: Option<String> = c
+                .prepare_cached(
+                    "SELECT permission FROM document_access WHERE document = ?1 AND user_id = ?2",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![doc.as_str(), user], |r| r.get(0))
+                        .optional()
+                })
+                .map_err(unavailable)?;
+            stored.as_deref().map(stored_permission).transpose()
+        })
+        .await
+    }
+
+    async fn create_link(&self, link: &ShareLink) -> Result<(), StoreError> {
+        check_link(link)?;
+        let link = link.clone();
+        self.write(|reply| Job::CreateLink { link, reply }).await
+    }
+
+    async fn links(&self, doc: &DocId) -> Result<Vec<ShareLink>, StoreError> {
+        let doc = doc.clone();
+        let mut links = self
+            .read(move |c| {
+                let mut stmt = c
+                    .prepare_cached(&format!(
+                        "SELECT {LINK_COLUMNS} FROM share_links WHERE document = ?1"
+                    ))
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![doc.as_str()], link_from_row)
+                    .map_err(unavailable)?;
+                rows.map(|r| r.map_err(unavailable).and_then(link))
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+            .await?;
+        sort_links(&mut links);
+        Ok(links)
+    }
+
+    async fn revoke_link(&self, doc: &DocId, id: &str) -> Result<bool, StoreError> {
+        if storable("link id", id).is_err() {
+            return Ok(false);
+        }
+        let (doc, id) = (doc.clone(), id.to_owned());
+        self.write(|reply| Job::RevokeLink { doc, id, reply }).await
+    }
+
+    async fn link_by_token_hash(&self, token_hash: &str) -> Result<Option<ShareLink>, StoreError> {
+        if storable("link token hash", token_hash).is_err() {
+            return Ok(None);
+        }
+        let token_hash = token_hash.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(&format!(
+                "SELECT {LINK_COLUMNS} FROM share_links WHERE token_hash = ?1"
+            ))
+            .and_then(|mut stmt| {
+                stmt.query_row(params![token_hash], link_from_row)
+                    .optional()
+            })
+            .map_err(unavailable)?
+            .map(link)
+            .transpose()
         })
         .await
     }

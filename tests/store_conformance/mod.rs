@@ -5,6 +5,7 @@
 //! same storage twice (durability) or share it between tasks (group commit)
 //! take a [`Backend`] instead.
 
+mod access;
 mod durability;
 mod log;
 mod meta;
@@ -16,6 +17,7 @@ use tandem::ids::{ClientId, DocId, Revision, Seq};
 use tandem::ot::{Component, TextOp};
 use tandem::store::{AppendBatch, OpRecord, SharedStore, StoreError};
 
+pub use access::*;
 pub use durability::*;
 pub use log::*;
 pub use meta::*;
