@@ -36,6 +36,75 @@ enum Command {
     Export(ExportArgs),
     /// Create a document from an export, appending its ops, and verify it.
     Import(ImportArgs),
+    /// Print a token signed with the configured HS256 secret, for operators
+    /// and tests (`Authorization: Bearer <token>` or `?token=<token>`).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The user id (the token's `sub`).
+    #[arg(long)]
+    sub: String,
+
+    /// Display name.
+    #[arg(long)]
+    name: Option<String>,
+
+    /// A server-wide admin.
+    #[arg(long)]
+    admin: bool,
+
+    /// How long it is valid: 90s, 15m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = tandem::auth::token::parse_ttl)]
+    ttl: std::time::Duration,
+
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+#[derive(Args)]
+struct SecretArgs {
+    /// HS256 secret for tokens (prefer --jwt-secret-file: an environment
+    /// variable does not show in `ps`).
+    #[arg(long = "jwt-secret", env = "TANDEM_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+
+    /// File holding the HS256 secret (trailing newline ignored).
+    #[arg(long, env = "TANDEM_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    fn secret(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        if let Some(path) = &self.jwt_secret_file {
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading the JWT secret from {}", path.display()))?;
+            let trimmed = bytes.strip_suffix(b"\n").unwrap_or(&bytes).to_vec();
+            anyhow::ensure!(!trimmed.is_empty(), "{} is empty", path.display());
+            return Ok(Some(trimmed));
+        }
+        Ok(self
+            .jwt_secret
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| s.as_bytes().to_vec()))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    /// No identity: every client is trusted (a local run).
+    Open,
+    /// JWT bearer tokens; rights per document.
+    Jwt,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DefaultPermission {
+    None,
+    Read,
+    Write,
 }
 
 #[derive(Args)]
@@ -139,6 +208,27 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
 
+    /// `open` trusts every client (the default, for a local run); `jwt`
+    /// requires a token or a share link and checks rights per document.
+    #[arg(long, env = "TANDEM_AUTH", value_enum, default_value_t = AuthMode::Open)]
+    auth: AuthMode,
+
+    #[command(flatten)]
+    secret: SecretArgs,
+
+    /// PEM public key for RS256 or ES256 tokens (instead of the secret).
+    #[arg(long, env = "TANDEM_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<PathBuf>,
+
+    /// What a signed-in user without a grant gets on a document.
+    #[arg(long, env = "TANDEM_DEFAULT_PERMISSION", value_enum, default_value_t = DefaultPermission::None)]
+    default_permission: DefaultPermission,
+
+    /// Whether a signed-in user's first join (or POST) creates a document,
+    /// making them its admin.
+    #[arg(long, env = "TANDEM_ALLOW_CREATE", default_value_t = true, action = clap::ArgAction::Set)]
+    allow_create: bool,
+
     #[command(flatten)]
     store: StoreArgs,
 
@@ -230,6 +320,38 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    fn auth(&self) -> anyhow::Result<tandem::auth::Auth> {
+        use tandem::auth::token::TokenVerifier;
+        use tandem::auth::{Auth, Mode, Permission};
+        let mode = match self.auth {
+            AuthMode::Open => Mode::Open,
+            AuthMode::Jwt => {
+                let verifier = match (&self.jwt_public_key, self.secret.secret()?) {
+                    (Some(path), _) => {
+                        let pem = std::fs::read(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        TokenVerifier::public_key(&pem)
+                            .with_context(|| format!("{}", path.display()))?
+                    }
+                    (None, Some(secret)) => TokenVerifier::hs256(&secret)?,
+                    (None, None) => anyhow::bail!(
+                        "--auth jwt needs TANDEM_JWT_SECRET, --jwt-secret-file or --jwt-public-key"
+                    ),
+                };
+                Mode::Jwt(Box::new(verifier))
+            }
+        };
+        Ok(Auth {
+            mode,
+            default_permission: match self.default_permission {
+                DefaultPermission::None => None,
+                DefaultPermission::Read => Some(Permission::Read),
+                DefaultPermission::Write => Some(Permission::Write),
+            },
+            allow_create: self.allow_create,
+        })
+    }
+
     fn settings(&self) -> Settings {
         let mut s = Settings::default();
         s.limits.max_message_bytes = self.max_message_bytes;
@@ -296,8 +418,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.static_dir.display()
         );
     }
+    let auth = args.auth()?;
+    if auth.is_open() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "--auth open trusts every client, and this address is reachable beyond this machine: use --auth jwt to serve a team"
+        );
+    }
     let config = ServerConfig {
         store,
+        auth,
         settings: args.settings(),
         static_dir,
         workers: args.workers,
@@ -431,5 +561,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Export(args) => actix_web::rt::System::new().block_on(export_cmd(args)),
         Command::Import(args) => actix_web::rt::System::new().block_on(import_cmd(args)),
+        Command::Token(args) => {
+            let secret = args.secret.secret()?.context(
+                "no secret: set TANDEM_JWT_SECRET or --jwt-secret-file (the server's HS256 secret)",
+            )?;
+            let signer = tandem::auth::token::TokenSigner::hs256(&secret)?;
+            println!(
+                "{}",
+                signer.issue(&args.sub, args.name.as_deref(), args.admin, args.ttl)?
+            );
+            Ok(())
+        }
     }
 }

@@ -191,7 +191,8 @@ mod tests {
             rev: None,
             user_name: "t".into(),
             user_color: String::new(),
-            permission: "write",
+            permission: crate::auth::Permission::Write,
+            rights: Default::default(),
             outbound: tx,
             kick: kick_tx,
         };

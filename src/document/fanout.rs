@@ -27,6 +27,10 @@ pub(super) struct SessionEntry {
     pub session: SessionId,
     /// Who it is.
     pub user: User,
+    /// What it may do now.
+    pub permission: crate::auth::Permission,
+    /// Where that comes from.
+    pub rights: super::SessionRights,
     /// Closes it; taken when used.
     pub kick: Option<Kick>,
     /// The latest seq this session was acked, so that an op acked to it
@@ -38,10 +42,18 @@ pub(super) struct SessionEntry {
 }
 
 impl SessionEntry {
-    pub fn new(session: SessionId, user: User, outbound: Outbound, kick: Kick) -> Self {
+    pub fn new(
+        session: SessionId,
+        user: User,
+        (permission, rights): (crate::auth::Permission, super::SessionRights),
+        outbound: Outbound,
+        kick: Kick,
+    ) -> Self {
         Self {
             session,
             user,
+            permission,
+            rights,
             kick: Some(kick),
             acked: None,
             outbound,
@@ -104,6 +116,10 @@ impl Fanout {
 
     pub fn iter(&self) -> impl Iterator<Item = (&ClientId, &SessionEntry)> {
         self.sessions.iter()
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&ClientId, &mut SessionEntry)> {
+        self.sessions.iter_mut()
     }
 
     /// Adds a session that has just been sent `joined`; it gets only news
@@ -222,7 +238,11 @@ mod tests {
         let (tx, rx) = outbound(16, usize::MAX);
         let (kick, _) = oneshot::channel();
         let client = ClientId::parse(id).expect("id");
-        f.insert(client.clone(), SessionEntry::new(1, user(id), tx, kick));
+        let rights = (crate::auth::Permission::Write, Default::default());
+        f.insert(
+            client.clone(),
+            SessionEntry::new(1, user(id), rights, tx, kick),
+        );
         (client, rx)
     }
 

@@ -26,11 +26,12 @@ mod task;
 
 pub use outbound::{Outbound, OutboundReceiver, Queued, TryRecvError, TrySendError, outbound};
 pub use state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
-pub use task::{DocumentInfo, spawn};
+pub use task::{DEFAULT_LANGUAGE, DocumentInfo, spawn};
 
 use bytestring::ByteString;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::Permission;
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
 use crate::protocol::{
@@ -57,8 +58,12 @@ pub struct JoinRequest {
     pub user_name: String,
     /// Their colour (validated), or empty to pick one from the client id.
     pub user_color: String,
-    /// `read`, `write` or `admin`.
-    pub permission: &'static str,
+    /// What the session may do.
+    pub permission: Permission,
+    /// Whose session it is, as the server knows it (`None` in open mode):
+    /// the user's id in `user.id`, the author of its ops, the owner of its
+    /// client id.
+    pub rights: SessionRights,
     /// Frames to the client.
     pub outbound: Outbound,
     /// Closes the session.
@@ -89,7 +94,7 @@ pub struct Greeting {
     /// The document's language.
     pub language: String,
     /// `read`, `write` or `admin`.
-    pub permission: &'static str,
+    pub permission: Permission,
     /// The other sessions, with their cursors at `rev`.
     pub peers: Vec<(ClientId, User, Option<Selection>)>,
     /// The text at `rev`, or the ops that bring the client to it.
@@ -138,7 +143,7 @@ impl Greeting {
             client: &self.client,
             rev: self.rev,
             language: &self.language,
-            permission: self.permission,
+            permission: self.permission.as_str(),
             peers,
             text,
             ops,
@@ -216,9 +221,37 @@ pub enum Command {
         /// The revision of the restoring op, or why it was refused.
         reply: oneshot::Sender<Result<Revision, Refusal>>,
     },
+    /// A user's grant changed: their sessions get `permission` (with what
+    /// a share link gives them on top), or are closed with 4403 for none.
+    Permission {
+        /// The user id.
+        user: String,
+        /// Their right now, from grants and the default.
+        permission: Option<Permission>,
+    },
+    /// A share link was revoked: the sessions that came through it close
+    /// with 4403.
+    RevokeLink {
+        /// The link's id.
+        link: String,
+    },
     /// Test hook: the task panics, as a bug would make it.
     #[cfg(test)]
     Crash,
+}
+
+/// Where a session's rights come from, so that a change to a grant or a
+/// link reaches exactly the sessions it concerns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionRights {
+    /// The user id (`None` in open mode: no users).
+    pub subject: Option<String>,
+    /// A server admin: grants do not change what it may do.
+    pub admin: bool,
+    /// The id of the share link it came with, and what that gives.
+    pub link: Option<(String, Permission)>,
+    /// Whether grants apply (a signed-in user, not a link guest).
+    pub signed_in: bool,
 }
 
 /// A handle to a running document task.

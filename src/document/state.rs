@@ -216,6 +216,15 @@ impl DocumentState {
         }
     }
 
+    /// Who wrote the client's latest op held in memory.
+    pub fn author_of(&self, client: &ClientId) -> Option<&str> {
+        self.history
+            .iter()
+            .rev()
+            .find(|op| op.client == *client)
+            .map(|op| op.author.as_str())
+    }
+
     /// True when the client's latest committed op is known in memory.
     pub fn knows(&self, client: &ClientId) -> bool {
         self.dedupe.contains_key(client)

@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::http::{ApiError, AppState};
+use crate::auth::Permission;
 use crate::document::Command;
 use crate::history::{self, Blame, GROUP_GAP_MS};
 use crate::ids::{DocId, Revision};
@@ -138,6 +139,7 @@ async fn ops(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let _ = super::guard::authorize(&req, &state, &id, Permission::Read).await?;
     let q = query(&req)?;
     let store = state.registry.store();
     let current = current_rev(store, &id).await?;
@@ -167,6 +169,7 @@ async fn text(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let _ = super::guard::authorize(&req, &state, &id, Permission::Read).await?;
     let q = query(&req)?;
     let store = state.registry.store();
     let current = current_rev(store, &id).await?;
@@ -185,6 +188,7 @@ async fn diff(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let _ = super::guard::authorize(&req, &state, &id, Permission::Read).await?;
     let q = query(&req)?;
     let json = match q.get("format").map(String::as_str) {
         Some("json") => true,
@@ -234,10 +238,12 @@ async fn next_page(
 }
 
 async fn revisions(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let _ = super::guard::authorize(&req, &state, &id, Permission::Read).await?;
     let store = state.registry.store();
     let current = current_rev(store, &id).await?;
     let mut groups = Vec::new();
@@ -317,10 +323,12 @@ async fn off_worker<T: Send + 'static>(
 }
 
 async fn blame(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let _ = super::guard::authorize(&req, &state, &id, Permission::Read).await?;
     let store = state.registry.store();
     let current = current_rev(store, &id).await?;
     let first = store
@@ -354,17 +362,21 @@ struct RestoreBody {
 }
 
 async fn restore(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let (identity, _) = super::guard::authorize(&req, &state, &id, Permission::Write).await?;
     let body: RestoreBody =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
     let author = body.author.unwrap_or_else(|| RESTORE_AUTHOR.to_owned());
     if author.is_empty() || author.chars().count() > 64 || author.chars().any(char::is_control) {
         return Err(bad("author must be 1 to 64 printable characters"));
     }
+    // With identities, the author is who restored, whatever the body says.
+    let author = identity.subject.clone().unwrap_or(author);
     let store = state.registry.store();
     let current = current_rev(store, &id).await?;
     check_rev("rev", body.rev, current)?;
@@ -412,6 +424,7 @@ async fn admin_replay(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    let _ = super::guard::authorize(&req, &state, &id, Permission::Admin).await?;
     let q = query(&req)?;
     let store = state.registry.store();
     let current = current_rev(store, &id).await?;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
 use super::connections::Connections;
+use crate::auth::{Auth, Permission};
 use crate::document::{Command, DocumentInfo};
 use crate::ids::DocId;
 use crate::registry::{Registry, TooManyDocuments};
@@ -28,6 +29,8 @@ const CAPACITY_RETRY_AFTER_SECS: u64 = 5;
 pub struct AppState {
     /// Open documents.
     pub registry: Arc<Registry>,
+    /// Who may do what.
+    pub auth: Arc<Auth>,
     /// WebSocket connections, against their cap.
     pub connections: Arc<Connections>,
     /// Turns true when the server shuts down.
@@ -149,6 +152,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/documents/{id}", web::get().to(get_document))
         .route("/api/documents/{id}/ws", web::get().to(websocket))
         .configure(super::history::configure)
+        .configure(super::access::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));
@@ -203,10 +207,12 @@ async fn info(state: &AppState, id: &DocId) -> Result<DocumentInfo, ApiError> {
 }
 
 async fn get_document(
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
+    super::guard::authorize(&req, &state, &id, Permission::Read).await?;
     let info = info(&state, &id).await?;
     Ok(HttpResponse::Ok().json(DocumentBody {
         id: id.to_string(),
@@ -222,12 +228,23 @@ struct ListQuery {
 }
 
 async fn list_documents(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let identity = super::guard::identify(&req, &state).await?;
     let limit = query.limit.unwrap_or(100).min(1000);
-    let docs = state.registry.store().list_documents(limit).await?;
-    let body: Vec<_> = docs
+    let store = state.registry.store();
+    let docs = store.list_documents(limit).await?;
+    // Only what this user may read: a list must not reveal the others.
+    let mut readable = Vec::with_capacity(docs.len());
+    for d in docs {
+        let access = state.auth.access(store.as_ref(), &identity, &d.id).await?;
+        if access.exists && access.permission.is_some() {
+            readable.push(d);
+        }
+    }
+    let body: Vec<_> = readable
         .into_iter()
         .map(|d| {
             serde_json::json!({
@@ -248,9 +265,18 @@ struct CreateBody {
 }
 
 async fn create_document(
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    let identity = super::guard::identify(&req, &state).await?;
+    if !(state.auth.is_open() || identity.signed_in() && state.auth.allow_create) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this server does not let you create documents",
+        ));
+    }
     let body: CreateBody = if body.is_empty() {
         CreateBody {
             id: None,
@@ -283,11 +309,12 @@ async fn create_document(
             ),
         ));
     }
-    let meta = state
-        .registry
-        .store()
-        .create_document(&id, &language, &text)
-        .await?;
+    let store = state.registry.store();
+    // Whoever creates a document administers it.
+    let meta = match identity.subject() {
+        Some(sub) => store.create_document_as(&id, &language, &text, sub).await?,
+        None => store.create_document(&id, &language, &text).await?,
+    };
     Ok(HttpResponse::Created().json(DocumentBody {
         id: meta.id.to_string(),
         rev: meta.rev.0,
@@ -320,6 +347,17 @@ async fn websocket(
         ))
         .into());
     };
+    // Who it is, before any document data: the session closes with 4401
+    // when this failed (a browser cannot read an HTTP 401 on an upgrade).
+    let (token, link) = super::guard::credentials(&req);
+    let identity = state
+        .auth
+        .identify(
+            state.registry.store().as_ref(),
+            token.as_deref(),
+            link.as_deref(),
+        )
+        .await;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let max = state.registry.settings().limits.max_message_bytes;
     let stream = stream
@@ -328,6 +366,8 @@ async fn websocket(
         .max_continuation_size(max);
     let session = super::session::run(
         Arc::clone(&state.registry),
+        Arc::clone(&state.auth),
+        identity,
         id,
         session,
         stream,

@@ -1,7 +1,9 @@
 //! The network edge: the HTTP server with the WebSocket sessions and the
 //! REST API, and the graceful shutdown that ties them to the documents.
 
+pub mod access;
 pub mod connections;
+pub mod guard;
 pub mod history;
 pub mod http;
 pub mod session;
@@ -27,6 +29,8 @@ const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct ServerConfig {
     /// The store.
     pub store: SharedStore,
+    /// Authentication and rights.
+    pub auth: crate::auth::Auth,
     /// Limits and timing.
     pub settings: Settings,
     /// The built web app, if any.
@@ -52,6 +56,7 @@ pub async fn run(
     let connections = connections::Connections::new(registry.settings().limits.max_connections);
     let state = http::AppState {
         registry: Arc::clone(&registry),
+        auth: Arc::new(config.auth),
         connections,
         shutdown: stop_rx,
         static_dir: config.static_dir,

@@ -17,7 +17,9 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, interval, sleep_until, timeout};
 use tracing::debug;
 
+use crate::auth::{Auth, AuthError, Identity, Permission};
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
+use crate::document::SessionRights;
 use crate::document::{
     Command, DocumentHandle, JoinRequest, Joined, Outbound, OutboundReceiver, Queued, SessionId,
     outbound,
@@ -28,6 +30,7 @@ use crate::protocol::{
     ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, default_color, error_frame,
 };
 use crate::registry::Registry;
+use crate::store::StoreError;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -73,7 +76,6 @@ impl RateLimit {
 struct Attached {
     handle: DocumentHandle,
     joined: Joined,
-    permission: &'static str,
     /// The document tells the session to close through this.
     kick: oneshot::Receiver<CloseCode>,
 }
@@ -98,11 +100,28 @@ enum End {
 /// Runs a session until the client leaves, is closed, or the server stops.
 pub async fn run(
     registry: Arc<Registry>,
+    auth: Arc<Auth>,
+    identity: Result<Identity, AuthError>,
     doc: DocId,
     mut ws: Session,
     mut stream: AggregatedMessageStream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // No identity, no document data: the reason, then 4401.
+    let identity = match identity {
+        Ok(identity) => identity,
+        Err(e) => {
+            let frame = error_frame(ErrorCode::Unauthenticated, &e.to_string(), None);
+            let _ = ws.text(frame).await;
+            let reason = CloseReason {
+                code: actix_ws::CloseCode::Other(CloseCode::Unauthenticated.code()),
+                description: Some("unauthenticated".into()),
+            };
+            let _ = timeout(CLOSE_FLUSH_TIMEOUT, ws.close(Some(reason))).await;
+            return;
+        }
+    };
+    let door = Door { auth, identity };
     let settings = Arc::clone(registry.settings());
     let limits = &settings.limits;
     let timing = &settings.timing;
@@ -217,6 +236,7 @@ pub async fn run(
                     Ok(msg) => {
                         handle_message(
                             msg,
+                            &door,
                             &registry,
                             &doc,
                             session,
@@ -249,6 +269,9 @@ pub async fn run(
                             answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
                         {
                             break end;
+                        }
+                        if code == ErrorCode::Forbidden && attached.is_none() {
+                            break End::Close(CloseCode::Forbidden, "forbidden".into());
                         }
                         if code == ErrorCode::Unavailable && attached.is_none() {
                             break End::Close(CloseCode::TryAgainLater, "unavailable".into());
@@ -430,6 +453,71 @@ async fn write_burst(
 
 type Refused = (ErrorCode, String, Option<Seq>);
 
+/// Who is behind the session, proven at the upgrade, and the rules.
+struct Door {
+    auth: Arc<Auth>,
+    identity: Identity,
+}
+
+/// What the session may do to `doc`, creating the document (with its
+/// creator as admin) when it does not exist and may be created.
+async fn admit(
+    door: &Door,
+    registry: &Arc<Registry>,
+    doc: &DocId,
+) -> Result<(Permission, SessionRights), Refused> {
+    let store = registry.store();
+    let unavailable = |e: StoreError| {
+        tracing::warn!(document = %doc, error = %e, "store error");
+        refused(ErrorCode::Unavailable, e.public_message())
+    };
+    let id = &door.identity;
+    let rights = SessionRights {
+        subject: id.subject.clone(),
+        admin: id.admin,
+        link: id
+            .link
+            .as_ref()
+            .filter(|l| l.document == *doc)
+            .map(|l| (l.id.clone(), l.permission)),
+        signed_in: id.signed_in(),
+    };
+    // Twice at most: a document someone else created meanwhile is theirs.
+    for _ in 0..2 {
+        let access = door
+            .auth
+            .access(store.as_ref(), id, doc)
+            .await
+            .map_err(|e| match e {
+                AuthError::Store(e) => unavailable(e),
+                e => refused(ErrorCode::Forbidden, e.to_string()),
+            })?;
+        let Some(permission) = access.permission else {
+            return Err(refused(
+                ErrorCode::Forbidden,
+                "you have no access to this document",
+            ));
+        };
+        if access.create && !door.auth.is_open() {
+            let language = crate::document::DEFAULT_LANGUAGE;
+            let created = match id.subject() {
+                Some(sub) => store.create_document_as(doc, language, "", sub).await,
+                None => store.create_document(doc, language, "").await,
+            };
+            match created {
+                Ok(_) => {}
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        return Ok((permission, rights));
+    }
+    Err(refused(
+        ErrorCode::Unavailable,
+        "document unavailable; retry",
+    ))
+}
+
 fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
     (code, message.into(), None)
 }
@@ -437,6 +525,7 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> Refused {
 #[allow(clippy::too_many_arguments)]
 async fn handle_message(
     msg: ClientMsg,
+    door: &Door,
     registry: &Arc<Registry>,
     doc: &DocId,
     session: SessionId,
@@ -458,7 +547,11 @@ async fn handle_message(
                 .transpose()
                 .map_err(|e| refused(ErrorCode::BadMessage, e.to_string()))?;
             let (name, color) = validate_user(user.unwrap_or_default(), client.as_ref())?;
-            let permission = "write";
+            let name = match (&door.identity.name, name.as_str()) {
+                (Some(known), "Anonymous") => known.chars().take(config::MAX_NAME_CHARS).collect(),
+                _ => name,
+            };
+            let (permission, rights) = admit(door, registry, doc).await?;
             let mut last = refused(ErrorCode::Unavailable, "document unavailable");
             for _ in 0..OPEN_ATTEMPTS {
                 // A node at its cap of open documents refuses at once (the
@@ -475,6 +568,7 @@ async fn handle_message(
                     user_name: name.clone(),
                     user_color: color.clone(),
                     permission,
+                    rights: rights.clone(),
                     outbound: out_tx.clone(),
                     kick: kick_tx,
                 };
@@ -493,7 +587,6 @@ async fn handle_message(
                         *attached = Some(Attached {
                             handle,
                             joined,
-                            permission,
                             kick: kick_rx,
                         });
                         return Ok(());
@@ -519,13 +612,6 @@ async fn handle_message(
                 return Err(refused(
                     ErrorCode::BadMessage,
                     "rev and seq must be below 2^53",
-                ));
-            }
-            if a.permission == "read" {
-                return Err((
-                    ErrorCode::Forbidden,
-                    "read-only access".into(),
-                    Some(Seq(seq)),
                 ));
             }
             let op = TextOp::parse(&op, op_limits).map_err(|e| {
@@ -573,9 +659,6 @@ async fn handle_message(
             let a = attached
                 .as_ref()
                 .ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
-            if a.permission == "read" {
-                return Err(refused(ErrorCode::Forbidden, "read-only access"));
-            }
             if !valid_language(&language) {
                 return Err(refused(
                     ErrorCode::BadMessage,

@@ -30,6 +30,8 @@ pub(super) enum Done {
         reply: oneshot::Sender<Result<Joined, Refusal>>,
         /// The client's latest committed `(seq, rev)`, if it was asked for.
         last_seq: Option<Result<Option<(Seq, Revision)>, StoreError>>,
+        /// The author of that op: who the client id belongs to.
+        owner: Option<String>,
         /// Ops `(after, upto]` read from the store for the catch-up, or
         /// `None` when they cannot be served (too many bytes, a gap): then
         /// the client gets the text.
@@ -206,6 +208,15 @@ impl Task {
             } else {
                 None
             };
+            let owner = match &last_seq {
+                Some(Ok(Some((_, rev)))) if rev.0 > 0 => store
+                    .ops(&id, Revision(rev.0 - 1), *rev, 1)
+                    .await
+                    .ok()
+                    .and_then(|ops| ops.into_iter().next())
+                    .map(|op| op.author),
+                _ => None,
+            };
             let older = match older {
                 Some((after, upto)) => match read_ops(&store, &id, after, upto, budget).await {
                     Ok(Some(ops)) => Some((upto, ops)),
@@ -221,6 +232,7 @@ impl Task {
                 req,
                 reply,
                 last_seq,
+                owner,
                 older,
             });
         });
@@ -322,9 +334,10 @@ impl Task {
                 req,
                 reply,
                 last_seq,
+                owner,
                 older,
             } => {
-                let result = self.finish_join(req, last_seq, older);
+                let result = self.finish_join(req, last_seq, older, owner);
                 let _ = reply.send(result);
             }
             Done::Rebased {

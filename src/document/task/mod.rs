@@ -19,6 +19,7 @@ use self::commit::{Flushing, InFlight};
 use super::fanout::{Fanout, SessionEntry};
 use super::state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
 use super::{Command, DocumentHandle, Greeting, GreetingBody, JoinRequest, Joined, SessionId};
+use crate::auth::Permission;
 use crate::config::{DOCUMENT_QUEUE, Settings};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{Selection, TextOp};
@@ -386,6 +387,16 @@ impl Task {
                 }
                 self.restore_aside(target, author, reply);
             }
+            Command::Permission { user, permission } => self.regrant(&user, permission),
+            Command::RevokeLink { link } => {
+                let gone: Vec<ClientId> = self
+                    .fanout
+                    .iter()
+                    .filter(|(_, s)| s.rights.link.as_ref().is_some_and(|(id, _)| *id == link))
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                self.forbid(gone, "the share link was revoked");
+            }
             #[cfg(test)]
             Command::Crash => panic!("test hook: document task crash"),
         }
@@ -442,7 +453,10 @@ impl Task {
             return;
         }
         if let Some(client) = req.client.clone() {
-            let need_last_seq = !self.state.knows(&client);
+            // With users, a client id belongs to whoever wrote with it; if
+            // that is not in memory, the store says.
+            let need_owner = req.rights.subject.is_some() && self.owner_of(&client).is_none();
+            let need_last_seq = !self.state.knows(&client) || need_owner;
             let older = req
                 .rev
                 .and_then(|rev| self.state.older_needed(rev).ok().flatten());
@@ -451,8 +465,17 @@ impl Task {
                 return;
             }
         }
-        let result = self.finish_join(req, None, None);
+        let result = self.finish_join(req, None, None, None);
         let _ = reply.send(result);
+    }
+
+    /// The user a client id belongs to, as far as memory knows: its
+    /// session's, or the author of its latest op in the window.
+    fn owner_of(&self, client: &ClientId) -> Option<String> {
+        self.fanout
+            .get(client)
+            .and_then(|s| s.rights.subject.clone())
+            .or_else(|| self.state.author_of(client).map(str::to_owned))
     }
 
     fn may_join(&self, client: Option<&ClientId>) -> Result<(), Refusal> {
@@ -482,8 +505,19 @@ impl Task {
         req: JoinRequest,
         last_seq: Option<Result<Option<(Seq, Revision)>, StoreError>>,
         older: Option<(Revision, Vec<Arc<OpRecord>>)>,
+        stored_owner: Option<String>,
     ) -> Result<Joined, Refusal> {
         self.may_join(req.client.as_ref())?;
+        if let (Some(client), Some(subject)) = (&req.client, &req.rights.subject) {
+            let owner = self.owner_of(client).or(stored_owner);
+            if owner.is_some_and(|o| o != *subject) {
+                // The owner's session (if any) goes on untouched.
+                return Err(Refusal::new(
+                    ErrorCode::Forbidden,
+                    "this client id belongs to another user",
+                ));
+            }
+        }
         let resuming = req.client.is_some();
         let client = req.client.unwrap_or_else(ClientId::random);
         match last_seq {
@@ -501,7 +535,11 @@ impl Task {
             req.user_color
         };
         let user = User {
-            id: client.as_str().to_owned(),
+            id: req
+                .rights
+                .subject
+                .clone()
+                .unwrap_or_else(|| client.as_str().to_owned()),
             name: req.user_name,
             color,
         };
@@ -537,7 +575,13 @@ impl Task {
                 }
             }
         }
-        let entry = SessionEntry::new(req.session, user.clone(), req.outbound, req.kick);
+        let entry = SessionEntry::new(
+            req.session,
+            user.clone(),
+            (req.permission, req.rights),
+            req.outbound,
+            req.kick,
+        );
         match self.fanout.insert(client.clone(), entry) {
             Some(mut old) => {
                 if let Some(kick) = old.kick.take() {
@@ -635,12 +679,12 @@ impl Task {
         op: TextOp,
         selection: Option<Selection>,
     ) {
-        if self
-            .fanout
-            .get(&client)
-            .is_none_or(|s| s.session != session)
-        {
+        let Some(entry) = self.fanout.get(&client).filter(|s| s.session == session) else {
             return;
+        };
+        if !entry.permission.allows(Permission::Write) {
+            let r = Refusal::new(ErrorCode::Forbidden, "read-only access");
+            return self.refuse(&client, &r, Some(seq));
         }
         match self.state.dedupe(&client, seq, rev) {
             Dedupe::Seen(committed) => {
@@ -695,10 +739,17 @@ impl Task {
             }
             Err(r) => return self.refuse(&client, &r, Some(seq)),
         }
+        // The author is the user as the server knows them: their id with
+        // identities, else the display name they chose.
         let author = self
             .fanout
             .get(&client)
-            .map(|s| s.user.name.clone())
+            .map(|s| {
+                s.rights
+                    .subject
+                    .clone()
+                    .unwrap_or_else(|| s.user.name.clone())
+            })
             .unwrap_or_default();
         let sub = Submission {
             client: client.clone(),
@@ -743,12 +794,12 @@ impl Task {
     }
 
     fn set_language(&mut self, session: SessionId, client: ClientId, language: String) {
-        if self
-            .fanout
-            .get(&client)
-            .is_none_or(|s| s.session != session)
-        {
+        let Some(entry) = self.fanout.get(&client).filter(|s| s.session == session) else {
             return;
+        };
+        if !entry.permission.allows(Permission::Write) {
+            let r = Refusal::new(ErrorCode::Forbidden, "read-only access");
+            return self.refuse(&client, &r, None);
         }
         self.language_aside(session, client, language);
     }
@@ -772,6 +823,33 @@ impl Task {
         }
         .to_frame();
         self.broadcast(&frame, Some(client));
+    }
+
+    /// A user's grant is now `granted`: each of their signed-in sessions
+    /// gets that (or what its link gives, if more), or is closed.
+    fn regrant(&mut self, user: &str, granted: Option<Permission>) {
+        let mut gone = Vec::new();
+        for (client, s) in self.fanout.iter_mut() {
+            let r = &s.rights;
+            if !r.signed_in || r.admin || r.subject.as_deref() != Some(user) {
+                continue;
+            }
+            match granted.max(r.link.as_ref().map(|(_, p)| *p)) {
+                Some(p) => s.permission = p,
+                None => gone.push(client.clone()),
+            }
+        }
+        self.forbid(gone, "your access to this document was revoked");
+    }
+
+    /// Closes sessions that lost their right: `error forbidden`, then 4403.
+    fn forbid(&mut self, gone: Vec<ClientId>, why: &str) {
+        for client in &gone {
+            self.refuse(client, &Refusal::new(ErrorCode::Forbidden, why), None);
+        }
+        if !gone.is_empty() {
+            self.drop_sessions(gone, CloseCode::Forbidden);
+        }
     }
 
     fn leave(&mut self, session: SessionId, client: &ClientId) {
