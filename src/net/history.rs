@@ -13,8 +13,10 @@
 //! - `GET  /api/documents/{id}/blame`
 //! - `POST /api/documents/{id}/restore` `{"rev": N}`
 //! - `POST /api/admin/documents/{id}/replay?to=N`: replays and verifies the
-//!   whole history ([`crate::replay`]). No authentication exists yet: like
-//!   every route here it is open to anyone who can reach the server.
+//!   whole history ([`crate::replay`]).
+//!
+//! Every route checks the caller's right first ([`super::guard::authorize`]):
+//! `read` for the readers, `write` for restore, `admin` for replay.
 
 use std::collections::HashMap;
 
