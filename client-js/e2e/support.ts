@@ -150,6 +150,10 @@ export class EditorPage {
       clipboard?: boolean;
       /** Runs in the page before its scripts (e.g. to wrap `WebSocket`). */
       init?: () => void;
+      /** The page URL's query, e.g. `?link=…` or `?token=…`. */
+      query?: string;
+      /** Wait until connected (default); false for a page the server refuses. */
+      connect?: boolean;
     } = {},
   ): Promise<EditorPage> {
     const context = await browser.newContext({
@@ -176,7 +180,8 @@ export class EditorPage {
         return;
       p.errors.push(`console.error: ${text}`);
     });
-    await page.goto(`${baseUrl}/d/${encodeURIComponent(docId)}`);
+    await page.goto(`${baseUrl}/d/${encodeURIComponent(docId)}${options.query ?? ""}`);
+    if (options.connect === false) return p;
     await p.waitConnected();
     // Suggestions pop up on a timer and Enter would accept them: keep typing deterministic.
     await page.evaluate(() =>
@@ -252,12 +257,13 @@ export class EditorPage {
   }
 }
 
-/** The document as the server has it (REST). */
+/** The document as the server has it (REST); `query` carries credentials (`?token=…`). */
 export async function serverDocument(
   baseUrl: string,
   id: string,
+  query = "",
 ): Promise<{ id: string; rev: number; language: string; text: string }> {
-  const res = await fetch(`${baseUrl}/api/documents/${encodeURIComponent(id)}`);
+  const res = await fetch(`${baseUrl}/api/documents/${encodeURIComponent(id)}${query}`);
   if (!res.ok) throw new Error(`GET document ${id}: ${res.status}`);
   return (await res.json()) as { id: string; rev: number; language: string; text: string };
 }

@@ -20,6 +20,19 @@
  * 4429 (rate limited), is retried. An `unknown_rev` refusal reloads the
  * document (join with `rev: null`) and rebases unsent edits onto it.
  *
+ * # Permission
+ *
+ * `joined.permission` says what we may do. A reader sends no ops:
+ * {@link Connection.submit} turns every change down (a `rejected` event, the
+ * caller undoes it), and edits still pending when a session joins as a
+ * reader (the right was taken away while we were disconnected) are dropped
+ * and undone, never sent. An op refused with `forbidden` (the right was
+ * lowered to read while connected) makes us a reader: it and every edit
+ * after it are dropped and undone in one go, and the `permission` event
+ * says so; nothing is resent. A session whose right is revoked is closed by
+ * the server with 4403, and one without valid credentials with 4401: both
+ * are final.
+ *
  * # Limits: big edits are split, never lost
  *
  * `joined.limits` says how big a message and an op may be (an older server
@@ -70,6 +83,7 @@ import { utf8Length } from "./unicode.js";
 import {
   applyClient,
   ClientProtocolError,
+  dropPending,
   joinRevision,
   opRefused,
   pendingEdits,
@@ -180,6 +194,11 @@ export interface Peer {
 export interface ConnectionEvents {
   status: ConnectionStatus;
   joined: { client: string; rev: number; language: string | null; permission: Permission };
+  /**
+   * What we may do: on every `joined`, and `read` when an op of ours is
+   * refused with `forbidden` (the right was lowered while connected).
+   */
+  permission: Permission;
   /** A peer's cursors changed (or it joined/left): read {@link Connection.peers}. */
   peers: ReadonlyMap<string, Peer>;
   language: { language: string; client: string | null };
@@ -361,7 +380,7 @@ export class Connection {
   submit(op: TextOperation): boolean {
     if (this.disposed) throw new Error("the connection is disposed");
     if (!this.machine) throw new Error("the document is not loaded yet");
-    const refused = this.refusal(op);
+    const refused = this.refusal(op) ?? this.readOnlyRefusal(op);
     if (refused) {
       this.emit("rejected", refused);
       return false;
@@ -379,6 +398,17 @@ export class Connection {
     return true;
   }
 
+  /** A reader's change: never sent, never applied. */
+  private readOnlyRefusal(op: TextOperation): Rejection | null {
+    if (this.currentPermission !== "read") return null;
+    return {
+      code: "forbidden",
+      message: "You can only read this document, so this change was not applied.",
+      text: insertedText(op),
+      local: true,
+    };
+  }
+
   /** Reports our cursors (in the editor's text); sent when the server can place them. */
   setSelection(selection: Selection | null): void {
     if (selectionsEqual(selection, this.localSelection)) return;
@@ -387,9 +417,9 @@ export class Connection {
     this.flushPresence();
   }
 
-  /** Changes the document's language; false if not connected (nothing sent). */
+  /** Changes the document's language; false if not connected or a reader (nothing sent). */
   setLanguage(language: string): boolean {
-    if (!this.joinedOnSocket) return false;
+    if (!this.joinedOnSocket || this.currentPermission === "read") return false;
     this.send({ type: "language", language });
     return true;
   }
@@ -700,7 +730,13 @@ export class Connection {
     this.currentPermission = msg.permission;
     this.currentLanguage = msg.language;
     this.attempt = 0;
+    if (msg.permission === "read" && t.send) {
+      // A reader sends nothing: what is pending is dropped just below.
+      const { send: _unsent, ...rest } = t;
+      t = rest;
+    }
     this.run(t);
+    if (msg.permission === "read") this.dropPendingEdits();
     this.peerMap.clear();
     for (const p of msg.peers) {
       if (p.client === this.id) continue;
@@ -715,6 +751,7 @@ export class Connection {
       language: msg.language,
       permission: msg.permission,
     });
+    this.emit("permission", msg.permission);
     this.emit("peers", this.peerMap);
     this.selectionDirty = this.localSelection !== null;
     this.flushPresence();
@@ -724,6 +761,15 @@ export class Connection {
     this.emit("refused", { code, message, seq });
     if (code === "too_large" && seq === null) this.tooBigNotice = message;
     if (!this.machine) return;
+    if (seq !== null && code === "forbidden") {
+      // We may not write (any more): no op of ours will be accepted, so
+      // none is resent; all that is pending is undone at once.
+      const downgraded = this.currentPermission !== "read";
+      this.currentPermission = "read";
+      this.dropPendingEdits();
+      if (downgraded) this.emit("permission", "read");
+      return;
+    }
     if (seq !== null) {
       const m = this.machine;
       const inFlight = "outstanding" in m && m.outstanding?.seq === seq ? m.outstanding.op : null;
@@ -755,6 +801,27 @@ export class Connection {
       return;
     }
     if (!this.joinedOnSocket && code === "unknown_rev") this.run(requestReload(this.machine));
+  }
+
+  /**
+   * Drops and undoes every edit not yet committed (we are a reader now) and
+   * hands their text back in one `rejected` event.
+   */
+  private dropPendingEdits(): void {
+    if (!this.machine) return;
+    const dropped = dropPending(this.machine);
+    this.run(dropped.transition);
+    if (!dropped.op) return;
+    const n = dropped.edits;
+    this.emit("rejected", {
+      code: "forbidden",
+      message:
+        n <= 1
+          ? "You can only read this document now: your unsaved edit was undone."
+          : `You can only read this document now: your ${n} unsaved edits were undone.`,
+      text: insertedText(dropped.op),
+      local: false,
+    });
   }
 
   /** Carries out a transition's effects, in order: state, editor, network. */

@@ -34,6 +34,7 @@ export {
   receiveCommitted,
   opRefused,
   retryInFlight,
+  dropPending,
   withLimits,
   NO_LIMITS,
   synchronized,
@@ -56,6 +57,7 @@ export {
   type CommittedOp,
   type OutgoingOp,
   type Transition,
+  type Dropped,
 } from "./client/state.js";
 export { resumeWithOps, resumeWithText, requestReload } from "./client/resync.js";
 export * from "./client/undo.js";

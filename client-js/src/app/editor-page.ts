@@ -6,6 +6,16 @@
  * for the server). A change that is refused, such as a paste too big for
  * the document, opens a dialog that holds its text (`rejected-dialog.ts`).
  *
+ * Credentials (`credentials.ts`): the page's `?token=` and `?link=` go with
+ * the WebSocket URL and every REST call. With `read` permission a banner
+ * says the document is read-only (the binding makes the editor so, and the
+ * history's restore is hidden). A session the server closes with 4401 or
+ * 4403 before it joined shows a page that says why ("Sign in to open this
+ * document", "You don't have access to this document") instead of an empty
+ * editor; after it joined, a banner says the access was revoked (or the
+ * sign-in is no longer valid) and the editor stays read-only with the text
+ * last seen. The connection does not retry either.
+ *
  * Test hook: `window.tandem` holds the editor, the current binding and its
  * connection (the e2e tests read text and state through it).
  *
@@ -15,7 +25,14 @@
 import * as monaco from "monaco-editor";
 import { MonacoBinding, normalizeColor, peerName } from "../monaco/index.js";
 import type { Connection, ConnectionStatus, Peer } from "../connection.js";
-import type { JoinUser } from "../protocol.js";
+import type { JoinUser, Permission } from "../protocol.js";
+import {
+  forgetRefused,
+  pageCredentials,
+  shareUrl,
+  withCredentials,
+  type Credentials,
+} from "./credentials.js";
 import { copyText, h } from "./dom.js";
 import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
 import { HistoryPanel } from "./history-panel.js";
@@ -39,12 +56,46 @@ declare global {
   }
 }
 
-/** The WebSocket URL of document `id`, passing on a `?token=` of the page. */
-function socketUrl(id: string): string {
+/** The WebSocket URL of document `id`, with the page's credentials. */
+function socketUrl(id: string, credentials: Credentials): string {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const token = new URLSearchParams(location.search).get("token");
-  const query = token ? `?token=${encodeURIComponent(token)}` : "";
-  return `${scheme}://${location.host}/api/documents/${encodeURIComponent(id)}/ws${query}`;
+  return withCredentials(
+    `${scheme}://${location.host}/api/documents/${encodeURIComponent(id)}/ws`,
+    credentials,
+  );
+}
+
+/** The banner's text for a reader. */
+export const READ_ONLY_TEXT = "Read-only: you can view this document but not edit it";
+
+/**
+ * The page shown instead of the editor when the server refuses the session
+ * before it joined: 4401 (no valid credentials) or 4403 (no right).
+ */
+function accessPage(id: string, code: number, detail: string | null): HTMLElement {
+  const unauthenticated = code === 4401;
+  const title = unauthenticated
+    ? "Sign in to open this document"
+    : "You don't have access to this document";
+  const explanation = unauthenticated
+    ? "The token is missing, invalid or expired, or the link is no longer valid."
+    : "You are known to the server, but this document is not shared with you.";
+  const hint = unauthenticated
+    ? `Open it with a sign-in token (/d/${id}?token=…) or with a share link someone sent you (/d/${id}?link=…).`
+    : "Ask the document's owner to give you access, or to send you a share link.";
+  return h(
+    "main",
+    {
+      id: "access-page",
+      class: "landing access-page",
+      "data-reason": unauthenticated ? "unauthenticated" : "forbidden",
+    },
+    h("h1", {}, title),
+    h("p", { class: "tagline" }, explanation),
+    h("p", {}, hint),
+    ...(detail ? [h("p", { class: "muted" }, `The server said: ${detail}`)] : []),
+    h("p", {}, h("a", { href: "/" }, "All documents")),
+  );
 }
 
 /** Monaco's languages as picker options, by display name. */
@@ -64,6 +115,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
   document.title = `${id} · Tandem`;
   document.body.className = "editor-page";
   let user: JoinUser = loadUser();
+  const credentials = pageCredentials(id);
 
   // ---- top bar ---------------------------------------------------------------
   const language = h("select", { id: "language", "aria-label": "Language", disabled: "" });
@@ -125,6 +177,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
     historyButton,
     status,
   );
+  const banner = h("div", { id: "access-banner", class: "access-banner", hidden: "" });
   const editorHost = h("div", { id: "editor", class: "editor" });
   // A refused change's text, until the user closes the dialog.
   let refused: string | null = null;
@@ -133,7 +186,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
     refreshStatus();
     editor.focus();
   });
-  root.replaceChildren(bar, editorHost, rejectedDialog.element);
+  root.replaceChildren(bar, banner, editorHost, rejectedDialog.element);
 
   // ---- the editor --------------------------------------------------------------
   const dark = window.matchMedia?.("(prefers-color-scheme: dark)").matches ?? false;
@@ -156,6 +209,82 @@ export function renderEditor(root: HTMLElement, id: string): void {
 
   let binding: MonacoBinding;
   let unsubscribe: (() => void)[] = [];
+  // What we may do (null before the first joined, and once access is gone).
+  let permission: Permission | null = null;
+  // Why the server last refused us (the error before a 4401/4403).
+  let refusal: string | null = null;
+  let history: HistoryPanel | null = null;
+  let statusTimer: number | null = null;
+
+  const showBanner = (kind: "read" | "revoked" | "signed-out" | null): void => {
+    if (kind === null) {
+      banner.hidden = true;
+      banner.removeAttribute("data-kind");
+      banner.replaceChildren();
+      return;
+    }
+    banner.hidden = false;
+    banner.dataset["kind"] = kind;
+    banner.className = `access-banner ${kind}`;
+    banner.setAttribute("role", kind === "read" ? "status" : "alert");
+    if (kind === "read") {
+      banner.replaceChildren(h("strong", {}, READ_ONLY_TEXT));
+      return;
+    }
+    const waiting = binding.connection.waitingEdits;
+    const unsaved =
+      waiting > 0
+        ? ` ${waiting === 1 ? "1 edit was" : `${waiting} edits were`} not saved: copy what you need.`
+        : "";
+    banner.replaceChildren(
+      h(
+        "strong",
+        {},
+        kind === "revoked"
+          ? "Your access to this document was revoked"
+          : "Sign in to open this document",
+      ),
+      " ",
+      h(
+        "span",
+        {},
+        (kind === "revoked"
+          ? "The text below is what you last saw; it is no longer updated."
+          : "Your sign-in is no longer valid (the token expired or the link was revoked). The text below is no longer updated.") +
+          unsaved,
+      ),
+    );
+  };
+
+  const applyPermission = (p: Permission | null): void => {
+    permission = p;
+    language.disabled = p === null || p === "read";
+    if (p === "read") showBanner("read");
+    else if (p !== null) showBanner(null);
+    history?.refreshRestore();
+  };
+
+  /** The server closed the session for good with 4401/4403. */
+  const accessLost = (code: number): void => {
+    const everJoined = binding.connection.revision !== null;
+    if (code === 4401) forgetRefused(id, credentials);
+    if (!everJoined) {
+      // Nothing to show: a page that says why, not an empty editor.
+      for (const u of unsubscribe) u();
+      unsubscribe = [];
+      binding.dispose();
+      history?.close();
+      if (statusTimer !== null) window.clearInterval(statusTimer);
+      editor.dispose();
+      model.dispose();
+      document.body.className = "access-page-body";
+      root.replaceChildren(accessPage(id, code, refusal));
+      return;
+    }
+    applyPermission(null);
+    showBanner(code === 4401 ? "signed-out" : "revoked");
+    renderPeople(new Map()); // no longer with the others
+  };
 
   const setLanguage = (lang: string): void => {
     if (!language.querySelector(`option[value="${CSS.escape(lang)}"]`)) {
@@ -207,22 +336,29 @@ export function renderEditor(root: HTMLElement, id: string): void {
     renderStatus(binding.connection.status, binding.connection.waitingEdits);
 
   const bind = (): void => {
-    binding = new MonacoBinding(editor, { url: socketUrl(id), user });
+    binding = new MonacoBinding(editor, { url: socketUrl(id, credentials), user });
     const c = binding.connection;
     unsubscribe = [
-      c.on("status", (s) => renderStatus(s, c.waitingEdits)),
-      c.on("peers", (p) => renderPeople(p)),
-      c.on("joined", (j) => {
-        language.disabled = j.permission === "read";
-        setLanguage(j.language ?? "plaintext");
+      c.on("status", (s) => {
+        renderStatus(s, c.waitingEdits);
+        if (s.kind === "closed" && (s.code === 4401 || s.code === 4403)) accessLost(s.code);
       }),
+      c.on("peers", (p) => renderPeople(p)),
+      c.on("joined", (j) => setLanguage(j.language ?? "plaintext")),
+      c.on("permission", (p) => applyPermission(p)),
       c.on("language", (l) => setLanguage(l.language)),
-      c.on("refused", (r) =>
-        console.warn(`tandem: the server refused a message: ${r.code}: ${r.message}`),
-      ),
+      c.on("refused", (r) => {
+        if (r.seq === null && (r.code === "unauthenticated" || r.code === "forbidden"))
+          refusal = r.message || null;
+        console.warn(`tandem: the server refused a message: ${r.code}: ${r.message}`);
+      }),
       c.on("rejected", (r) => {
         refused =
-          r.code === "too_large" ? "a change too big for this document" : `a change (${r.code})`;
+          r.code === "too_large"
+            ? "a change too big for this document"
+            : r.code === "forbidden"
+              ? "this document is read-only for you"
+              : `a change (${r.code})`;
         rejectedDialog.show(r);
         refreshStatus();
       }),
@@ -237,7 +373,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
   bind();
 
   // The status event does not fire on acks: refresh "saving" from time to time.
-  window.setInterval(refreshStatus, 400);
+  statusTimer = window.setInterval(refreshStatus, 400);
 
   language.addEventListener("change", () => {
     const lang = language.value;
@@ -248,7 +384,8 @@ export function renderEditor(root: HTMLElement, id: string): void {
   retry.addEventListener("click", () => binding.connection.reconnectNow());
 
   share.addEventListener("click", () => {
-    const url = `${location.origin}/d/${encodeURIComponent(id)}`;
+    // With the page's share link, if any; never with a sign-in token.
+    const url = shareUrl(location.origin, id, credentials);
     void copyText(url).then((ok) => {
       share.textContent = ok ? "Copied!" : "Copy failed";
       window.setTimeout(() => (share.textContent = "Copy link"), 1500);
@@ -280,18 +417,26 @@ export function renderEditor(root: HTMLElement, id: string): void {
     binding.dispose();
   });
   window.addEventListener("pageshow", (e) => {
-    if (e.persisted) bind();
+    // Not once the page says the access is gone (the editor is disposed).
+    if (e.persisted && !document.getElementById("access-page")) bind();
   });
 
   // ---- history -------------------------------------------------------------------
-  let history: HistoryPanel | null = null;
   const closeHistory = (): void => history?.close();
   historyButton.addEventListener("click", () => {
     if (history) {
       closeHistory();
       return;
     }
-    const panel = new HistoryPanel({ id, model, userName: () => user.name, dark }, () => {
+    const live = {
+      id,
+      model,
+      userName: () => user.name,
+      dark,
+      credentials,
+      canRestore: () => permission === "write" || permission === "admin",
+    };
+    const panel = new HistoryPanel(live, () => {
       if (history === panel) history = null;
       historyButton.setAttribute("aria-expanded", "false");
       historyButton.classList.remove("active");

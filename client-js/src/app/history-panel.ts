@@ -12,6 +12,7 @@
  */
 
 import * as monaco from "monaco-editor";
+import { withCredentials, type Credentials } from "./credentials.js";
 import { h } from "./dom.js";
 
 /** One group of `GET /api/documents/{id}/revisions`. */
@@ -49,10 +50,14 @@ export interface LiveDocument {
   /** The name to record a restore under ("" for the server's default). */
   readonly userName: () => string;
   readonly dark: boolean;
+  /** Sent with every request (`?token=`, `?link=`). */
+  readonly credentials: Credentials;
+  /** False for a reader (or once access is gone): "Restore this version" is hidden. */
+  readonly canRestore: () => boolean;
 }
 
-function api(id: string, tail: string): string {
-  return `/api/documents/${encodeURIComponent(id)}/${tail}`;
+function api(live: LiveDocument, tail: string): string {
+  return withCredentials(`/api/documents/${encodeURIComponent(live.id)}/${tail}`, live.credentials);
 }
 
 async function errorText(res: Response): Promise<string> {
@@ -83,6 +88,7 @@ export class HistoryPanel {
   private current = 0;
   private closed = false;
   private fetchSeq = 0;
+  private restoring = false;
   private compareSeq = 0;
   private sliderTimer: number | null = null;
   private playTimer: number | null = null;
@@ -159,6 +165,7 @@ export class HistoryPanel {
       theme: live.dark ? "vs-dark" : "vs",
     });
     this.diffEditor.setModel({ original: this.original, modified: this.modified });
+    this.refreshRestore();
 
     this.slider.addEventListener("input", () => this.onSlider());
     this.play.addEventListener("click", () => this.togglePlay());
@@ -179,6 +186,14 @@ export class HistoryPanel {
         }, 500);
       }),
     );
+  }
+
+  /** Shows "Restore this version" only to someone who may write (call when that changes). */
+  refreshRestore(): void {
+    const allowed = this.live.canRestore();
+    this.restore.hidden = !allowed;
+    if (!allowed) this.restore.disabled = true;
+    else if (!this.restoring) this.restore.disabled = false;
   }
 
   /** Loads the revisions and shows the current revision. */
@@ -208,7 +223,7 @@ export class HistoryPanel {
   }
 
   private async fetchText(rev: number): Promise<string> {
-    const res = await fetch(api(this.live.id, `text?rev=${rev}`));
+    const res = await fetch(api(this.live, `text?rev=${rev}`));
     if (!res.ok) throw new Error(await errorText(res));
     return res.text();
   }
@@ -245,7 +260,7 @@ export class HistoryPanel {
   private async loadRevisions(initial: boolean): Promise<void> {
     let body: { rev: number; revisions: RevisionGroup[] };
     try {
-      const res = await fetch(api(this.live.id, "revisions"));
+      const res = await fetch(api(this.live, "revisions"));
       if (!res.ok) throw new Error(await errorText(res));
       body = (await res.json()) as { rev: number; revisions: RevisionGroup[] };
     } catch (e) {
@@ -357,21 +372,24 @@ export class HistoryPanel {
   }
 
   private async doRestore(): Promise<void> {
+    if (!this.live.canRestore()) return;
     const rev = this.revision;
     this.stopPlay();
     this.restore.disabled = true;
+    this.restoring = true;
     const name = this.live.userName();
     const body: { rev: number; author?: string } = { rev };
     if (name) body.author = name;
     try {
-      const res = await fetch(api(this.live.id, "restore"), {
+      const res = await fetch(api(this.live, "restore"), {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify(body),
       });
       if (!res.ok) throw new Error(await errorText(res));
     } catch (e) {
-      this.restore.disabled = false;
+      this.restoring = false;
+      this.refreshRestore();
       if (!this.closed) this.setMessage(`Restore failed: ${String(e)}`);
       return;
     }

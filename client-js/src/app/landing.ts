@@ -5,6 +5,7 @@
  * @module
  */
 
+import { pageCredentials, withCredentials, type Credentials } from "./credentials.js";
 import { h, isDocumentId, randomDocumentId, timeAgo } from "./dom.js";
 
 /** A document as `GET /api/documents` lists it. */
@@ -82,13 +83,25 @@ export function renderLanding(root: HTMLElement, notice: string | null): void {
     list,
   );
   root.replaceChildren(main);
-  void loadRecent(list);
+  void loadRecent(list, pageCredentials(null));
 }
 
-async function loadRecent(list: HTMLElement): Promise<void> {
+async function loadRecent(list: HTMLElement, credentials: Credentials): Promise<void> {
   let docs: ListedDocument[];
   try {
-    const res = await fetch("/api/documents?limit=50", { headers: { accept: "application/json" } });
+    const res = await fetch(withCredentials("/api/documents?limit=50", credentials), {
+      headers: { accept: "application/json" },
+    });
+    if (res.status === 401) {
+      list.replaceChildren(
+        h(
+          "li",
+          { class: "muted" },
+          "Sign in to see the documents: open this page with ?token=<your token>.",
+        ),
+      );
+      return;
+    }
     if (!res.ok) throw new Error(`${res.status} ${res.statusText}`);
     docs = parseList(await res.json());
   } catch (e) {

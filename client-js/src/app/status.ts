@@ -10,6 +10,7 @@
  * | joined, no ack for {@link STALLED_AFTER_MS} | Not saved: 2 edits waiting for the server | `unsaved` |
  * | a change was refused (until dismissed) | Not saved: … | `unsaved` |
  * | reconnecting, offline, closed | Reconnecting… · 2 edits waiting, … | the status kind |
+ * | closed with 4401 / 4403 | Not signed in / No access | `closed` |
  *
  * @module
  */
@@ -67,6 +68,13 @@ export function describeStatus(s: ConnectionStatus, facts: StatusFacts): StatusV
         kind: "offline",
       };
     case "closed":
+      if (s.code === 4401 || s.code === 4403) {
+        const what = s.code === 4401 ? "Not signed in" : "No access";
+        return {
+          text: `${what}${waiting ? ` · ${plural(waiting, "edit")} not saved` : ""}`,
+          kind: "closed",
+        };
+      }
       return {
         text: `Disconnected (${s.reason || s.code})${waiting ? ` · ${plural(waiting, "edit")} not saved` : ""}`,
         kind: "closed",

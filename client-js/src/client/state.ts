@@ -382,7 +382,8 @@ const TRANSIENT_CODES: ReadonlySet<string> = new Set(["rate_limited", "unavailab
  *   the caller resends it later (by reconnecting: a resume resends it).
  * * `unknown_rev`: the op is kept, as an uncommitted change, and the client
  *   reloads ({@link Reloading}); after the reload it is rebased on the new text.
- * * anything else (`bad_op`, `too_large`, `forbidden`, …): the op can never
+ * * anything else (`bad_op`, `too_large`, `forbidden`, …; the connection
+ *   handles `forbidden` with {@link dropPending} instead): the op can never
  *   be committed, so it is dropped: `apply` reverts it in the editor, and the
  *   buffer, transformed past that revert, becomes the next op.
  *
@@ -410,6 +411,61 @@ export function opRefused(state: ClientState, seq: number, code: string): Transi
   if (!buffer) return sendIfAny(state, null, revert);
   const [b, revert1] = TextOperation.transform(buffer.op, revert);
   return sendIfAny(state, { op: b, edits: buffer.edits }, revert1);
+}
+
+/** What {@link dropPending} took out of the editor. */
+export interface Dropped {
+  /** The new state (Synchronized, or the state unchanged when nothing was dropped) and the revert to apply. */
+  readonly transition: Transition;
+  /** The dropped changes as one op on the server text they were based on, or null if none. */
+  readonly op: TextOperation | null;
+  /** How many local edits it held. */
+  readonly edits: number;
+}
+
+/**
+ * Drops every local change not yet committed, for a client that may no
+ * longer write (joined as a reader, or an op refused with `forbidden`):
+ * `apply` takes them out of the editor, which then shows the server's text,
+ * and nothing is sent. In {@link Resyncing} the op in flight is taken as not
+ * committed; if it was, the server's text already holds it, so the editor
+ * still ends on the server's text. In {@link Reloading} nothing is known of
+ * the server's text yet: the state is returned unchanged (drop again once
+ * joined).
+ */
+export function dropPending(state: ClientState): Dropped {
+  let current = state;
+  let apply: TextOperation | undefined;
+  if (current.kind === "resyncing") {
+    const t = resolveResync(current, { committedAt: null });
+    current = t.state;
+    apply = t.apply;
+  }
+  if (current.kind !== "awaitingConfirm" && current.kind !== "awaitingWithBuffer") {
+    if (current === state) return { transition: { state }, op: null, edits: 0 };
+    return {
+      transition: apply && !apply.isNoop() ? { state: current, apply } : { state: current },
+      op: null,
+      edits: 0,
+    };
+  }
+  const pending = pendingOperation(current) as TextOperation;
+  const edits = pendingEdits(current);
+  const revert = pending.invert(current.text);
+  apply = apply ? apply.compose(revert) : revert;
+  const next = freeze({
+    rev: current.rev,
+    text: current.text,
+    length: current.length,
+    nextSeq: current.nextSeq,
+    limits: current.limits,
+    kind: "synchronized",
+  } as const);
+  return {
+    transition: apply.isNoop() ? { state: next } : { state: next, apply },
+    op: pending,
+    edits,
+  };
 }
 
 /**

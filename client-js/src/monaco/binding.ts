@@ -24,6 +24,9 @@
  *   connection before it is sent (`Connection.submit` returns false and
  *   emits `rejected` with the text): the binding takes it out of the model
  *   again, so the editor, the server and the peers are all unchanged.
+ * * **Readers.** With `read` permission (on `joined`, or once an op is
+ *   refused with `forbidden`) the editor is read-only, undo does nothing
+ *   and no op is sent; presence still is.
  * * **Presence.** Our selections go to the connection at most every
  *   `presenceIntervalMs`; peers' cursors are drawn by {@link RemoteCursors}.
  *
@@ -155,7 +158,7 @@ export class MonacoBinding {
     );
     this.unsubscribes.push(
       this.connection.on("peers", () => this.renderPeers()),
-      this.connection.on("joined", (j) => this.setWritable(j.permission !== "read")),
+      this.connection.on("permission", (p) => this.setWritable(p !== "read")),
       this.connection.on("status", (s: ConnectionStatus) => {
         if (s.kind === "closed") this.setWritable(false);
       }),
@@ -387,7 +390,8 @@ export class MonacoBinding {
       actual = fixed;
     }
     const expected = editorText(state);
-    if (expected !== actual) {
+    // A reader sends nothing; what Monaco cannot show (a CR) simply stays different.
+    if (expected !== actual && this.writable) {
       const op = diffOperation(expected, actual);
       if (this.connection.submit(op)) {
         this.undoManager = transformUndo(this.undoManager, op);
