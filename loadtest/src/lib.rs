@@ -8,10 +8,13 @@
 //! * [`history`]: `--write-history`, an export file with a long history
 //!   for `tandem import`.
 //! * [`join`]: `--join`, timing fresh joins to one document.
+//! * [`background`]: `--background-joins`, joiners looping (fresh join,
+//!   far resume) beside a load run.
 //! * [`stats`]: histograms, /proc readings, the summary.
 //! * [`plot`]: `--plot`, the latency percentile plot as SVG.
 //! * [`http`]: the REST calls over a raw TCP stream.
 
+pub mod background;
 pub mod client;
 pub mod history;
 pub mod http;

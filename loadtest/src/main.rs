@@ -108,6 +108,25 @@ struct Args {
     /// --join: how many joins.
     #[arg(long, value_name = "K", default_value_t = 20, requires = "join")]
     joins: usize,
+    /// Load on this existing document (for instance one imported from
+    /// --write-history) instead of creating new ones.
+    #[arg(
+        long,
+        value_name = "DOC_ID",
+        conflicts_with_all = ["doc_size", "docs", "join", "trace", "write_history"]
+    )]
+    load_doc: Option<String>,
+    /// During the load, N joiner tasks loop on the documents: a fresh join
+    /// (the full text), then a resume from --resume-behind revisions back
+    /// (that many catch-up ops), and again; each `joined` read and checked.
+    #[arg(long, value_name = "N", default_value_t = 0, conflicts_with_all = ["join", "trace", "write_history"])]
+    background_joins: usize,
+    /// --background-joins: how many revisions behind a resume starts.
+    #[arg(long, value_name = "REVS", default_value_t = 20_000)]
+    resume_behind: u64,
+    /// --background-joins: milliseconds each joiner waits between joins.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    background_pause_ms: u64,
 }
 
 fn secs(s: f64) -> Duration {
@@ -207,6 +226,10 @@ fn main() -> std::process::ExitCode {
                     pid: a.pid,
                     quiesce_timeout: secs(a.quiesce_timeout),
                     plot: a.plot.clone(),
+                    load_doc: a.load_doc.clone(),
+                    background_joins: a.background_joins,
+                    resume_behind: a.resume_behind,
+                    background_pause: Duration::from_millis(a.background_pause_ms),
                 })
                 .await
             }
@@ -230,7 +253,8 @@ fn main() -> std::process::ExitCode {
     if report.get("plot_error").is_some() {
         return std::process::ExitCode::from(2);
     }
-    if report["converged"] == true {
+    let background_errors = report["background_joins"]["errors"].as_u64().unwrap_or(0);
+    if report["converged"] == true && background_errors == 0 {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)

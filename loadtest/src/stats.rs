@@ -188,6 +188,44 @@ fn print_join_summary(r: &Value) {
     );
 }
 
+/// The `background_joins` lines of a load report.
+fn print_background_summary(b: &Value) {
+    println!(
+        "background: {} joiners looping (fresh join, then resume {} revisions behind), pause {} ms",
+        b["joiners"], b["resume_behind"], b["pause_ms"]
+    );
+    for (kind, size, what) in [
+        ("fresh", "text_chars", "chars"),
+        ("resume", "ops", "catch-up ops"),
+    ] {
+        let k = &b[kind];
+        println!(
+            "  {kind:<6} {} in window ({:.1}/s; {} in all), {}-{} {what}, frames up to {} bytes",
+            k["count"],
+            b[format!("{kind}_per_sec")].as_f64().unwrap_or(0.0),
+            k["count_all"],
+            k[format!("{size}_min")],
+            k[format!("{size}_max")],
+            k["frame_bytes_max"]
+        );
+        println!("  {}", lat_line(&format!("{kind} join"), &k["join_ms"]));
+    }
+    let t = &b["resume_as_text"];
+    if t["count_all"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "  resumes answered with the whole text instead of ops: {} in window ({} in all)",
+            t["count"], t["count_all"]
+        );
+        println!("  {}", lat_line("as text", &t["join_ms"]));
+    }
+    println!("  background errors {}", b["errors"]);
+    if let Some(s) = b["error_samples"].as_array().filter(|a| !a.is_empty()) {
+        for e in s {
+            println!("    error: {}", e.as_str().unwrap_or(""));
+        }
+    }
+}
+
 /// A readable summary of a JSON report (load, trace or join).
 pub fn print_summary(r: &Value) {
     let opt = |k: &str, unit: &str| opt_num(r, k, unit);
@@ -274,6 +312,9 @@ pub fn print_summary(r: &Value) {
         opt("server_peak_rss_mb", " MiB"),
         opt("loadgen_cpu_s", " s")
     );
+    if r["background_joins"].is_object() {
+        print_background_summary(&r["background_joins"]);
+    }
     if let Some(p) = r["plot"].as_str() {
         println!("plot: {p}");
     }

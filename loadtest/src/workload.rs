@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, interval_at, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::background::{Background, BackgroundConfig, DocProgress};
 use crate::client::{JoinOutcome, OtClient, Rng, ServerMsg, Ws, connect, insert_op, parse_op};
 use crate::http::{addr_of, create_document, fetch_document};
 use crate::plot::{Series, note_in_report, write_svg};
@@ -45,6 +46,15 @@ pub struct LoadConfig {
     pub quiesce_timeout: Duration,
     /// Write the latency plot (SVG) here.
     pub plot: Option<std::path::PathBuf>,
+    /// Run on this existing document (one) instead of creating new ones.
+    pub load_doc: Option<String>,
+    /// Joiner tasks looping beside the load (fresh join, far resume, …),
+    /// see [`crate::background`]; 0 for none.
+    pub background_joins: usize,
+    /// A background resume starts this many revisions behind.
+    pub resume_behind: u64,
+    /// Pause between one background join and the next.
+    pub background_pause: Duration,
 }
 
 impl Default for LoadConfig {
@@ -65,6 +75,10 @@ impl Default for LoadConfig {
             pid: None,
             quiesce_timeout: Duration::from_secs(60),
             plot: None,
+            load_doc: None,
+            background_joins: 0,
+            resume_behind: 20_000,
+            background_pause: Duration::ZERO,
         }
     }
 }
@@ -147,6 +161,8 @@ impl DocTrack {
 struct Shared {
     window: OnceLock<Window>,
     docs: Vec<DocTrack>,
+    /// Each document's start, for the background joiners' checks.
+    progress: Vec<Arc<DocProgress>>,
 }
 
 struct Spec {
@@ -462,6 +478,9 @@ async fn run_client(
         resend_at: None,
     };
     let first = open(&mut ctx.c, &ctx.spec.url, false).await;
+    if first.is_ok() {
+        ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev, ctx.c.text.len_chars() as u64);
+    }
     let _ = ready_tx.send(ix);
     let fatal = match first {
         Err(e) => Some(format!("client {ix}: {e:#}")),
@@ -502,7 +521,20 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     }
     let addr = addr_of(&cfg.url);
     let prefix = run_prefix("load", cfg.seed);
-    let doc_ids: Vec<String> = (0..cfg.docs).map(|i| format!("{prefix}-{i}")).collect();
+    let doc_ids: Vec<String> = match &cfg.load_doc {
+        Some(id) => {
+            if cfg.docs != 1 || cfg.doc_size > 0 {
+                bail!(
+                    "an existing document (--load-doc) is one document, not created: no --docs or --doc-size"
+                );
+            }
+            if tandem::ids::DocId::parse(id).is_err() {
+                bail!("bad document id {id:?}");
+            }
+            vec![id.clone()]
+        }
+        None => (0..cfg.docs).map(|i| format!("{prefix}-{i}")).collect(),
+    };
     if cfg.doc_size > 0 {
         let text = filler_text(cfg.doc_size);
         for id in &doc_ids {
@@ -534,6 +566,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
                 receivers: m.saturating_sub(1),
             })
             .collect(),
+        progress: (0..cfg.docs).map(|_| Arc::default()).collect(),
     });
     let cfg = Arc::new(cfg);
     let (phase_tx, phase_rx) = watch::channel(Phase::Connecting);
@@ -566,6 +599,23 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         end: t0 + cfg.warmup + cfg.duration,
     };
     let _ = shared.window.set(win);
+    let background = if cfg.background_joins > 0 {
+        let bg = Background::start(BackgroundConfig {
+            joiners: cfg.background_joins,
+            resume_behind: cfg.resume_behind,
+            pause: cfg.background_pause,
+            chars: cfg.chars,
+            ws_urls: doc_ids
+                .iter()
+                .map(|id| format!("ws://{addr}/api/documents/{id}/ws"))
+                .collect(),
+            progress: shared.progress.clone(),
+        })?;
+        bg.set_window(win.start, win.end);
+        Some(bg)
+    } else {
+        None
+    };
     let _ = phase_tx.send(Phase::Running);
     sleep_until(win.start.into()).await;
     let server_cpu0 = pid.as_deref().and_then(cpu_seconds);
@@ -575,6 +625,10 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     let self_cpu1 = cpu_seconds("self");
     let measured = win.end.saturating_duration_since(win.start).as_secs_f64();
     let _ = phase_tx.send(Phase::Stopping);
+    let background = match background {
+        Some(bg) => Some(bg.finish(measured).await),
+        None => None,
+    };
 
     // Quiescence: every client has nothing pending.
     let quiesce_deadline = Instant::now() + cfg.quiesce_timeout;
@@ -670,6 +724,12 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         "loadgen_cpu_s": diff(self_cpu0, self_cpu1),
         "final_revs": server_docs.iter().map(|d| d.0).collect::<Vec<_>>(),
     });
+    if let Some(id) = &cfg.load_doc {
+        report["load_doc"] = id.as_str().into();
+    }
+    if let Some(bg) = background {
+        report["background_joins"] = bg;
+    }
     if let Some(path) = &cfg.plot {
         let series = [
             Series {
@@ -709,6 +769,12 @@ fn plot_title(cfg: &LoadConfig) -> String {
     );
     if cfg.presence_hz > 0.0 {
         second.push_str(&format!(", presence {} Hz", cfg.presence_hz));
+    }
+    if cfg.background_joins > 0 {
+        second.push_str(&format!(
+            ", {} background joiners (fresh / resume {} behind)",
+            cfg.background_joins, cfg.resume_behind
+        ));
     }
     format!(
         "tandem-loadtest: latency by percentile ({} s measured after {} s warmup)\n{second}",

@@ -421,3 +421,74 @@ async fn join_long_history_gets_full_text() {
     assert_eq!(rev, 2_000);
     assert_eq!(text, tandem_loadtest::history::history_text(2_000));
 }
+
+/// `--background-joins` beside a load on an imported history: 3,000 ops
+/// (the server keeps 2,000 in memory), 3 writers at 10 ops/s, 2 joiners
+/// looping fresh join / resume 2,500 revisions behind (so the catch-up is
+/// read from the store), all through the `tandem-loadtest` binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_joins_beside_a_load() {
+    let dir = temp_dir("background");
+    let history = dir.join("h.jsonl");
+    let loadtest = env!("CARGO_BIN_EXE_tandem-loadtest");
+    let out = output_within(
+        Command::new(loadtest)
+            .arg("--write-history")
+            .arg(&history)
+            .args(["--ops", "3000", "--doc", "bg"]),
+        "tandem-loadtest --write-history",
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = output_within(
+        Command::new(server_binary())
+            .arg("import")
+            .arg(&history)
+            .arg("--data")
+            .arg(dir.join("t.db"))
+            .env("TANDEM_LOG", "warn"),
+        "tandem import",
+    );
+    assert!(out.status.success(), "{out:?}");
+
+    let server = start_server_in(dir);
+    let json = server._dir.join("bg.json");
+    let out = output_within(
+        Command::new(loadtest)
+            .args(["--url", &format!("http://{}", server.addr)])
+            .args(["--load-doc", "bg", "--clients", "3", "--rate", "10"])
+            .args(["--duration", "1.5", "--warmup", "0.5"])
+            .args(["--background-joins", "2", "--resume-behind", "2500"])
+            .arg("--json")
+            .arg(&json),
+        "tandem-loadtest --background-joins",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("background: 2 joiners"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("json report");
+    assert_eq!(report["mode"], "load", "{report:#}");
+    assert_eq!(report["load_doc"], "bg", "{report:#}");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
+    assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
+    let bg = &report["background_joins"];
+    assert_eq!(bg["joiners"], 2, "{report:#}");
+    assert_eq!(bg["errors"], 0, "{report:#}");
+    for kind in ["fresh", "resume"] {
+        assert!(
+            bg[kind]["count"].as_u64().unwrap() > 0,
+            "{kind}: {report:#}"
+        );
+        assert!(bg[kind]["join_ms"]["p99"].is_number(), "{kind}: {report:#}");
+    }
+    // Each resume got the 2,500 ops it asked for (and the few typed since).
+    let ops_min = bg["resume"]["ops_min"].as_u64().unwrap();
+    assert!((2_500..2_600).contains(&ops_min), "{report:#}");
+    // A fresh join gets the whole text: 3,000 characters and the writers'.
+    assert!(
+        bg["fresh"]["text_chars_min"].as_u64().unwrap() >= 3_000,
+        "{report:#}"
+    );
+}
