@@ -95,6 +95,61 @@ pub const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(45);
 pub const RATE_LIMIT_PER_SEC: u32 = 5_000;
 /// Burst allowance above the sustained rate.
 pub const RATE_LIMIT_BURST: u32 = 1_000;
+/// Ops per second one user (a token's subject) may send across all their
+/// connections together, in one burst at most [`USER_OPS_BURST_SECS`]
+/// worth. The per-connection [`RATE_LIMIT_PER_SEC`] alone lets a user who
+/// opens many sockets multiply it; this caps the user, not the socket. A
+/// fast typist sends ~10 ops a second and a script replaying a file
+/// hundreds, so one connection's worth is plenty for all of a user's tabs
+/// and bots. Link guests are the user `link:<id>`: everyone on one share
+/// link shares it (a class of 30 typing is ~300 a second). Open mode has
+/// no users and leaves it to the per-connection limit.
+pub const RATE_LIMIT_USER_OPS: u32 = 5_000;
+/// Seconds' worth of [`RATE_LIMIT_USER_OPS`] a user may send at once: a
+/// paste of many small ops or a reconnect resending goes through, while a
+/// flood is refused within a second.
+pub const USER_OPS_BURST_SECS: u32 = 1;
+/// New WebSocket connections per second from one IP address (IPv6: one
+/// /64). The burst is [`LIMIT_BURST_SECS`] worth, 20,000: as many as
+/// [`MAX_CONNECTIONS`], so one address (an office behind one NAT, the load
+/// generator on loopback opening 10,000 sockets at once) can fill a node
+/// from empty, and a crowd reconnecting after a restart is never refused
+/// for its address. What it stops is one address reconnecting in a loop
+/// for ever: each upgrade costs a token check and a store read.
+pub const RATE_LIMIT_IP_CONNECTIONS: u32 = 1_000;
+/// New WebSocket connections per second of one user, with a burst of
+/// [`LIMIT_BURST_SECS`] worth (2,000): far more tabs and reconnects than a
+/// person has, few enough that one stolen token cannot take a node's
+/// connections.
+pub const RATE_LIMIT_USER_CONNECTIONS: u32 = 100;
+/// `join`s per second from one IP address, burst [`LIMIT_BURST_SECS`]
+/// worth. A join opens (and on an unknown id creates) a document, the
+/// costliest thing a client can ask for; a connection normally joins once,
+/// so this matches [`RATE_LIMIT_IP_CONNECTIONS`].
+pub const RATE_LIMIT_IP_JOINS: u32 = 1_000;
+/// `join`s per second of one user, burst [`LIMIT_BURST_SECS`] worth; as
+/// [`RATE_LIMIT_USER_CONNECTIONS`], and it bounds how fast one user can
+/// create documents.
+pub const RATE_LIMIT_USER_JOINS: u32 = 100;
+/// REST (and static file) requests per second from one IP address, burst
+/// [`LIMIT_BURST_SECS`] worth (20,000): the load generator creates and
+/// reads back up to 10,000 documents one request after the other, and the
+/// web app makes a handful of requests per page. The WebSocket upgrade is
+/// not counted here (it has [`RATE_LIMIT_IP_CONNECTIONS`]).
+pub const RATE_LIMIT_IP_REQUESTS: u32 = 1_000;
+/// Seconds' worth of the connection, join and request rates that may come
+/// at once: connections come in crowds (a page load, a node restarting),
+/// not evenly.
+pub const LIMIT_BURST_SECS: u32 = 20;
+/// How often the per-key limiters forget the keys (addresses, users) whose
+/// allowance is full again, which are no different from keys never seen:
+/// memory holds only the keys active in the last burst window plus this.
+pub const LIMITER_SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// Keys one limiter may hold before it sweeps at once (at most once a
+/// second) instead of waiting for [`LIMITER_SWEEP_INTERVAL`]: ~100 bytes
+/// each, so a few tens of MB for all limiters even when many addresses
+/// come at once.
+pub const MAX_LIMITER_KEYS: usize = 100_000;
 /// Presence is forwarded at most this often per client; newer cursor
 /// positions replace older unsent ones, so a chatty client costs the others
 /// at most 20 presence messages a second.
@@ -183,6 +238,42 @@ impl Default for Limits {
     }
 }
 
+/// Rates per user and per IP address, shared by all of a node's
+/// connections (see [`RATE_LIMIT_USER_OPS`] and the others); 0 turns one
+/// off.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    /// See [`RATE_LIMIT_USER_OPS`].
+    pub user_ops: u32,
+    /// See [`RATE_LIMIT_IP_CONNECTIONS`].
+    pub ip_connections: u32,
+    /// See [`RATE_LIMIT_USER_CONNECTIONS`].
+    pub user_connections: u32,
+    /// See [`RATE_LIMIT_IP_JOINS`].
+    pub ip_joins: u32,
+    /// See [`RATE_LIMIT_USER_JOINS`].
+    pub user_joins: u32,
+    /// See [`RATE_LIMIT_IP_REQUESTS`].
+    pub ip_requests: u32,
+    /// Take the client's address from the last `X-Forwarded-For` entry
+    /// (set by a reverse proxy in front) instead of the TCP peer.
+    pub trust_forwarded_for: bool,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            user_ops: RATE_LIMIT_USER_OPS,
+            ip_connections: RATE_LIMIT_IP_CONNECTIONS,
+            user_connections: RATE_LIMIT_USER_CONNECTIONS,
+            ip_joins: RATE_LIMIT_IP_JOINS,
+            user_joins: RATE_LIMIT_USER_JOINS,
+            ip_requests: RATE_LIMIT_IP_REQUESTS,
+            trust_forwarded_for: false,
+        }
+    }
+}
+
 /// Timing of documents and sessions.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -224,4 +315,6 @@ pub struct Settings {
     pub limits: Limits,
     /// Snapshot, idle and heartbeat timing.
     pub timing: Timing,
+    /// Rates per user and per IP address.
+    pub rate: RateLimits,
 }

@@ -22,6 +22,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: the editor at http://BIND/ and the API under /api.
@@ -289,6 +291,54 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_RATE_LIMIT", default_value_t = config::RATE_LIMIT_PER_SEC)]
     rate_limit: u32,
 
+    /// Ops per second one user may send over all their connections
+    /// together (burst: one second's worth); 0: no limit. Not in open mode.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_USER_OPS", default_value_t = config::RATE_LIMIT_USER_OPS)]
+    rate_limit_user_ops: u32,
+
+    /// New WebSocket connections per second from one IP address (IPv6: a
+    /// /64), burst 20 seconds' worth; more get HTTP 429. 0: no limit.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_IP_CONNECTIONS", default_value_t = config::RATE_LIMIT_IP_CONNECTIONS)]
+    rate_limit_ip_connections: u32,
+
+    /// New WebSocket connections per second of one user, burst 20 seconds'
+    /// worth; more get HTTP 429. 0: no limit.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_USER_CONNECTIONS", default_value_t = config::RATE_LIMIT_USER_CONNECTIONS)]
+    rate_limit_user_connections: u32,
+
+    /// `join`s per second from one IP address, burst 20 seconds' worth;
+    /// more get `rate_limited`. 0: no limit.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_IP_JOINS", default_value_t = config::RATE_LIMIT_IP_JOINS)]
+    rate_limit_ip_joins: u32,
+
+    /// `join`s per second of one user, burst 20 seconds' worth; more get
+    /// `rate_limited`. 0: no limit.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_USER_JOINS", default_value_t = config::RATE_LIMIT_USER_JOINS)]
+    rate_limit_user_joins: u32,
+
+    /// REST and static file requests per second from one IP address, burst
+    /// 20 seconds' worth; more get HTTP 429. 0: no limit.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_IP_REQUESTS", default_value_t = config::RATE_LIMIT_IP_REQUESTS)]
+    rate_limit_ip_requests: u32,
+
+    /// Key the per-address limits by the last `X-Forwarded-For` entry
+    /// instead of the TCP peer: only behind a reverse proxy that sets it
+    /// (anyone else could claim any address).
+    #[arg(long, env = "TANDEM_TRUST_FORWARDED_FOR", default_value_t = false, action = clap::ArgAction::Set)]
+    trust_forwarded_for: bool,
+
+    /// Web pages (origins) that may open WebSockets and call the API from
+    /// a browser, comma-separated: `self` (a page served under the
+    /// request's own Host), `scheme://host[:port]`, or `*` for any.
+    /// Requests without an `Origin` (not from a browser) are always let in.
+    #[arg(
+        long,
+        env = "TANDEM_ALLOWED_ORIGINS",
+        value_delimiter = ',',
+        default_value = "self"
+    )]
+    allowed_origins: Vec<String>,
+
     /// Messages queued to one client before it is disconnected as too slow.
     #[arg(long, env = "TANDEM_OUTBOUND_QUEUE", default_value_t = config::OUTBOUND_QUEUE)]
     outbound_queue: usize,
@@ -373,6 +423,15 @@ impl ServeArgs {
         s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs.max(1));
         s.timing.ping_interval = s.timing.client_idle_timeout / 3;
         s.timing.outbound_coalesce = std::time::Duration::from_millis(self.outbound_coalesce_ms);
+        s.rate = config::RateLimits {
+            user_ops: self.rate_limit_user_ops,
+            ip_connections: self.rate_limit_ip_connections,
+            user_connections: self.rate_limit_user_connections,
+            ip_joins: self.rate_limit_ip_joins,
+            user_joins: self.rate_limit_user_joins,
+            ip_requests: self.rate_limit_ip_requests,
+            trust_forwarded_for: self.trust_forwarded_for,
+        };
         s
     }
 }
@@ -401,6 +460,9 @@ async fn shutdown_signal() {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let origins = net::origin::Origins::parse(&args.allowed_origins)
+        .map_err(anyhow::Error::msg)
+        .context("--allowed-origins")?;
     let store = args.store.open().await?;
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("binding {}", args.bind))?;
@@ -431,6 +493,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         settings: args.settings(),
         static_dir,
         workers: args.workers,
+        origins,
     };
     net::run(listener, config, shutdown_signal()).await?;
     Ok(())

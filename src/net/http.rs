@@ -37,6 +37,10 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Built web app (`client-js/dist`), if any.
     pub static_dir: Option<PathBuf>,
+    /// Rates per user and per address, shared by every connection.
+    pub limiters: Arc<super::limits::Limiters>,
+    /// Which pages may open sockets and call the API.
+    pub origins: Arc<super::origin::Origins>,
 }
 
 /// An error answered as JSON.
@@ -338,6 +342,14 @@ async fn websocket(
         )
         .into());
     }
+    // Another site's page must not get a socket with this user's
+    // credentials: refused before anything else, and before the upgrade.
+    super::origin::check_upgrade(&state.origins, req.headers())?;
+    let ip = state.limiters.client_ip(req.headers(), req.peer_addr());
+    state
+        .limiters
+        .connection_from(ip.as_ref())
+        .map_err(ApiError::from)?;
     // Counted from before the upgrade to the end of the session, however
     // it ends: the guard goes with the session's task.
     let Some(guard) = state.connections.try_acquire() else {
@@ -358,6 +370,15 @@ async fn websocket(
             link.as_deref(),
         )
         .await;
+    let user: Option<Arc<str>> = identity
+        .as_ref()
+        .ok()
+        .and_then(|i| i.subject())
+        .map(Arc::from);
+    state
+        .limiters
+        .connection_of(user.as_ref())
+        .map_err(ApiError::from)?;
     let (response, session, stream) = actix_ws::handle(&req, body)?;
     let max = state.registry.settings().limits.max_message_bytes;
     let stream = stream
@@ -368,6 +389,11 @@ async fn websocket(
         Arc::clone(&state.registry),
         Arc::clone(&state.auth),
         identity,
+        super::session::Caller {
+            limiters: Arc::clone(&state.limiters),
+            ip,
+            user,
+        },
         id,
         session,
         stream,

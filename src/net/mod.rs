@@ -6,6 +6,8 @@ pub mod connections;
 pub mod guard;
 pub mod history;
 pub mod http;
+pub mod limits;
+pub mod origin;
 pub mod session;
 
 use std::future::Future;
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, HttpServer, middleware, web};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -37,6 +39,8 @@ pub struct ServerConfig {
     pub static_dir: Option<PathBuf>,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
+    /// Which pages may open sockets and call the API.
+    pub origins: origin::Origins,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down
@@ -54,12 +58,16 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = Registry::new(config.store, Arc::new(config.settings), stop_rx.clone());
     let connections = connections::Connections::new(registry.settings().limits.max_connections);
+    let limiters = limits::Limiters::new(&registry.settings().rate);
+    actix_web::rt::spawn(limits::sweep_until(Arc::clone(&limiters), stop_rx.clone()));
     let state = http::AppState {
         registry: Arc::clone(&registry),
         auth: Arc::new(config.auth),
         connections,
         shutdown: stop_rx,
         static_dir: config.static_dir,
+        limiters,
+        origins: Arc::new(config.origins),
     };
     let max_body = state.registry.settings().limits.max_message_bytes * 16;
     let mut server = HttpServer::new(move || {
@@ -67,6 +75,9 @@ pub async fn run(
             .app_data(web::Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(max_body))
             .configure(http::configure)
+            // CORS outside the rate limit, so that a page can read its 429.
+            .wrap(middleware::from_fn(limits::limit_requests))
+            .wrap(middleware::from_fn(origin::cors))
     })
     // Small frames (an ack, a keystroke) must leave at once: with Nagle's
     // algorithm a second small write waits for the peer's delayed ACK (40 ms).

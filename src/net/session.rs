@@ -17,6 +17,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, interval, sleep_until, timeout};
 use tracing::debug;
 
+use super::limits::{IpKey, Limiters};
 use crate::auth::{Auth, AuthError, Identity, Permission};
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
 use crate::document::SessionRights;
@@ -97,11 +98,23 @@ enum End {
     Gone,
 }
 
+/// Who is on the other end, for the limits shared by all connections.
+pub struct Caller {
+    /// The node's shared limits.
+    pub limiters: Arc<Limiters>,
+    /// The client's address, as the limits key it.
+    pub ip: Option<IpKey>,
+    /// The user (the identity's subject), as the limits key it.
+    pub user: Option<Arc<str>>,
+}
+
 /// Runs a session until the client leaves, is closed, or the server stops.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     registry: Arc<Registry>,
     auth: Arc<Auth>,
     identity: Result<Identity, AuthError>,
+    caller: Caller,
     doc: DocId,
     mut ws: Session,
     mut stream: AggregatedMessageStream,
@@ -208,15 +221,30 @@ pub async fn run(
                     AggregatedMessage::Close(reason) => break End::ClientClosed(reason),
                 };
                 let parsed = serde_json::from_str::<ClientMsg>(&text);
-                let is_presence = matches!(parsed, Ok(ClientMsg::Presence { .. }));
-                if !is_presence && !rate.allow() {
+                // This connection's own rate first, then the ones it shares
+                // with the user's (or the address's) other connections.
+                let limited: Option<Cow<'static, str>> = match &parsed {
+                    Ok(ClientMsg::Presence { .. }) => None,
+                    _ if !rate.allow() => Some("too many messages; slow down".into()),
+                    Ok(ClientMsg::Op { .. }) if attached.is_some() => caller
+                        .limiters
+                        .op(caller.user.as_ref())
+                        .err()
+                        .map(|l| l.message().into()),
+                    Ok(ClientMsg::Join { .. }) if attached.is_none() => caller
+                        .limiters
+                        .join(caller.ip.as_ref(), caller.user.as_ref())
+                        .err()
+                        .map(|l| l.message().into()),
+                    _ => None,
+                };
+                if let Some(message) = limited {
                     limited_in_row += 1;
                     let seq = match &parsed {
                         Ok(ClientMsg::Op { seq, .. }) => Some(Seq(*seq)),
                         _ => None,
                     };
-                    let f =
-                        error_frame(ErrorCode::RateLimited, "too many messages; slow down", seq);
+                    let f = error_frame(ErrorCode::RateLimited, &message, seq);
                     if let Some(end) = answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
                     {
                         break end;
