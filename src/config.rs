@@ -317,4 +317,7 @@ pub struct Settings {
     pub timing: Timing,
     /// Rates per user and per IP address.
     pub rate: RateLimits,
+    /// With several nodes: a connection for a document another node owns
+    /// is closed with 4409 and the owner's URL instead of being forwarded.
+    pub cluster_redirect: bool,
 }

@@ -138,6 +138,30 @@ impl fmt::Display for Seq {
     }
 }
 
+/// The epoch of a document's ownership: the store hands out a larger one
+/// each time a node takes the document ([`Store::claim`]), and refuses a
+/// write that carries an older one, so a node that lost its lease cannot
+/// change the document after the next owner took it.
+///
+/// [`Store::claim`]: crate::store::Store::claim
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct LeaseEpoch(pub u64);
+
+impl LeaseEpoch {
+    /// The epoch of a document nobody has claimed yet: what offline tools
+    /// (import, replay into a new document) write new documents with.
+    pub const ZERO: Self = Self(0);
+}
+
+impl fmt::Display for LeaseEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,13 +12,16 @@
 //! - [`document`]: one document's single-writer task and its pure state
 //!   (the sequencer).
 //! - [`registry`]: which documents are open on this node.
+//! - [`cluster`]: which node owns which document: leases in Redis (or one
+//!   node and no Redis), the node directory, fenced by the store's epoch.
 //! - [`store`]: the `Store` trait and its backends (SQLite embedded).
 //! - [`history`]: reading history: text at a revision, grouped revisions,
 //!   blame, diffs, the op that restores an old text. Pure.
 //! - [`replay`]: admin tools over a store: replay and verify a document's
 //!   whole history, export it as JSON lines, import an export, fork.
 //! - [`protocol`]: the wire messages, error codes and close codes.
-//! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
+//! - [`net`]: the WebSocket session, forwarding it to the owner, the REST
+//!   API, graceful shutdown.
 //! - [`auth`]: identity and rights: per-document read < write < admin.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
 //!
@@ -29,6 +32,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod document;
 pub mod history;

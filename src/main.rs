@@ -182,6 +182,93 @@ struct StoreArgs {
     database_url: Option<String>,
 }
 
+/// Several nodes: Redis routes each document to one owner.
+#[derive(Args)]
+struct ClusterArgs {
+    /// Redis URL (redis://host:6379). When set, this node is one of
+    /// several: each document is served by the node holding its lease in
+    /// Redis, and connections that land elsewhere are forwarded there.
+    /// Needs --database-url: the nodes share one PostgreSQL.
+    #[arg(long, env = "TANDEM_REDIS_URL")]
+    redis_url: Option<String>,
+
+    /// This node's id in the cluster (default: a random one).
+    #[arg(long, env = "TANDEM_NODE_ID")]
+    node_id: Option<String>,
+
+    /// How the other nodes reach this one, e.g. http://10.0.0.5:8080
+    /// (default: http:// and the address it listens on, when that is not a
+    /// wildcard).
+    #[arg(long, env = "TANDEM_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+
+    /// How long a document's lease lasts, in seconds: a node that dies
+    /// gives its documents up after this long; a node that cannot renew
+    /// stops serving them a fifth of it earlier.
+    #[arg(long, env = "TANDEM_LEASE_SECS", default_value_t = 10.0)]
+    lease_secs: f64,
+
+    /// Prefix of every Redis key (several clusters can share one Redis).
+    #[arg(long, env = "TANDEM_REDIS_PREFIX", default_value = "tandem:")]
+    redis_prefix: String,
+
+    /// Close a connection for a document another node owns with 4409 and
+    /// the owner's URL, instead of forwarding it there.
+    #[arg(long, env = "TANDEM_CLUSTER_REDIRECT", default_value_t = false, action = clap::ArgAction::Set)]
+    cluster_redirect: bool,
+}
+
+impl ClusterArgs {
+    /// The Redis set-up, checked, or `None` for one node.
+    fn redis(
+        &self,
+        store: &StoreArgs,
+        addr: std::net::SocketAddr,
+    ) -> anyhow::Result<Option<tandem::cluster::redis::RedisConfig>> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            store.database_url.is_some(),
+            "--redis-url needs --database-url: the nodes of a cluster share one PostgreSQL database (SQLite is one machine's file)"
+        );
+        anyhow::ensure!(
+            self.lease_secs.is_finite() && (0.5..=3600.0).contains(&self.lease_secs),
+            "--lease-secs must be between 0.5 and 3600"
+        );
+        let advertise_url = match &self.advertise_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None if addr.ip().is_unspecified() => anyhow::bail!(
+                "--advertise-url is needed when listening on {addr}: how do the other nodes reach this one?"
+            ),
+            None => format!("http://{addr}"),
+        };
+        anyhow::ensure!(
+            advertise_url.starts_with("http://") || advertise_url.starts_with("https://"),
+            "--advertise-url must start with http:// or https://"
+        );
+        let node_id = match &self.node_id {
+            Some(id) => {
+                anyhow::ensure!(
+                    !id.is_empty()
+                        && id.len() <= 64
+                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                    "--node-id must be 1-64 characters of [A-Za-z0-9._-]"
+                );
+                id.clone()
+            }
+            None => format!("node-{:08x}", rand::random::<u32>()),
+        };
+        Ok(Some(tandem::cluster::redis::RedisConfig {
+            url: url.clone(),
+            prefix: self.redis_prefix.clone(),
+            node_id,
+            advertise_url,
+            lease_time: std::time::Duration::from_secs_f64(self.lease_secs),
+        }))
+    }
+}
+
 impl StoreArgs {
     async fn open(&self) -> anyhow::Result<SharedStore> {
         match &self.database_url {
@@ -233,6 +320,9 @@ struct ServeArgs {
 
     #[command(flatten)]
     store: StoreArgs,
+
+    #[command(flatten)]
+    cluster: ClusterArgs,
 
     /// Folder of the built web app (index.html and assets/).
     #[arg(long, env = "TANDEM_STATIC", default_value = "client-js/dist")]
@@ -404,6 +494,7 @@ impl ServeArgs {
 
     fn settings(&self) -> Settings {
         let mut s = Settings::default();
+        s.cluster_redirect = self.cluster.cluster_redirect;
         s.limits.max_message_bytes = self.max_message_bytes;
         s.limits.max_document_chars = self.max_document_chars;
         s.limits.max_op_components = self.max_op_components;
@@ -463,10 +554,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let origins = net::origin::Origins::parse(&args.allowed_origins)
         .map_err(anyhow::Error::msg)
         .context("--allowed-origins")?;
-    let store = args.store.open().await?;
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
+    let redis = args.cluster.redis(&args.store, addr)?;
+    let store = args.store.open().await?;
     let static_dir = args
         .static_dir
         .join("index.html")
@@ -494,6 +586,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         static_dir,
         workers: args.workers,
         origins,
+        redis,
     };
     net::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -1,6 +1,7 @@
-//! Which documents are open on this node: opening one spawns its task (which
-//! loads the latest snapshot and the ops after it), an idle task removes
-//! itself, and shutdown waits for every task to flush.
+//! Which documents are open on this node: opening one takes its lease (or
+//! finds which node owns it), then spawns its task (which claims it in the
+//! store and loads the latest snapshot and the ops after it); an idle task
+//! removes itself, and shutdown waits for every task to flush.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -8,6 +9,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Notify, watch};
 
+use crate::cluster::{Acquired, ClusterError, NodeInfo, SharedCluster};
 use crate::config::Settings;
 use crate::document::{self, DocumentHandle};
 use crate::ids::DocId;
@@ -19,11 +21,29 @@ use crate::store::SharedStore;
 #[error("too many documents open on this server (the limit is {0}); try again later")]
 pub struct TooManyDocuments(pub usize);
 
+/// Why [`Registry::open`] did not give a document of this node.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// This node is at its cap of open documents.
+    #[error(transparent)]
+    TooMany(#[from] TooManyDocuments),
+    /// Another node owns the document.
+    #[error("the document is served by node {}", .0.id)]
+    Elsewhere(NodeInfo),
+    /// The lease could not be asked for: nobody may open the document now.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
 /// The open documents of this node.
 pub struct Registry {
     /// Open document tasks. A std mutex: held only to look up or insert,
     /// never across an `.await`.
     docs: Mutex<HashMap<DocId, DocumentHandle>>,
+    /// One lease acquisition per document at a time on this node: a second
+    /// opener waits for the first instead of asking Redis again.
+    opening: Mutex<HashMap<DocId, Arc<tokio::sync::Mutex<()>>>>,
+    cluster: SharedCluster,
     store: SharedStore,
     settings: Arc<Settings>,
     shutdown: watch::Receiver<bool>,
@@ -36,11 +56,14 @@ impl Registry {
     /// A registry whose tasks use `store` and stop when `shutdown` turns true.
     pub fn new(
         store: SharedStore,
+        cluster: SharedCluster,
         settings: Arc<Settings>,
         shutdown: watch::Receiver<bool>,
     ) -> Arc<Self> {
         Arc::new(Self {
             docs: Mutex::new(HashMap::new()),
+            opening: Mutex::new(HashMap::new()),
+            cluster,
             store,
             settings,
             shutdown,
@@ -54,6 +77,11 @@ impl Registry {
         &self.store
     }
 
+    /// Leases and the other nodes.
+    pub fn cluster(&self) -> &SharedCluster {
+        &self.cluster
+    }
+
     /// The server settings.
     pub fn settings(&self) -> &Arc<Settings> {
         &self.settings
@@ -65,44 +93,84 @@ impl Registry {
         docs.get(id).filter(|h| !h.is_closed()).cloned()
     }
 
-    /// The task of `id`, spawning it if the document is not open. A new task
-    /// creates the document in the store if it does not exist.
+    /// The task of `id`, spawning it if the document is not open here and
+    /// this node can take its lease. A new task claims the document in the
+    /// store, creating it there if it does not exist.
     ///
     /// # Errors
     ///
-    /// [`TooManyDocuments`] when the document is not open and this node
+    /// [`OpenError::Elsewhere`] when another node holds the lease;
+    /// [`OpenError::TooMany`] when the document is not open and this node
     /// already runs `max_open_documents` tasks (counting those still
-    /// closing: they hold their memory until they end).
-    pub fn open(self: &Arc<Self>, id: &DocId) -> Result<DocumentHandle, TooManyDocuments> {
-        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = docs.get(id).filter(|h| !h.is_closed()) {
-            return Ok(h.clone());
+    /// closing: they hold their memory until they end);
+    /// [`OpenError::Cluster`] when the lease cannot be asked for.
+    pub async fn open(self: &Arc<Self>, id: &DocId) -> Result<DocumentHandle, OpenError> {
+        if let Some(h) = self.get(id) {
+            return Ok(h);
         }
-        // Tasks are only counted in under this lock, so two opens cannot
-        // both take the last place.
+        let turn = {
+            let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(opening.entry(id.clone()).or_default())
+        };
+        let result = {
+            let _turn = turn.lock().await;
+            match self.get(id) {
+                Some(h) => Ok(h),
+                None => self.acquire_and_spawn(id).await,
+            }
+        };
+        let mut opening = self.opening.lock().unwrap_or_else(|p| p.into_inner());
+        // The last one out removes the entry (the map holds one reference).
+        if opening.get(id).is_some_and(|t| Arc::strong_count(t) <= 2) {
+            opening.remove(id);
+        }
+        result
+    }
+
+    async fn acquire_and_spawn(self: &Arc<Self>, id: &DocId) -> Result<DocumentHandle, OpenError> {
         let max = self.settings.limits.max_open_documents;
         if self.live.0.load(Ordering::SeqCst) >= max {
-            return Err(TooManyDocuments(max));
+            return Err(TooManyDocuments(max).into());
+        }
+        let lease = match self.cluster.acquire(id).await? {
+            Acquired::Leased(lease) => lease,
+            Acquired::Elsewhere(node) => return Err(OpenError::Elsewhere(node)),
+        };
+        let mut docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        // Tasks are only counted in under this lock, so two opens cannot
+        // both take the last place.
+        if self.live.0.load(Ordering::SeqCst) >= max {
+            drop(docs);
+            self.cluster.release(&lease).await;
+            return Err(TooManyDocuments(max).into());
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let weak: Weak<Self> = Arc::downgrade(self);
         let live = Arc::clone(&self.live);
-        live.0.fetch_add(1, Ordering::SeqCst);
+        let count = live.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.cluster.set_open_documents(count);
         let doc = id.clone();
         let handle = document::spawn(
-            id.clone(),
+            document::Owner {
+                cluster: Arc::clone(&self.cluster),
+                lease,
+            },
             generation,
             Arc::clone(&self.store),
             Arc::clone(&self.settings),
             self.shutdown.clone(),
             move || {
-                if let Some(registry) = weak.upgrade() {
+                let registry = weak.upgrade();
+                if let Some(registry) = &registry {
                     let mut docs = registry.docs.lock().unwrap_or_else(|p| p.into_inner());
                     if docs.get(&doc).is_some_and(|h| h.generation == generation) {
                         docs.remove(&doc);
                     }
                 }
-                live.0.fetch_sub(1, Ordering::SeqCst);
+                let count = live.0.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+                if let Some(registry) = registry {
+                    registry.cluster.set_open_documents(count);
+                }
                 live.1.notify_waiters();
             },
         );
@@ -142,6 +210,10 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
 
     const WAIT: Duration = Duration::from_secs(10);
+
+    fn single() -> SharedCluster {
+        Arc::new(crate::cluster::single::SingleNode::default())
+    }
 
     /// A fresh database on `TANDEM_TEST_DATABASE_URL`'s server, as the
     /// integration tests make them (tests/common/pg.rs): `None` after a
@@ -271,12 +343,18 @@ mod tests {
         let mut settings = Settings::default();
         settings.limits.max_open_documents = 1;
         let (stop_tx, stop_rx) = watch::channel(false);
-        let registry = Registry::new(store, Arc::new(settings), stop_rx);
+        let registry = Registry::new(store, single(), Arc::new(settings), stop_rx);
         let a_id = DocId::parse("first").expect("id");
-        let a = registry.open(&a_id).expect("under the cap");
-        let refused = registry.open(&DocId::parse("second").expect("id"));
-        assert!(matches!(refused, Err(TooManyDocuments(1))), "over the cap");
-        let again = registry.open(&a_id).expect("an open document is served");
+        let a = registry.open(&a_id).await.expect("under the cap");
+        let refused = registry.open(&DocId::parse("second").expect("id")).await;
+        assert!(
+            matches!(refused, Err(OpenError::TooMany(TooManyDocuments(1)))),
+            "over the cap"
+        );
+        let again = registry
+            .open(&a_id)
+            .await
+            .expect("an open document is served");
         assert_eq!(again.generation, a.generation);
         assert_eq!(registry.open_count(), 1);
         stop_tx.send(true).expect("shutdown");
@@ -287,11 +365,11 @@ mod tests {
 
     async fn crash_and_reopen(store: SharedStore) {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let registry = Registry::new(store, Arc::new(Settings::default()), stop_rx);
+        let registry = Registry::new(store, single(), Arc::new(Settings::default()), stop_rx);
         let a_id = DocId::parse("crashes").expect("id");
         let b_id = DocId::parse("bystander").expect("id");
-        let a = registry.open(&a_id).expect("open");
-        let b = registry.open(&b_id).expect("open");
+        let a = registry.open(&a_id).await.expect("open");
+        let b = registry.open(&b_id).await.expect("open");
         let mut alice = join(&a, 1).await;
         let mut bob = join(&b, 2).await;
         type_x(&a, &mut alice, 1, 0, 0).await;
@@ -317,7 +395,7 @@ mod tests {
         // The other document carries on; the crashed one reopens from the
         // store with everything acked.
         type_x(&b, &mut bob, 2, 1, 1).await;
-        let a2 = registry.open(&a_id).expect("open");
+        let a2 = registry.open(&a_id).await.expect("open");
         let mut carol = join(&a2, 3).await;
         assert_eq!(text(&a2).await, "x");
         type_x(&a2, &mut carol, 3, 1, 1).await;

@@ -482,6 +482,7 @@ pub async fn import(
         if batch.len() >= IMPORT_BATCH || rev == header.rev {
             store
                 .append(AppendBatch {
+                    epoch: crate::ids::LeaseEpoch::ZERO,
                     doc: id.clone(),
                     ops: std::mem::take(&mut batch),
                     snapshot: Some((Revision(rev), rope.clone())),
@@ -539,6 +540,7 @@ mod tests {
             let snapshot = (rev % 3 == 0).then(|| (Revision(rev), Rope::from_str(&text)));
             store
                 .append(AppendBatch {
+                    epoch: crate::ids::LeaseEpoch::ZERO,
                     doc: id.clone(),
                     ops: vec![op(rev, len, "ab")],
                     snapshot,

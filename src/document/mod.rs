@@ -254,6 +254,15 @@ pub struct SessionRights {
     pub signed_in: bool,
 }
 
+/// What a document task needs to own its document: the lease this node
+/// took, and the cluster to renew and release it with.
+pub struct Owner {
+    /// Renews and releases the lease.
+    pub cluster: crate::cluster::SharedCluster,
+    /// This node's lease on the document.
+    pub lease: crate::cluster::Lease,
+}
+
 /// A handle to a running document task.
 #[derive(Clone)]
 pub struct DocumentHandle {

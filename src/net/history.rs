@@ -27,6 +27,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::http::{ApiError, AppState};
+use crate::registry::OpenError;
 use crate::auth::Permission;
 use crate::document::Command;
 use crate::history::{self, Blame, GROUP_GAP_MS};
@@ -118,7 +119,7 @@ fn range(q: &HashMap<String, String>, current: u64) -> Result<(u64, u64), ApiErr
 
 /// The text at `rev` (at most the current revision): the nearest snapshot
 /// at or before it plus the ops after that snapshot.
-async fn text_at(store: &SharedStore, id: &DocId, rev: u64) -> Result<String, ApiError> {
+pub(super) async fn text_at(store: &SharedStore, id: &DocId, rev: u64) -> Result<String, ApiError> {
     let snapshot = store
         .snapshot_at_or_before(id, Revision(rev))
         .await?
@@ -371,6 +372,7 @@ async fn restore(
 ) -> Result<HttpResponse, ApiError> {
     let id = doc_id(&path)?;
     let (identity, _) = super::guard::authorize(&req, &state, &id, Permission::Write).await?;
+    let raw = body.clone();
     let body: RestoreBody =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
     let author = body.author.unwrap_or_else(|| RESTORE_AUTHOR.to_owned());
@@ -385,7 +387,15 @@ async fn restore(
     let target = text_at(store, &id, body.rev).await?;
     let handle = match state.registry.get(&id) {
         Some(h) => h,
-        None => state.registry.open(&id)?,
+        None => match state.registry.open(&id).await {
+            Ok(h) => h,
+            // Another node owns the document: the restore runs there.
+            Err(OpenError::Elsewhere(owner)) if owner.url.is_some() => {
+                let via = state.registry.cluster().node().id.clone();
+                return super::forward::to_owner(&req, raw, &owner, &via).await;
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
     let unavailable = || {
         ApiError::new(

@@ -14,7 +14,7 @@ use super::connections::Connections;
 use crate::auth::{Auth, Permission};
 use crate::document::{Command, DocumentInfo};
 use crate::ids::DocId;
-use crate::registry::{Registry, TooManyDocuments};
+use crate::registry::{OpenError, Registry, TooManyDocuments};
 use crate::store::StoreError;
 
 /// Seconds a client refused because this node is at one of its caps
@@ -121,6 +121,19 @@ impl From<TooManyDocuments> for ApiError {
     }
 }
 
+impl From<OpenError> for ApiError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::TooMany(e) => e.into(),
+            OpenError::Elsewhere(_) | OpenError::Cluster(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     code: &'a str,
@@ -157,6 +170,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/documents/{id}/ws", web::get().to(websocket))
         .configure(super::history::configure)
         .configure(super::access::configure)
+        .configure(super::cluster::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));
@@ -189,10 +203,20 @@ async fn info(state: &AppState, id: &DocId) -> Result<DocumentInfo, ApiError> {
         Some(h) => h,
         None => {
             // Never create a document by reading it.
-            if state.registry.store().document(id).await?.is_none() {
+            let Some(meta) = state.registry.store().document(id).await? else {
                 return Err(StoreError::NotFound.into());
+            };
+            // With several nodes a read takes no lease: the store has every
+            // acked op, whoever owns the document.
+            if !state.registry.cluster().is_single() {
+                let text = super::history::text_at(state.registry.store(), id, meta.rev.0).await?;
+                return Ok(DocumentInfo {
+                    rev: meta.rev,
+                    language: meta.language,
+                    text: ropey::Rope::from_str(&text),
+                });
             }
-            state.registry.open(id)?
+            state.registry.open(id).await?
         }
     };
     let (tx, rx) = oneshot::channel();
@@ -398,6 +422,11 @@ async fn websocket(
             limiters: Arc::clone(&state.limiters),
             ip,
             user,
+            upstream: super::proxy::Upstream::from_request(
+                req.uri().path_and_query().map_or("", |p| p.as_str()),
+                req.headers(),
+                req.peer_addr(),
+            ),
         },
         id,
         session,

@@ -2,12 +2,15 @@
 //! REST API, and the graceful shutdown that ties them to the documents.
 
 pub mod access;
+pub mod cluster;
 pub mod connections;
+pub mod forward;
 pub mod guard;
 pub mod history;
 pub mod http;
 pub mod limits;
 pub mod origin;
+pub mod proxy;
 pub mod session;
 
 use std::future::Future;
@@ -20,6 +23,9 @@ use actix_web::{App, HttpServer, middleware, web};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::cluster::SharedCluster;
+use crate::cluster::redis::RedisCluster;
+use crate::cluster::single::SingleNode;
 use crate::config::Settings;
 use crate::registry::Registry;
 use crate::store::SharedStore;
@@ -41,6 +47,9 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Which pages may open sockets and call the API.
     pub origins: origin::Origins,
+    /// Several nodes: Redis holds the leases and the node directory. `None`:
+    /// this node is the only one.
+    pub redis: Option<crate::cluster::redis::RedisConfig>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down
@@ -56,7 +65,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let registry = Registry::new(config.store, Arc::new(config.settings), stop_rx.clone());
+    let cluster: SharedCluster = match config.redis {
+        Some(redis) => RedisCluster::start(redis, stop_rx.clone())
+            .map_err(|e| std::io::Error::other(e.to_string()))?,
+        None => Arc::new(SingleNode::default()),
+    };
+    let registry = Registry::new(
+        config.store,
+        cluster,
+        Arc::new(config.settings),
+        stop_rx.clone(),
+    );
     let connections = connections::Connections::new(registry.settings().limits.max_connections);
     let limiters = limits::Limiters::new(&registry.settings().rate);
     actix_web::rt::spawn(limits::sweep_until(Arc::clone(&limiters), stop_rx.clone()));

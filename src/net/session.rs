@@ -30,7 +30,8 @@ use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{
     ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, default_color, error_frame,
 };
-use crate::registry::Registry;
+use crate::cluster::NodeInfo;
+use crate::registry::{OpenError, Registry};
 use crate::store::StoreError;
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -93,6 +94,9 @@ enum Event {
 /// Why the session ends.
 enum End {
     Close(CloseCode, Cow<'static, str>),
+    /// Another node owns the document: the client's `join` (this text) and
+    /// everything after it go there.
+    Forward(NodeInfo, String),
     /// The client closed: its close frame is answered, as RFC 6455 asks.
     ClientClosed(Option<CloseReason>),
     Gone,
@@ -106,6 +110,9 @@ pub struct Caller {
     pub ip: Option<IpKey>,
     /// The user (the identity's subject), as the limits key it.
     pub user: Option<Arc<str>>,
+    /// How to present this connection to the node that owns the document,
+    /// should it be another.
+    pub upstream: super::proxy::Upstream,
 }
 
 /// Runs a session until the client leaves, is closed, or the server stops.
@@ -276,6 +283,18 @@ pub async fn run(
                         .await
                     }
                 };
+                let outcome = match outcome {
+                    // A node forwards a connection once: one that came
+                    // forwarded means the nodes disagree on the owner for
+                    // the moment (a lease changing hands).
+                    Ok(Some(_)) if caller.upstream.is_forwarded() => Err(refused(
+                        ErrorCode::Unavailable,
+                        "the document is changing nodes; retry",
+                    )),
+                    Ok(Some(owner)) => break End::Forward(owner, text.to_string()),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
                 // A join's answer goes first, before anything the document
                 // queued for the session (it is only read from now on).
                 let greeting = attached
@@ -382,6 +401,37 @@ pub async fn run(
             })
             .await;
     }
+    if let End::Forward(owner, join) = end {
+        let settings = Arc::clone(registry.settings());
+        if settings.cluster_redirect {
+            // Told where to go instead of being carried there.
+            let url = owner.url.unwrap_or_default();
+            let reason = format!("moved: {url}");
+            let code = CloseCode::Moved;
+            let _ = timeout(
+                CLOSE_FLUSH_TIMEOUT,
+                ws.close(Some(CloseReason {
+                    code: actix_ws::CloseCode::Other(code.code()),
+                    description: Some(reason.chars().take(120).collect()),
+                })),
+            )
+            .await;
+            return;
+        }
+        let via = registry.cluster().node().id.clone();
+        super::proxy::forward(
+            owner,
+            join,
+            caller.upstream,
+            &via,
+            &settings,
+            ws,
+            stream,
+            shutdown,
+        )
+        .await;
+        return;
+    }
     if let End::Close(code, mut reason) = end {
         // RFC 6455: a close reason is at most 123 bytes.
         if reason.len() > 123 {
@@ -421,7 +471,7 @@ pub async fn run(
 /// big (`Overflow`), or continuation frames adding up to too much (actix-ws
 /// reports that only as an I/O error with this text). Browsers fragment big
 /// messages, so the second is what a big paste hits.
-fn is_too_big(e: &actix_ws::ProtocolError) -> bool {
+pub(super) fn is_too_big(e: &actix_ws::ProtocolError) -> bool {
     match e {
         actix_ws::ProtocolError::Overflow => true,
         actix_ws::ProtocolError::Io(io) => io.to_string().contains("continuation size"),
@@ -561,7 +611,7 @@ async fn handle_message(
     out_tx: &Outbound,
     op_limits: &OpLimits,
     presence: &mut Option<(Revision, Option<Selection>)>,
-) -> Result<(), Refused> {
+) -> Result<Option<NodeInfo>, Refused> {
     match msg {
         ClientMsg::Join { client, rev, user } => {
             if attached.is_some() {
@@ -584,9 +634,21 @@ async fn handle_message(
             for _ in 0..OPEN_ATTEMPTS {
                 // A node at its cap of open documents refuses at once (the
                 // session then closes 1013); an open document is served.
-                let handle = registry
-                    .open(doc)
-                    .map_err(|e| refused(ErrorCode::Unavailable, e.to_string()))?;
+                let handle = match registry.open(doc).await {
+                    Ok(handle) => handle,
+                    Err(OpenError::Elsewhere(owner)) if owner.url.is_some() => {
+                        return Ok(Some(owner));
+                    }
+                    Err(OpenError::Elsewhere(owner)) => {
+                        // Its owner stopped announcing itself: its lease
+                        // runs out soon, and a retry opens it somewhere.
+                        return Err(refused(
+                            ErrorCode::Unavailable,
+                            format!("node {} that serves this document is not answering; retry", owner.id),
+                        ));
+                    }
+                    Err(e) => return Err(refused(ErrorCode::Unavailable, e.to_string())),
+                };
                 let (kick_tx, kick_rx) = oneshot::channel();
                 let (reply_tx, reply_rx) = oneshot::channel();
                 let req = JoinRequest {
@@ -617,7 +679,7 @@ async fn handle_message(
                             joined,
                             kick: kick_rx,
                         });
-                        return Ok(());
+                        return Ok(None);
                     }
                     Ok(Err(r)) if !handle.is_closed() => return Err(refused(r.code, r.message)),
                     Ok(Err(r)) => last = refused(r.code, r.message),
@@ -668,7 +730,7 @@ async fn handle_message(
                 op,
                 selection,
             };
-            a.handle.send(cmd).await.map_err(|_| {
+            a.handle.send(cmd).await.map(|()| None).map_err(|_| {
                 (
                     ErrorCode::Unavailable,
                     "document closed; reconnect".into(),
@@ -681,7 +743,7 @@ async fn handle_message(
                 check_selection(sel)?;
             }
             *presence = Some((Revision(rev), selection));
-            Ok(())
+            Ok(None)
         }
         ClientMsg::Language { language } => {
             let a = attached
@@ -704,6 +766,7 @@ async fn handle_message(
             a.handle
                 .send(cmd)
                 .await
+                .map(|()| None)
                 .map_err(|_| refused(ErrorCode::Unavailable, "document closed; reconnect"))
         }
     }

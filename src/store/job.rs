@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 
 use super::{AppendBatch, DocumentMeta, Durable, ShareLink, StoreError, durable_now};
 use crate::auth::Permission;
-use crate::ids::{DocId, Revision};
+use crate::ids::{DocId, LeaseEpoch, Revision};
 
 /// Where a job's outcome goes.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -26,15 +26,21 @@ pub(super) enum Job {
         batch: AppendBatch,
         reply: Reply<Durable>,
     },
+    Claim {
+        id: DocId,
+        reply: Reply<LeaseEpoch>,
+    },
     SetLanguage {
         id: DocId,
         language: String,
+        epoch: LeaseEpoch,
         reply: Reply<()>,
     },
     PutSnapshot {
         id: DocId,
         rev: Revision,
         text: Rope,
+        epoch: LeaseEpoch,
         reply: Reply<()>,
     },
     Grant {
@@ -63,6 +69,8 @@ pub(super) enum Job {
 pub(super) enum Done {
     /// A document was created.
     Created(DocumentMeta),
+    /// A document was claimed with this epoch.
+    Claimed(LeaseEpoch),
     /// A write with nothing to tell.
     Written,
     /// A delete: whether a row was removed.
@@ -77,6 +85,12 @@ pub(super) fn reply(job: Job, result: Result<Done, StoreError>) {
             let _ = reply.send(result.and_then(|d| match d {
                 Done::Created(meta) => Ok(meta),
                 _ => Err(StoreError::Corrupt("create returned nothing".into())),
+            }));
+        }
+        Job::Claim { reply, .. } => {
+            let _ = reply.send(result.and_then(|d| match d {
+                Done::Claimed(epoch) => Ok(epoch),
+                _ => Err(StoreError::Corrupt("claim returned nothing".into())),
             }));
         }
         Job::Append { reply, .. } => {

@@ -31,7 +31,7 @@ use ropey::Rope;
 use thiserror::Error;
 
 use crate::auth::Permission;
-use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ids::{ClientId, DocId, LeaseEpoch, Revision, Seq};
 use crate::ot::TextOp;
 
 /// Why a store call failed. Callers act on the variant: `Conflict` closes
@@ -156,6 +156,9 @@ pub struct AppendBatch {
     /// A snapshot to write in the same transaction (the rope is turned into
     /// text on the store's thread, off the document task).
     pub snapshot: Option<(Revision, Rope)>,
+    /// The writer's lease epoch (see [`Store::claim`]): the batch is refused
+    /// when the document has been claimed with a later one since.
+    pub epoch: LeaseEpoch,
 }
 
 /// Storage for documents, their op logs and snapshots.
@@ -189,6 +192,18 @@ pub trait Store: Send + Sync + 'static {
         owner: &str,
     ) -> Result<DocumentMeta, StoreError>;
 
+    /// Takes the document for a new owner: its lease epoch becomes one more
+    /// than the last, and is returned. From then on, appends, language
+    /// changes and snapshots that carry an older epoch are refused with
+    /// [`StoreError::Conflict`]: a node that lost its lease (paused, cut off)
+    /// cannot write after the next owner took the document, even where the
+    /// revisions it would write are still free.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when the document does not exist.
+    async fn claim(&self, id: &DocId) -> Result<LeaseEpoch, StoreError>;
+
     /// The document's metadata, or `None` when it does not exist.
     async fn document(&self, id: &DocId) -> Result<Option<DocumentMeta>, StoreError>;
 
@@ -221,7 +236,8 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`StoreError::Conflict`] when the first op is not the document's next
-    /// revision or a revision is already taken by a different op.
+    /// revision, a revision is already taken by a different op, or the
+    /// batch's epoch is older than the document's (see [`Store::claim`]).
     async fn append(&self, batch: AppendBatch) -> Result<(), StoreError> {
         self.append_ordered(batch).await?.await
     }
@@ -253,11 +269,24 @@ pub trait Store: Send + Sync + 'static {
         client: &ClientId,
     ) -> Result<Option<(Seq, Revision)>, StoreError>;
 
-    /// Changes the document's language.
-    async fn set_language(&self, id: &DocId, language: &str) -> Result<(), StoreError>;
+    /// Changes the document's language, unless `epoch` is older than the
+    /// document's ([`StoreError::Conflict`], see [`Store::claim`]).
+    async fn set_language(
+        &self,
+        id: &DocId,
+        language: &str,
+        epoch: LeaseEpoch,
+    ) -> Result<(), StoreError>;
 
-    /// Writes a snapshot (kept if one exists at that revision already).
-    async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError>;
+    /// Writes a snapshot (kept if one exists at that revision already),
+    /// unless `epoch` is older than the document's ([`StoreError::Conflict`]).
+    async fn put_snapshot(
+        &self,
+        id: &DocId,
+        rev: Revision,
+        text: Rope,
+        epoch: LeaseEpoch,
+    ) -> Result<(), StoreError>;
 
     /// Gives `user` exactly `permission` on the document, replacing any
     /// right they held (so it also lowers one). User ids are any text but
@@ -403,6 +432,20 @@ pub(crate) fn sort_links(links: &mut [ShareLink]) {
             .cmp(&a.created_ms)
             .then_with(|| a.id.cmp(&b.id))
     });
+}
+
+/// The refusal of a write whose epoch is older than the document's.
+pub(crate) fn check_epoch(
+    doc: &DocId,
+    stored: LeaseEpoch,
+    writer: LeaseEpoch,
+) -> Result<(), StoreError> {
+    if writer < stored {
+        return Err(StoreError::Conflict(format!(
+            "document {doc} was taken by a newer owner (lease epoch {stored}; this writer holds {writer})"
+        )));
+    }
+    Ok(())
 }
 
 /// Now, in Unix milliseconds.

@@ -35,17 +35,18 @@ use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
 use super::job::{Done, Job, Reply, reply};
 use super::{
     AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, ShareLink, Snapshot, Store,
-    StoreError, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
+    StoreError, check_epoch, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
     stored_permission,
 };
 use crate::auth::Permission;
-use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ids::{ClientId, DocId, LeaseEpoch, Revision, Seq};
 
 /// The migrations, in order: `(version, SQL)`. Each runs once, in its own
 /// transaction, and is recorded in `schema_migrations`.
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/0001_init.sql")),
     (2, include_str!("../../sql/0002_share_links.sql")),
+    (3, include_str!("../../sql/0003_lease_epoch.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations between nodes that
@@ -368,7 +369,25 @@ async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Done, StoreErro
             Ok(Done::Created(meta))
         }
         Job::Append { batch, .. } => append(conn, batch).await.map(|()| Done::Written),
-        Job::SetLanguage { id, language, .. } => {
+        Job::Claim { id, .. } => {
+            let row = conn
+                .query_opt(
+                    "UPDATE documents SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch",
+                    &[&id.as_str()],
+                )
+                .await
+                .map_err(pg_error)?
+                .ok_or(StoreError::NotFound)?;
+            let epoch: i64 = row.try_get(0).map_err(pg_error)?;
+            Ok(Done::Claimed(LeaseEpoch(from_sql(epoch)?)))
+        }
+        Job::SetLanguage {
+            id,
+            language,
+            epoch,
+            ..
+        } => {
+            check_epoch(id, stored_epoch(conn, id).await?, *epoch)?;
             let n = conn
                 .execute(
                     "UPDATE documents SET language = $2, updated_ms = $3 WHERE id = $1",
@@ -381,7 +400,14 @@ async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Done, StoreErro
             }
             Ok(Done::Written)
         }
-        Job::PutSnapshot { id, rev, text, .. } => {
+        Job::PutSnapshot {
+            id,
+            rev,
+            text,
+            epoch,
+            ..
+        } => {
+            check_epoch(id, stored_epoch(conn, id).await?, *epoch)?;
             put_snapshot(conn, id, *rev, &text.to_string()).await?;
             Ok(Done::Written)
         }
@@ -411,6 +437,23 @@ async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Done, StoreErro
             .map(|n| Done::Removed(n > 0))
             .map_err(pg_error),
     }
+}
+
+/// The document's lease epoch (see [`Store::claim`]), its row locked until
+/// the transaction ends so that a claim cannot pass between the check and
+/// the write.
+async fn stored_epoch(conn: &impl GenericClient, id: &DocId) -> Result<LeaseEpoch, StoreError> {
+    let epoch: i64 = conn
+        .query_opt(
+            "SELECT epoch FROM documents WHERE id = $1 FOR UPDATE",
+            &[&id.as_str()],
+        )
+        .await
+        .map_err(pg_error)?
+        .ok_or(StoreError::NotFound)?
+        .try_get(0)
+        .map_err(pg_error)?;
+    Ok(LeaseEpoch(from_sql(epoch)?))
 }
 
 async fn document_exists(conn: &impl GenericClient, id: &DocId) -> Result<bool, StoreError> {
@@ -584,16 +627,17 @@ async fn append(conn: &impl GenericClient, batch: &AppendBatch) -> Result<(), St
     }
     // FOR UPDATE: a concurrent writer of the same document (another node)
     // waits here and then sees the revision this one commits.
-    let current: i64 = conn
+    let row = conn
         .query_opt(
-            "SELECT rev FROM documents WHERE id = $1 FOR UPDATE",
+            "SELECT rev, epoch FROM documents WHERE id = $1 FOR UPDATE",
             &[&batch.doc.as_str()],
         )
         .await
         .map_err(pg_error)?
-        .ok_or(StoreError::NotFound)?
-        .try_get(0)
-        .map_err(pg_error)?;
+        .ok_or(StoreError::NotFound)?;
+    let epoch: i64 = row.try_get(1).map_err(pg_error)?;
+    check_epoch(&batch.doc, LeaseEpoch(from_sql(epoch)?), batch.epoch)?;
+    let current: i64 = row.try_get(0).map_err(pg_error)?;
     let current = from_sql(current)?;
     if current.checked_add(1) != Some(first.rev.0) {
         if already_stored(conn, batch).await? {
@@ -873,22 +917,40 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn set_language(&self, id: &DocId, language: &str) -> Result<(), StoreError> {
+    async fn claim(&self, id: &DocId) -> Result<LeaseEpoch, StoreError> {
+        let id = id.clone();
+        self.write(|reply| Job::Claim { id, reply }).await
+    }
+
+    async fn set_language(
+        &self,
+        id: &DocId,
+        language: &str,
+        epoch: LeaseEpoch,
+    ) -> Result<(), StoreError> {
         let (id, language) = (id.clone(), language.to_owned());
         self.write(|reply| Job::SetLanguage {
             id,
             language,
+            epoch,
             reply,
         })
         .await
     }
 
-    async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError> {
+    async fn put_snapshot(
+        &self,
+        id: &DocId,
+        rev: Revision,
+        text: Rope,
+        epoch: LeaseEpoch,
+    ) -> Result<(), StoreError> {
         let id = id.clone();
         self.write(|reply| Job::PutSnapshot {
             id,
             rev,
             text,
+            epoch,
             reply,
         })
         .await

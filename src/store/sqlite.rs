@@ -31,11 +31,11 @@ use tokio::sync::oneshot;
 use super::job::{Done, Job, Reply, reply};
 use super::{
     AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, ShareLink, Snapshot, Store,
-    StoreError, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
+    StoreError, check_epoch, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
     stored_permission,
 };
 use crate::auth::Permission;
-use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ids::{ClientId, DocId, LeaseEpoch, Revision, Seq};
 
 /// Most jobs in one transaction: bounds how long one commit holds replies.
 const MAX_JOBS_PER_COMMIT: usize = 4_096;
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS documents (
     language    TEXT NOT NULL,
     rev         INTEGER NOT NULL DEFAULT 0,
     created_ms  INTEGER NOT NULL,
-    updated_ms  INTEGER NOT NULL
+    updated_ms  INTEGER NOT NULL,
+    epoch       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS ops (
     document    TEXT NOT NULL REFERENCES documents(id),
@@ -178,6 +179,7 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        add_epoch_column(&conn)?;
         let (tx, rx) = std_mpsc::channel();
         let (sync_tx, sync_rx) = std_mpsc::channel();
         let stats = Arc::new(CommitStats::default());
@@ -410,7 +412,22 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Done, StoreError> {
             Ok(Done::Created(meta))
         }
         Job::Append { batch, .. } => append(conn, batch).map(|()| Done::Written),
-        Job::SetLanguage { id, language, .. } => {
+        Job::Claim { id, .. } => conn
+            .prepare_cached("UPDATE documents SET epoch = epoch + 1 WHERE id = ?1 RETURNING epoch")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![id.as_str()], |r| r.get::<_, i64>(0))
+                    .optional()
+            })
+            .map_err(unavailable)?
+            .ok_or(StoreError::NotFound)
+            .and_then(|e| Ok(Done::Claimed(LeaseEpoch(from_sql(e)?)))),
+        Job::SetLanguage {
+            id,
+            language,
+            epoch,
+            ..
+        } => {
+            check_epoch(id, stored_epoch(conn, id)?, *epoch)?;
             let n = conn
                 .execute(
                     "UPDATE documents SET language = ?2, updated_ms = ?3 WHERE id = ?1",
@@ -422,7 +439,14 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Done, StoreError> {
             }
             Ok(Done::Written)
         }
-        Job::PutSnapshot { id, rev, text, .. } => {
+        Job::PutSnapshot {
+            id,
+            rev,
+            text,
+            epoch,
+            ..
+        } => {
+            check_epoch(id, stored_epoch(conn, id)?, *epoch)?;
             put_snapshot(conn, id, *rev, &text.to_string())?;
             Ok(Done::Written)
         }
@@ -444,6 +468,33 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Done, StoreError> {
             .map(|n| Done::Removed(n > 0))
             .map_err(unavailable),
     }
+}
+
+/// Files made before lease epochs existed get the column (every document
+/// at epoch 0, which no claim has passed yet).
+fn add_epoch_column(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('documents') WHERE name = 'epoch'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(unavailable)?;
+    if !has {
+        conn.execute_batch("ALTER TABLE documents ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+            .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// The document's lease epoch (see [`Store::claim`]).
+fn stored_epoch(conn: &Connection, id: &DocId) -> Result<LeaseEpoch, StoreError> {
+    let epoch: Option<i64> = conn
+        .prepare_cached("SELECT epoch FROM documents WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![id.as_str()], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    Ok(LeaseEpoch(from_sql(epoch.ok_or(StoreError::NotFound)?)?))
 }
 
 fn document_exists(conn: &Connection, id: &DocId) -> Result<bool, StoreError> {
@@ -619,14 +670,16 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<(), StoreError> {
             "batch revisions are not contiguous".into(),
         ));
     }
-    let current: Option<i64> = conn
-        .prepare_cached("SELECT rev FROM documents WHERE id = ?1")
+    let current: Option<(i64, i64)> = conn
+        .prepare_cached("SELECT rev, epoch FROM documents WHERE id = ?1")
         .and_then(|mut stmt| {
-            stmt.query_row(params![batch.doc.as_str()], |r| r.get(0))
+            stmt.query_row(params![batch.doc.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
         })
         .map_err(unavailable)?;
-    let current = from_sql(current.ok_or(StoreError::NotFound)?)?;
+    let (current, epoch) = current.ok_or(StoreError::NotFound)?;
+    check_epoch(&batch.doc, LeaseEpoch(from_sql(epoch)?), batch.epoch)?;
+    let current = from_sql(current)?;
     if current.checked_add(1) != Some(first.rev.0) {
         if already_stored(conn, batch)? {
             return Ok(());
@@ -896,22 +949,40 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_language(&self, id: &DocId, language: &str) -> Result<(), StoreError> {
+    async fn claim(&self, id: &DocId) -> Result<LeaseEpoch, StoreError> {
+        let id = id.clone();
+        self.write(|reply| Job::Claim { id, reply }).await
+    }
+
+    async fn set_language(
+        &self,
+        id: &DocId,
+        language: &str,
+        epoch: LeaseEpoch,
+    ) -> Result<(), StoreError> {
         let (id, language) = (id.clone(), language.to_owned());
         self.write(|reply| Job::SetLanguage {
             id,
             language,
+            epoch,
             reply,
         })
         .await
     }
 
-    async fn put_snapshot(&self, id: &DocId, rev: Revision, text: Rope) -> Result<(), StoreError> {
+    async fn put_snapshot(
+        &self,
+        id: &DocId,
+        rev: Revision,
+        text: Rope,
+        epoch: LeaseEpoch,
+    ) -> Result<(), StoreError> {
         let id = id.clone();
         self.write(|reply| Job::PutSnapshot {
             id,
             rev,
             text,
+            epoch,
             reply,
         })
         .await

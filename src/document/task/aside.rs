@@ -296,9 +296,10 @@ impl Task {
         self.park(session);
         let (store, id, tx) = (Arc::clone(&self.store), self.id.clone(), self.done_tx());
         let order = Arc::clone(&self.language_writes);
+        let epoch = self.epoch;
         tokio::spawn(async move {
             let _turn = order.lock().await;
-            let result = store.set_language(&id, &language).await;
+            let result = store.set_language(&id, &language, epoch).await;
             let _ = tx.send(Done::Language {
                 session,
                 client,

@@ -91,6 +91,7 @@ impl Task {
             doc: self.id.clone(),
             ops: ops.to_vec(),
             snapshot: snapshot.then(|| (end, text.clone())),
+            epoch: self.epoch,
         };
         let store = Arc::clone(&self.store);
         Box::pin(async move {
@@ -147,6 +148,7 @@ impl Task {
                 // reconnect and find the owner.
                 warn!(document = %self.id, error = %e, "append refused; closing document");
                 self.give_up(ErrorCode::Unavailable, CloseCode::Moved);
+                self.lease_lost = true;
                 false
             }
             Err(e) => {

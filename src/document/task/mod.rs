@@ -6,11 +6,14 @@ mod aside;
 mod commit;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytestring::ByteString;
 use ropey::Rope;
 use tokio::sync::{mpsc, oneshot, watch};
+use std::time::Duration;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
@@ -18,10 +21,13 @@ use self::aside::Done;
 use self::commit::{Flushing, InFlight};
 use super::fanout::{Fanout, SessionEntry};
 use super::state::{Dedupe, DocumentState, Refusal, StateLimits, Submission};
-use super::{Command, DocumentHandle, Greeting, GreetingBody, JoinRequest, Joined, SessionId};
+use super::{
+    Command, DocumentHandle, Greeting, GreetingBody, JoinRequest, Joined, Owner, SessionId,
+};
 use crate::auth::Permission;
+use crate::cluster::{ClusterError, Lease, SharedCluster};
 use crate::config::{DOCUMENT_QUEUE, Settings};
-use crate::ids::{ClientId, DocId, Revision, Seq};
+use crate::ids::{ClientId, DocId, LeaseEpoch, Revision, Seq};
 use crate::ot::{Selection, TextOp};
 use crate::protocol::{CloseCode, ErrorCode, ServerMsg, User, WireLimits, error_frame};
 use crate::store::{Durable, OpRecord, SharedStore, StoreError, now_ms};
@@ -41,7 +47,16 @@ pub struct DocumentInfo {
     pub text: Rope,
 }
 
+/// How soon a renewal that failed (the coordinator did not answer) is
+/// tried again, while the lease is still valid.
+const RENEW_RETRY: Duration = Duration::from_millis(250);
+
+type Renewal = Pin<Box<dyn Future<Output = Result<Option<Instant>, ClusterError>> + Send>>;
+
 enum Event {
+    Renewed(Result<Option<Instant>, ClusterError>),
+    RenewDue,
+    LeaseExpired,
     Written(Result<Durable, StoreError>),
     Flushed(Result<(), StoreError>),
     Command(Command),
@@ -53,20 +68,22 @@ enum Event {
     Nothing,
 }
 
-/// Spawns the task for `id` on the current runtime. `on_exit` runs when it
+/// Spawns the task for the document `owner` holds the lease of, on the
+/// current runtime. `on_exit` runs when it
 /// stops, before its queue is dropped, so the registry can forget it; it
 /// also runs if the task panics (from the guard's drop while the task's
 /// future is torn down), so a crashed document never stays counted as open
 /// or holds up shutdown. Its sessions then see their kick dropped without a
 /// code and close with 1011; the next join reopens it from the store.
 pub fn spawn(
-    id: DocId,
+    owner: Owner,
     generation: u64,
     store: SharedStore,
     settings: Arc<Settings>,
     shutdown: watch::Receiver<bool>,
     on_exit: impl FnOnce() + Send + 'static,
 ) -> DocumentHandle {
+    let id = owner.lease.doc.clone();
     let (tx, rx) = mpsc::channel(DOCUMENT_QUEUE);
     let handle = DocumentHandle {
         id: id.clone(),
@@ -76,10 +93,12 @@ pub fn spawn(
     tokio::spawn(async move {
         let mut rx = rx;
         let mut exit = ExitGuard(Some(Box::new(on_exit)));
-        match Task::load(id.clone(), store, settings, shutdown).await {
+        let (cluster, lease) = (Arc::clone(&owner.cluster), owner.lease.clone());
+        match Task::load(owner, store, settings, shutdown).await {
             Ok(task) => task.run(&mut rx).await,
             Err(e) => {
                 warn!(document = %id, error = %e, "could not open document");
+                cluster.release(&lease).await;
                 exit.run();
                 refuse_all(
                     &mut rx,
@@ -128,6 +147,19 @@ fn refuse_all(rx: &mut mpsc::Receiver<Command>, code: ErrorCode, message: &str) 
 
 struct Task {
     id: DocId,
+    /// Renews and releases `lease`.
+    cluster: SharedCluster,
+    /// This node's lease on the document. Past its `valid_until` the task
+    /// serves nothing more: another node may own the document by then.
+    lease: Lease,
+    /// The epoch this task claimed the document with; every write carries
+    /// it, so the store refuses them once another node has claimed it.
+    epoch: LeaseEpoch,
+    /// The renewal in flight, and when the next is due.
+    renewal: Option<Renewal>,
+    renew_at: Option<Instant>,
+    /// The lease was lost: the document is not this node's to write now.
+    lease_lost: bool,
     store: SharedStore,
     settings: Arc<Settings>,
     shutdown: watch::Receiver<bool>,
@@ -162,21 +194,23 @@ type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
 
 impl Task {
     async fn load(
-        id: DocId,
+        owner: Owner,
         store: SharedStore,
         settings: Arc<Settings>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, StoreError> {
-        let meta = match store.document(&id).await? {
-            Some(meta) => meta,
-            None => match store.create_document(&id, DEFAULT_LANGUAGE, "").await {
-                Ok(meta) => meta,
-                Err(StoreError::Conflict(_)) => {
-                    store.document(&id).await?.ok_or(StoreError::NotFound)?
-                }
+        let Owner { cluster, lease } = owner;
+        let id = lease.doc.clone();
+        if store.document(&id).await?.is_none() {
+            match store.create_document(&id, DEFAULT_LANGUAGE, "").await {
+                Ok(_) | Err(StoreError::Conflict(_)) => {}
                 Err(e) => return Err(e),
-            },
-        };
+            }
+        }
+        // Claimed before anything is read: whatever an earlier owner wrote
+        // is in the store by now, and it can write nothing more.
+        let epoch = store.claim(&id).await?;
+        let meta = store.document(&id).await?.ok_or(StoreError::NotFound)?;
         let snapshot = store
             .snapshot_at_or_before(&id, meta.rev)
             .await?
@@ -227,9 +261,18 @@ impl Task {
                 max_catchup_revisions: limits.max_catchup_revisions,
             },
         );
-        debug!(document = %id, rev = %meta.rev, "opened");
+        debug!(document = %id, rev = %meta.rev, %epoch, "opened");
+        let renew_at = lease
+            .valid_until
+            .map(|_| Instant::now() + cluster.lease_time() / 3);
         Ok(Self {
             id,
+            cluster,
+            lease,
+            epoch,
+            renewal: None,
+            renew_at,
+            lease_lost: false,
             store,
             shutdown,
             state,
@@ -255,6 +298,10 @@ impl Task {
             self.closing = true;
         }
         loop {
+            if self.lease_expired() {
+                self.lose_lease("its lease expired before it could be renewed");
+                break;
+            }
             self.start_commit();
             let settled = self.in_flight.is_none()
                 && self.flushing.is_empty()
@@ -281,12 +328,24 @@ impl Task {
                 }
             };
             let burst_at = self.fanout.due();
+            let renew_at = self.renew_at.filter(|_| self.renewal.is_none());
+            let renewal = &mut self.renewal;
+            let renewed = async move {
+                match renewal {
+                    Some(r) => r.await,
+                    None => std::future::pending().await,
+                }
+            };
+            let expires_at = self.lease.valid_until;
             let done_rx = &mut self.done_rx;
             let shutdown = &mut self.shutdown;
             let closing = self.closing;
             let event = tokio::select! {
                 // Publishing first frees clients to send their next op.
                 biased;
+                () = sleep_until(expires_at.unwrap_or_else(Instant::now)), if expires_at.is_some() => Event::LeaseExpired,
+                result = renewed => Event::Renewed(result),
+                () = sleep_until(renew_at.unwrap_or_else(Instant::now)), if renew_at.is_some() => Event::RenewDue,
                 result = flushed => Event::Flushed(result),
                 result = written => Event::Written(result),
                 // Held news must not wait behind a busy command queue.
@@ -302,6 +361,17 @@ impl Task {
                 () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => Event::Idle,
             };
             match event {
+                Event::LeaseExpired => {}
+                Event::RenewDue => {
+                    let (cluster, lease) = (Arc::clone(&self.cluster), self.lease.clone());
+                    self.renewal = Some(Box::pin(async move { cluster.renew(&lease).await }));
+                }
+                Event::Renewed(result) => {
+                    self.renewal = None;
+                    if !self.on_renewed(result) {
+                        break;
+                    }
+                }
                 Event::Written(result) => {
                     if !self.on_written(result) {
                         break;
@@ -312,7 +382,14 @@ impl Task {
                         break;
                     }
                 }
-                Event::Command(cmd) => self.handle(cmd),
+                Event::Command(cmd) => {
+                    // Woken after a pause (SIGSTOP, a stalled VM): nothing
+                    // is served on a lease that may be another's now.
+                    if self.lease_expired() {
+                        continue;
+                    }
+                    self.handle(cmd);
+                }
                 Event::Done(done) => self.on_done(done),
                 Event::Shutdown => {
                     self.closing = true;
@@ -326,18 +403,74 @@ impl Task {
         self.stop().await;
     }
 
-    /// Final snapshot before the task ends, so reopening replays nothing.
+    /// Final snapshot before the task ends, so reopening replays nothing,
+    /// then the lease goes back so another node may take the document at
+    /// once. A task that lost its lease writes nothing more.
     async fn stop(mut self) {
         self.kick_all(CloseCode::GoingAway);
         let rev = self.state.published();
+        if self.lease_lost {
+            debug!(document = %self.id, rev = %rev, "closed without its lease");
+            return;
+        }
         if rev > self.last_snapshot && self.state.head() == rev {
             let text = self.state.published_text().clone();
-            match self.store.put_snapshot(&self.id, rev, text).await {
+            match self.store.put_snapshot(&self.id, rev, text, self.epoch).await {
                 Ok(()) => self.last_snapshot = rev,
                 Err(e) => warn!(document = %self.id, error = %e, "final snapshot failed"),
             }
         }
+        if self.lease.valid_until.is_some() {
+            self.cluster.release(&self.lease).await;
+        }
         debug!(document = %self.id, rev = %rev, "closed");
+    }
+
+    fn lease_expired(&self) -> bool {
+        self.lease
+            .valid_until
+            .is_some_and(|until| Instant::now() >= until)
+    }
+
+    /// A renewal came back. False when the lease is lost (the task stops).
+    fn on_renewed(&mut self, result: Result<Option<Instant>, ClusterError>) -> bool {
+        match result {
+            Ok(Some(until)) => {
+                self.lease.valid_until = Some(until);
+                self.renew_at = Some(Instant::now() + self.cluster.lease_time() / 3);
+                true
+            }
+            Ok(None) => {
+                self.lose_lease("another node holds its lease");
+                false
+            }
+            Err(e) => {
+                // Still ours until `valid_until`: try again soon.
+                warn!(document = %self.id, error = %e, "lease renewal failed; retrying");
+                self.renew_at = Some(Instant::now() + RENEW_RETRY);
+                true
+            }
+        }
+    }
+
+    /// Stops serving a document this node may no longer own: nothing
+    /// unpublished is written or acked (its senders resend it to the next
+    /// owner, which dedupes whatever did land), and every session is told
+    /// to reconnect (4409), which finds the owner.
+    fn lose_lease(&mut self, why: &str) {
+        warn!(document = %self.id, "{why}; closing its sessions (4409)");
+        self.lease_lost = true;
+        self.in_flight = None;
+        self.flushing.clear();
+        self.state.discard_unpublished();
+        self.acks_due.clear();
+        for (_, reply) in self.restores.drain(..) {
+            let _ = reply.send(Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "the document moved to another node; retry",
+            )));
+        }
+        self.kick_all(CloseCode::Moved);
     }
 
     fn handle(&mut self, cmd: Command) {
