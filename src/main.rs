@@ -252,7 +252,9 @@ impl ClusterArgs {
                 anyhow::ensure!(
                     !id.is_empty()
                         && id.len() <= 64
-                        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+                        && id
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
                     "--node-id must be 1-64 characters of [A-Za-z0-9._-]"
                 );
                 id.clone()

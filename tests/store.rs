@@ -6,7 +6,8 @@
 //! the op log, the append fence, `NotFound` for missing documents, the
 //! `(client, seq)` dedupe lookups, snapshots, languages, listing, many
 //! concurrent writers, durability across a reopen, and access rights
-//! (grants, the creator as admin, share links by token hash). SQLite alone also
+//! (grants, the creator as admin, share links by token hash), and the
+//! lease-epoch fence between owners. SQLite alone also
 //! gets `sync_seam`: no write is answered before a flush that covers it.
 //!
 //! Adding a backend is one line: implement [`Backend`] (its `open` must
@@ -48,7 +49,8 @@ macro_rules! conformance_tests {
                     append_to_missing_document, dedupe_lookups, snapshots,
                     set_language, list_documents,
                     access_grants, access_odd_user_ids, access_creator_is_admin,
-                    access_writes_grouped, share_links, share_link_fields;
+                    access_writes_grouped, share_links, share_link_fields,
+                    lease_epoch_fence;
                 backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
             );
         }

@@ -189,12 +189,7 @@ impl RedisCluster {
             .map_err(unavailable)
     }
 
-    async fn script(
-        &self,
-        script: &str,
-        key: &str,
-        args: &[&str],
-    ) -> Result<i64, ClusterError> {
+    async fn script(&self, script: &str, key: &str, args: &[&str]) -> Result<i64, ClusterError> {
         let mut conn = self.conn().await?;
         let script = redis::Script::new(script);
         let mut invocation = script.key(key);
@@ -208,7 +203,9 @@ impl RedisCluster {
     }
 
     async fn node_info(&self, id: &str) -> Result<NodeInfo, ClusterError> {
-        let entry: Option<String> = self.call(redis::cmd("GET").arg(self.key("node", id))).await?;
+        let entry: Option<String> = self
+            .call(redis::cmd("GET").arg(self.key("node", id)))
+            .await?;
         let url = entry
             .and_then(|e| serde_json::from_str::<NodeEntry>(&e).ok())
             .map(|e| e.url);
@@ -328,7 +325,11 @@ impl Cluster for RedisCluster {
                     .script(
                         TAKE_OWN,
                         &key,
-                        &[&format!("{} ", self.config.node_id), &value, &ms.to_string()],
+                        &[
+                            &format!("{} ", self.config.node_id),
+                            &value,
+                            &ms.to_string(),
+                        ],
                     )
                     .await?
                     == 1;
@@ -356,7 +357,10 @@ impl Cluster for RedisCluster {
             .script(
                 RENEW,
                 &self.lease_key(&lease.doc),
-                &[&self.lease_value(&lease.token), &self.lease_ms().to_string()],
+                &[
+                    &self.lease_value(&lease.token),
+                    &self.lease_ms().to_string(),
+                ],
             )
             .await?;
         if kept == 2 {
@@ -379,7 +383,9 @@ impl Cluster for RedisCluster {
     }
 
     async fn owner(&self, doc: &DocId) -> Result<Option<NodeInfo>, ClusterError> {
-        let holder: Option<String> = self.call(redis::cmd("GET").arg(self.lease_key(doc))).await?;
+        let holder: Option<String> = self
+            .call(redis::cmd("GET").arg(self.lease_key(doc)))
+            .await?;
         match holder {
             None => Ok(None),
             Some(h) => {

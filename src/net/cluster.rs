@@ -24,7 +24,11 @@ async fn cluster(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRes
     let cluster = state.registry.cluster();
     let this = cluster.node();
     let nodes = cluster.nodes().await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
     })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "mode": if cluster.is_single() { "single" } else { "redis" },

@@ -67,7 +67,11 @@ pub async fn to_owner(
         req.method(),
         body.len()
     );
-    if let Some(auth) = req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    if let Some(auth) = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         head.push_str(&format!("Authorization: {auth}\r\n"));
     }
     head.push_str("\r\n");
@@ -107,7 +111,11 @@ fn parse_answer(answer: &[u8]) -> Option<(StatusCode, Vec<u8>)> {
         let l = l.to_ascii_lowercase();
         l.starts_with("transfer-encoding:") && l.contains("chunked")
     });
-    let body = if chunked { dechunk(body)? } else { body.to_vec() };
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
     Some((StatusCode::from_u16(status).ok()?, body))
 }
 

@@ -27,12 +27,12 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::http::{ApiError, AppState};
-use crate::registry::OpenError;
 use crate::auth::Permission;
 use crate::document::Command;
 use crate::history::{self, Blame, GROUP_GAP_MS};
 use crate::ids::{DocId, Revision};
 use crate::protocol::ErrorCode;
+use crate::registry::OpenError;
 use crate::store::{SharedStore, StoreError};
 
 /// Default page size of `ops`.

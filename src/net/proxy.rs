@@ -135,7 +135,12 @@ pub async fn forward(
         Ok(r) => r,
         Err(e) => {
             tracing::warn!(node = %owner.id, error = %e, "bad advertise URL of a node");
-            return close_client(ws, CloseCode::InternalError.code(), "cannot reach the document's node").await;
+            return close_client(
+                ws,
+                CloseCode::InternalError.code(),
+                "cannot reach the document's node",
+            )
+            .await;
         }
     };
     let headers = request.headers_mut();
@@ -165,7 +170,8 @@ pub async fn forward(
         Ok(Ok((socket, _))) => socket,
         Ok(Err(e)) => {
             debug!(node = %owner.id, error = %e, "cannot connect to the owner");
-            return close_client(ws, moved, "the document's node is not reachable; reconnect").await;
+            return close_client(ws, moved, "the document's node is not reachable; reconnect")
+                .await;
         }
         Err(_) => {
             return close_client(ws, moved, "the document's node did not answer; reconnect").await;

@@ -19,6 +19,7 @@ use tracing::debug;
 
 use super::limits::{IpKey, Limiters};
 use crate::auth::{Auth, AuthError, Identity, Permission};
+use crate::cluster::NodeInfo;
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
 use crate::document::SessionRights;
 use crate::document::{
@@ -30,7 +31,6 @@ use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{
     ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, default_color, error_frame,
 };
-use crate::cluster::NodeInfo;
 use crate::registry::{OpenError, Registry};
 use crate::store::StoreError;
 
@@ -644,7 +644,10 @@ async fn handle_message(
                         // runs out soon, and a retry opens it somewhere.
                         return Err(refused(
                             ErrorCode::Unavailable,
-                            format!("node {} that serves this document is not answering; retry", owner.id),
+                            format!(
+                                "node {} that serves this document is not answering; retry",
+                                owner.id
+                            ),
                         ));
                     }
                     Err(e) => return Err(refused(ErrorCode::Unavailable, e.to_string())),

@@ -492,7 +492,10 @@ fn add_epoch_column(conn: &Connection) -> Result<(), StoreError> {
 fn stored_epoch(conn: &Connection, id: &DocId) -> Result<LeaseEpoch, StoreError> {
     let epoch: Option<i64> = conn
         .prepare_cached("SELECT epoch FROM documents WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row(params![id.as_str()], |r| r.get(0)).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row(params![id.as_str()], |r| r.get(0))
+                .optional()
+        })
         .map_err(unavailable)?;
     Ok(LeaseEpoch(from_sql(epoch.ok_or(StoreError::NotFound)?)?))
 }

@@ -2,7 +2,7 @@
 //! and data surviving a reopen.
 
 use ropey::Rope;
-use tandem::ids::{Revision, Seq};
+use tandem::ids::{LeaseEpoch, Revision, Seq};
 use tandem::store::{AppendBatch, Snapshot};
 use tokio::task::JoinSet;
 
@@ -74,6 +74,7 @@ pub async fn reopen_keeps_data(backend: &dyn Backend) {
                 doc: id.clone(),
                 ops: ops[..3].to_vec(),
                 snapshot: Some((Revision(3), Rope::from_str(&text_at(3)))),
+                epoch: LeaseEpoch::ZERO,
             })
             .await
             .expect("append with snapshot");
@@ -82,10 +83,18 @@ pub async fn reopen_keeps_data(backend: &dyn Backend) {
             .await
             .expect("append");
         store
-            .put_snapshot(&id, Revision(5), Rope::from_str(&text_at(5)))
+            .put_snapshot(
+                &id,
+                Revision(5),
+                Rope::from_str(&text_at(5)),
+                LeaseEpoch::ZERO,
+            )
             .await
             .expect("put");
-        store.set_language(&id, "markdown").await.expect("set");
+        store
+            .set_language(&id, "markdown", LeaseEpoch::ZERO)
+            .await
+            .expect("set");
         let meta = store.document(&id).await.expect("read").expect("exists");
         let snapshots = store.snapshot_revisions(&id).await.expect("revisions");
         (meta, snapshots)

@@ -28,6 +28,7 @@ pub async fn snapshots(store: &dyn Store) {
         doc: id.clone(),
         ops: records(1..=3, &alice),
         snapshot: Some((Revision(3), Rope::from_str(&text_at(3)))),
+        epoch: LeaseEpoch::ZERO,
     };
     store
         .append(with_snapshot.clone())
@@ -46,17 +47,32 @@ pub async fn snapshots(store: &dyn Store) {
         .await
         .expect("append");
     store
-        .put_snapshot(&id, Revision(8), Rope::from_str(&text_at(8)))
+        .put_snapshot(
+            &id,
+            Revision(8),
+            Rope::from_str(&text_at(8)),
+            LeaseEpoch::ZERO,
+        )
         .await
         .expect("put 8");
     // Out of order, after a later one.
     store
-        .put_snapshot(&id, Revision(5), Rope::from_str(&text_at(5)))
+        .put_snapshot(
+            &id,
+            Revision(5),
+            Rope::from_str(&text_at(5)),
+            LeaseEpoch::ZERO,
+        )
         .await
         .expect("put 5");
     // A second write at a revision keeps the first.
     store
-        .put_snapshot(&id, Revision(3), Rope::from_str("something else"))
+        .put_snapshot(
+            &id,
+            Revision(3),
+            Rope::from_str("something else"),
+            LeaseEpoch::ZERO,
+        )
         .await
         .expect("put 3 again");
     let revs = [0, 3, 5, 8].map(Revision).to_vec();
@@ -74,12 +90,14 @@ pub async fn snapshots(store: &dyn Store) {
         doc: id.clone(),
         ops: vec![record(8, &client("bob"), 1)],
         snapshot: Some((Revision(8), Rope::from_str("forked"))),
+        epoch: LeaseEpoch::ZERO,
     };
     assert_conflict(store.append(refused).await, "stale batch with snapshot");
     let refused = AppendBatch {
         doc: id.clone(),
         ops: records(10..=10, &alice),
         snapshot: Some((Revision(10), Rope::from_str("gap"))),
+        epoch: LeaseEpoch::ZERO,
     };
     assert_conflict(store.append(refused).await, "gapped batch with snapshot");
     assert_eq!(
@@ -97,7 +115,7 @@ pub async fn snapshots(store: &dyn Store) {
 
     assert_not_found(
         store
-            .put_snapshot(&doc("missing"), Revision(0), Rope::new())
+            .put_snapshot(&doc("missing"), Revision(0), Rope::new(), LeaseEpoch::ZERO)
             .await,
         "snapshot of a missing document",
     );
@@ -122,7 +140,10 @@ pub async fn set_language(store: &dyn Store) {
         .await
         .expect("append");
     let before = store.document(&id).await.expect("read").expect("exists");
-    store.set_language(&id, "typescript").await.expect("set");
+    store
+        .set_language(&id, "typescript", LeaseEpoch::ZERO)
+        .await
+        .expect("set");
     let after = store.document(&id).await.expect("read").expect("exists");
     assert_eq!(after.language, "typescript");
     assert_eq!(
@@ -131,7 +152,9 @@ pub async fn set_language(store: &dyn Store) {
     );
     assert!(after.updated_ms >= before.updated_ms);
     assert_not_found(
-        store.set_language(&doc("missing"), "rust").await,
+        store
+            .set_language(&doc("missing"), "rust", LeaseEpoch::ZERO)
+            .await,
         "set_language",
     );
     assert_eq!(store.document(&doc("missing")).await.expect("read"), None);
@@ -168,7 +191,10 @@ pub async fn list_documents(store: &dyn Store) {
         .expect("append");
     assert_eq!(listed(10).await, ["first", "third", "second"]);
     next_millisecond().await;
-    store.set_language(&ids[1], "go").await.expect("set");
+    store
+        .set_language(&ids[1], "go", LeaseEpoch::ZERO)
+        .await
+        .expect("set");
     assert_eq!(listed(1).await, ["second"]);
     assert_eq!(listed(usize::MAX).await, ["second", "first", "third"]);
 }

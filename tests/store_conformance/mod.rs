@@ -7,18 +7,20 @@
 
 mod access;
 mod durability;
+mod fence;
 mod log;
 mod meta;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tandem::ids::{ClientId, DocId, Revision, Seq};
+use tandem::ids::{ClientId, DocId, LeaseEpoch, Revision, Seq};
 use tandem::ot::{Component, TextOp};
 use tandem::store::{AppendBatch, OpRecord, SharedStore, StoreError};
 
 pub use access::*;
 pub use durability::*;
+pub use fence::*;
 pub use log::*;
 pub use meta::*;
 
@@ -78,6 +80,7 @@ pub fn batch(id: &DocId, ops: Vec<Arc<OpRecord>>) -> AppendBatch {
         doc: id.clone(),
         ops,
         snapshot: None,
+        epoch: LeaseEpoch::ZERO,
     }
 }
 

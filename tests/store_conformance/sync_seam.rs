@@ -33,7 +33,7 @@ use ropey::Rope;
 use serde_json::Value;
 use tandem::config::Settings;
 use tandem::document::{Command, JoinRequest, outbound};
-use tandem::ids::{Revision, Seq};
+use tandem::ids::{LeaseEpoch, Revision, Seq};
 use tandem::ot::{Component, TextOp};
 use tandem::registry::Registry;
 use tandem::store::sqlite::{Fdatasync, SqliteStore, WalSync};
@@ -301,6 +301,7 @@ async fn write_document(
             doc: id.clone(),
             ops,
             snapshot,
+            epoch: LeaseEpoch::ZERO,
         };
         if rng.random_bool(0.2) {
             match store.append(batch).await {
@@ -445,7 +446,12 @@ async fn acks_and_ops_go_out_only_after_a_covering_flush() {
     let recorder = Recorder::new(&path, &clock, None);
     let store = open(&path, &recorder);
     let (stop, shutdown) = watch::channel(false);
-    let registry = Registry::new(store, Arc::new(Settings::default()), shutdown);
+    let registry = Registry::new(
+        store,
+        Arc::new(tandem::cluster::single::SingleNode::default()),
+        Arc::new(Settings::default()),
+        shutdown,
+    );
     let answers = Arc::new(Answers::default());
     let mut sessions = JoinSet::new();
     for d in 0..DOCS {
@@ -497,6 +503,7 @@ async fn edit(
 ) {
     let handle = registry
         .open(&doc(name))
+        .await
         .expect("under the open-document cap");
     let (outbound, mut frames) = outbound(8_192, usize::MAX);
     let (kick, _kicked) = oneshot::channel();

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 use ropey::Rope;
-use tokio::sync::{mpsc, oneshot, watch};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
@@ -415,7 +415,11 @@ impl Task {
         }
         if rev > self.last_snapshot && self.state.head() == rev {
             let text = self.state.published_text().clone();
-            match self.store.put_snapshot(&self.id, rev, text, self.epoch).await {
+            match self
+                .store
+                .put_snapshot(&self.id, rev, text, self.epoch)
+                .await
+            {
                 Ok(()) => self.last_snapshot = rev,
                 Err(e) => warn!(document = %self.id, error = %e, "final snapshot failed"),
             }
