@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod pg;
+pub mod redis;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -476,7 +477,20 @@ impl OtClient {
 
     /// Connects (or reconnects) and resumes; resends the op in flight.
     pub async fn connect(&mut self) {
-        let mut s = Socket::connect(&self.url).await;
+        if let Err(e) = self.try_connect().await {
+            panic!("client {} could not join {}: {e}", self.name, self.url);
+        }
+    }
+
+    /// As [`OtClient::connect`], but a server that cannot be reached, closes,
+    /// or refuses the join is an `Err` (for clients that move between
+    /// nodes), not a panic.
+    pub async fn try_connect(&mut self) -> Result<(), String> {
+        let (ws, _) = tokio::time::timeout(WAIT, connect_async(&self.url))
+            .await
+            .map_err(|_| "handshake timed out".to_owned())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut s = Socket { ws };
         let join = match &self.id {
             None => {
                 json!({"type": "join", "client": null, "rev": null, "user": {"name": self.name}})
@@ -485,8 +499,17 @@ impl OtClient {
                 json!({"type": "join", "client": id, "rev": self.rev, "user": {"name": self.name}})
             }
         };
-        s.send(&join).await;
-        let joined = s.recv_type("joined").await;
+        if !s.try_send(&join).await {
+            return Err("closed before join".into());
+        }
+        let joined = loop {
+            match s.next().await {
+                Received::Msg(m) if m["type"] == "joined" => break m,
+                Received::Msg(m) if m["type"] == "error" => return Err(format!("refused: {m}")),
+                Received::Msg(_) => {}
+                Received::Closed(c) => return Err(format!("closed ({c:?}) before joined")),
+            }
+        };
         self.id = Some(joined["client"].as_str().expect("client id").to_owned());
         if let Some(ops) = joined.get("ops").and_then(Value::as_array) {
             for entry in ops {
@@ -518,6 +541,7 @@ impl OtClient {
         } else {
             self.flush().await;
         }
+        Ok(())
     }
 
     pub fn disconnect(&mut self) {

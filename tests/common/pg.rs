@@ -66,7 +66,7 @@ impl TestDatabase {
 /// The running test as `<test binary>::<path in it>`, e.g.
 /// `store::postgres::append_fence`: the harness names each test's thread
 /// after the test, and a `#[tokio::test]` body runs on that thread.
-fn test_name() -> String {
+pub(crate) fn test_name() -> String {
     let binary = env!("CARGO_CRATE_NAME");
     match std::thread::current().name() {
         Some(name) if name != "main" => format!("{binary}::{name}"),
