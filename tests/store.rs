@@ -48,7 +48,8 @@ macro_rules! conformance_tests {
                     append_to_missing_document, dedupe_lookups, snapshots,
                     set_language, list_documents,
                     access_grants, access_odd_user_ids, access_creator_is_admin,
-                    access_writes_grouped, share_links, share_link_fields;
+                    access_writes_grouped, share_links, share_link_fields,
+                    delete_document;
                 backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
             );
         }
