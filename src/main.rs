@@ -234,6 +234,12 @@ struct ServeArgs {
     #[command(flatten)]
     store: StoreArgs,
 
+    /// A secret that opens the admin API (`Authorization: Bearer TOKEN`)
+    /// in any auth mode, from any address. Prefer the environment variable:
+    /// arguments are visible to every user of the machine.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+
     /// Folder of the built web app (index.html and assets/).
     #[arg(long, env = "TANDEM_STATIC", default_value = "client-js/dist")]
     static_dir: PathBuf,
@@ -494,6 +500,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         static_dir,
         workers: args.workers,
         origins,
+        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
     };
     net::run(listener, config, shutdown_signal()).await?;
     Ok(())

@@ -41,6 +41,8 @@ pub struct AppState {
     pub limiters: Arc<super::limits::Limiters>,
     /// Which pages may open sockets and call the API.
     pub origins: Arc<super::origin::Origins>,
+    /// The token that opens the admin API, if one is set (see `admin`).
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// An error answered as JSON.
@@ -157,6 +159,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/documents/{id}/ws", web::get().to(websocket))
         .configure(super::history::configure)
         .configure(super::access::configure)
+        .configure(super::admin::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));
@@ -397,6 +400,7 @@ async fn websocket(
         super::session::Caller {
             limiters: Arc::clone(&state.limiters),
             ip,
+            addr: state.limiters.client_addr(req.headers(), req.peer_addr()),
             user,
         },
         id,

@@ -2,6 +2,7 @@
 //! REST API, and the graceful shutdown that ties them to the documents.
 
 pub mod access;
+pub mod admin;
 pub mod connections;
 pub mod guard;
 pub mod history;
@@ -41,6 +42,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Which pages may open sockets and call the API.
     pub origins: origin::Origins,
+    /// A bearer token that opens the admin API (`--admin-token`), if set.
+    pub admin_token: Option<String>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down
@@ -68,6 +71,7 @@ pub async fn run(
         static_dir: config.static_dir,
         limiters,
         origins: Arc::new(config.origins),
+        admin_token: config.admin_token.map(Arc::from),
     };
     let max_body = state.registry.settings().limits.max_message_bytes * 16;
     let mut server = HttpServer::new(move || {

@@ -513,6 +513,7 @@ async fn edit(
                 rights: Default::default(),
                 outbound,
                 kick,
+                origin: Default::default(),
             },
             reply,
         })

@@ -156,6 +156,8 @@ struct Task {
     done_rx: mpsc::UnboundedReceiver<Done>,
     /// Language writes take turns on this, so they land in the order asked.
     language_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Admin deletes waiting for this task to stop (see `Command::Delete`).
+    deleting: Vec<oneshot::Sender<Result<bool, StoreError>>>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -247,6 +249,7 @@ impl Task {
             done_tx,
             done_rx,
             language_writes: Arc::new(tokio::sync::Mutex::new(())),
+            deleting: Vec::new(),
         })
     }
 
@@ -326,9 +329,13 @@ impl Task {
         self.stop().await;
     }
 
-    /// Final snapshot before the task ends, so reopening replays nothing.
+    /// Final snapshot before the task ends, so reopening replays nothing;
+    /// or, for a deleted document, the delete instead.
     async fn stop(mut self) {
         self.kick_all(CloseCode::GoingAway);
+        if !self.deleting.is_empty() {
+            return self.delete().await;
+        }
         let rev = self.state.published();
         if rev > self.last_snapshot && self.state.head() == rev {
             let text = self.state.published_text().clone();
@@ -338,6 +345,25 @@ impl Task {
             }
         }
         debug!(document = %self.id, rev = %rev, "closed");
+    }
+
+    /// Deletes the document from the store, now that nothing of it is
+    /// being written, and tells whoever asked. The registry still maps the
+    /// id to this task until it returns, so no other task loads the
+    /// document while it goes.
+    async fn delete(mut self) {
+        let result = self.store.delete_document(&self.id).await;
+        match &result {
+            Ok(_) => info!(document = %self.id, "deleted"),
+            Err(e) => warn!(document = %self.id, error = %e, "delete failed"),
+        }
+        for reply in self.deleting.drain(..) {
+            let answer = match &result {
+                Ok(existed) => Ok(*existed),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     fn handle(&mut self, cmd: Command) {
@@ -397,9 +423,56 @@ impl Task {
                     .collect();
                 self.forbid(gone, "the share link was revoked");
             }
+            Command::Sessions { reply } => {
+                let _ = reply.send(self.sessions());
+            }
+            Command::Disconnect {
+                client,
+                code,
+                reply,
+            } => {
+                let there = self.fanout.contains(&client);
+                if there {
+                    self.drop_sessions(vec![client], code);
+                }
+                let _ = reply.send(there);
+            }
+            Command::Close { code } => {
+                self.closing = true;
+                self.kick_all(code);
+            }
+            Command::Delete { reply } => {
+                self.closing = true;
+                self.deleting.push(reply);
+                let gone: Vec<ClientId> = self.fanout.iter().map(|(c, _)| c.clone()).collect();
+                let why = Refusal::new(ErrorCode::NotFound, "this document was deleted");
+                for client in &gone {
+                    self.refuse(client, &why, None);
+                }
+                self.kick_all(CloseCode::NotFound);
+            }
             #[cfg(test)]
             Command::Crash => panic!("test hook: document task crash"),
         }
+    }
+
+    /// The sessions connected now, for the admin API.
+    fn sessions(&self) -> Vec<super::SessionSummary> {
+        self.fanout
+            .iter()
+            .map(|(client, s)| super::SessionSummary {
+                client: client.clone(),
+                user: s.user.clone(),
+                subject: s.rights.subject.clone(),
+                permission: s.permission.as_str(),
+                ip: s.origin.ip,
+                connected_ms: s.origin.connected_ms,
+                last_active_ms: s
+                    .origin
+                    .last_active_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Sequences the op a restore's diff made (against the text at `base`),
@@ -581,6 +654,7 @@ impl Task {
             (req.permission, req.rights),
             req.outbound,
             req.kick,
+            req.origin,
         );
         match self.fanout.insert(client.clone(), entry) {
             Some(mut old) => {
