@@ -20,11 +20,11 @@ use tracing::debug;
 use super::limits::{IpKey, Limiters};
 use crate::auth::{Auth, AuthError, Identity, Permission};
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
-use crate::document::{SessionOrigin, SessionRights};
 use crate::document::{
     Command, DocumentHandle, JoinRequest, Joined, Outbound, OutboundReceiver, Queued, SessionId,
     outbound,
 };
+use crate::document::{SessionOrigin, SessionRights};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{

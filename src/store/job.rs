@@ -58,7 +58,10 @@ pub(super) enum Job {
         reply: Reply<bool>,
     },
     /// The document with its ops, snapshots, grants and links.
-    DeleteDocument { id: DocId, reply: Reply<bool> },
+    DeleteDocument {
+        id: DocId,
+        reply: Reply<bool>,
+    },
 }
 
 /// What a job's savepoint did, when it succeeded.

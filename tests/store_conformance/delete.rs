@@ -14,10 +14,7 @@ pub async fn delete_document(store: &dyn Store) {
     let (gone, kept) = (doc("doomed"), doc("bystander"));
     let alice = client("alice");
     for (n, id) in [(1, &gone), (11, &kept)] {
-        store
-            .create_document(id, "rust", "")
-            .await
-            .expect("create");
+        store.create_document(id, "rust", "").await.expect("create");
         store
             .append(batch(id, records(1..=5, &alice)))
             .await
@@ -106,10 +103,7 @@ pub async fn delete_document(store: &dyn Store) {
         owned(&records(1..=5, &alice))
     );
     assert_eq!(
-        store
-            .snapshot_revisions(&kept)
-            .await
-            .expect("snapshots"),
+        store.snapshot_revisions(&kept).await.expect("snapshots"),
         vec![Revision(0), Revision(5)]
     );
     assert_eq!(store.grants(&kept).await.expect("grants").len(), 2);
