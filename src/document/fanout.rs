@@ -245,7 +245,7 @@ mod tests {
         let rights = (crate::auth::Permission::Write, Default::default());
         f.insert(
             client.clone(),
-            SessionEntry::new(1, user(id), rights, tx, kick),
+            SessionEntry::new(1, user(id), rights, tx, kick, Default::default()),
         );
         (client, rx)
     }
