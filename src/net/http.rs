@@ -35,7 +35,8 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Turns true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-    /// Built web app (`client-js/dist`), if any.
+    /// The folder of the built web app (`client-js/dist`); `None` for the
+    /// one embedded in the binary, if any (see `webapp`).
     pub static_dir: Option<PathBuf>,
     /// Rates per user and per address, shared by every connection.
     pub limiters: Arc<super::limits::Limiters>,
@@ -422,8 +423,11 @@ or start the editor with <code>scripts/serve</code>.</p>";
 
 async fn app_page(state: web::Data<AppState>) -> HttpResponse {
     let page = match &state.static_dir {
-        Some(dir) => tokio::fs::read(dir.join("index.html")).await.ok(),
-        None => None,
+        Some(dir) => tokio::fs::read(dir.join("index.html"))
+            .await
+            .ok()
+            .map(std::borrow::Cow::Owned),
+        None => super::webapp::index_page(),
     };
     match page {
         Some(bytes) => HttpResponse::Ok()
@@ -441,7 +445,6 @@ async fn asset(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file");
-    let dir = state.static_dir.as_ref().ok_or_else(not_found)?;
     // Only plain relative paths inside the assets folder.
     let rel = path.into_inner();
     if rel
@@ -450,6 +453,9 @@ async fn asset(
     {
         return Err(not_found());
     }
+    let Some(dir) = state.static_dir.as_ref() else {
+        return super::webapp::asset(&req, &rel, accepts_gzip(&req)).ok_or_else(not_found);
+    };
     let path = dir.join("assets").join(&rel);
     // The build writes `NAME.gz` beside each large asset; send it to
     // browsers that take gzip (all do) instead of compressing per request.

@@ -10,6 +10,7 @@ pub mod http;
 pub mod limits;
 pub mod origin;
 pub mod session;
+pub mod webapp;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -36,7 +37,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::Auth,
     /// Limits and timing.
     pub settings: Settings,
-    /// The built web app, if any.
+    /// A folder to serve the built web app from; `None` for the app
+    /// embedded in the binary, if it carries one (see [`webapp`]).
     pub static_dir: Option<PathBuf>,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
