@@ -219,9 +219,12 @@ async fn close(
     require_admin(&req, &state).await?;
     let id = doc_id(&path)?;
     let handle = state.registry.get(&id).ok_or_else(not_open)?;
-    // A task that stopped meanwhile is closed already.
-    let _ = handle.send(Command::Close { code: ADMIN_CLOSE }).await;
-    tokio::time::timeout(TASK_WAIT, handle.closed())
+    let closed = async {
+        // A task that stopped meanwhile is closed already.
+        let _ = handle.send(Command::Close { code: ADMIN_CLOSE }).await;
+        handle.closed().await;
+    };
+    tokio::time::timeout(TASK_WAIT, closed)
         .await
         .map_err(|_| busy())?;
     Ok(HttpResponse::NoContent().finish())
