@@ -326,9 +326,17 @@ struct ServeArgs {
     #[command(flatten)]
     cluster: ClusterArgs,
 
-    /// Folder of the built web app (index.html and assets/).
-    #[arg(long, env = "TANDEM_STATIC", default_value = "client-js/dist")]
-    static_dir: PathBuf,
+    /// A secret that opens the admin API (`Authorization: Bearer TOKEN`)
+    /// in any auth mode, from any address. Prefer the environment variable:
+    /// arguments are visible to every user of the machine.
+    #[arg(long, env = "TANDEM_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+
+    /// Folder of the built web app (index.html and assets/). Without it:
+    /// the app embedded in the binary (a release build), else
+    /// `client-js/dist` if it is there.
+    #[arg(long, env = "TANDEM_STATIC")]
+    static_dir: Option<PathBuf>,
 
     /// HTTP worker threads; 0 means one per CPU core.
     #[arg(long, env = "TANDEM_WORKERS", default_value_t = 0)]
@@ -552,6 +560,11 @@ async fn shutdown_signal() {
     }
 }
 
+/// Where a development checkout's web app is built, relative to the
+/// repository: served when no `--static-dir` is given and the binary
+/// carries no app of its own.
+const DEV_STATIC_DIR: &str = "client-js/dist";
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let origins = net::origin::Origins::parse(&args.allowed_origins)
         .map_err(anyhow::Error::msg)
@@ -561,18 +574,23 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let redis = args.cluster.redis(&args.store, addr)?;
     let store = args.store.open().await?;
-    let static_dir = args
-        .static_dir
-        .join("index.html")
-        .is_file()
-        .then(|| args.static_dir.clone());
+    // A folder given is used as it is; without one, the embedded app,
+    // else the repository's build (a development checkout).
+    let dev_app = PathBuf::from(DEV_STATIC_DIR);
+    let (static_dir, app_at) = match &args.static_dir {
+        Some(dir) => (Some(dir.clone()), Some(dir.clone())),
+        None if net::webapp::is_embedded() => (None, None),
+        None => (Some(dev_app.clone()), Some(dev_app)),
+    };
     // Tests and scripts read this line to learn the port.
     println!("tandem listening on http://{addr}");
-    if static_dir.is_none() {
-        eprintln!(
-            "note: no web app at {}; the API works, the editor needs `npm run build` in client-js/",
-            args.static_dir.display()
-        );
+    match &app_at {
+        Some(dir) if !dir.join("index.html").is_file() => eprintln!(
+            "note: no web app at {}; the API works, the editor needs `npm run build` in client-js/ (or a release build, scripts/release)",
+            dir.display()
+        ),
+        Some(dir) => tracing::info!(folder = %dir.display(), "serving the web app from a folder"),
+        None => tracing::info!("serving the web app embedded in this binary"),
     }
     let auth = args.auth()?;
     if auth.is_open() && !addr.ip().is_loopback() {
@@ -589,6 +607,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         workers: args.workers,
         origins,
         redis,
+        admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
     };
     net::run(listener, config, shutdown_signal()).await?;
     Ok(())

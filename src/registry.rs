@@ -178,6 +178,13 @@ impl Registry {
         Ok(handle)
     }
 
+    /// The running tasks of every open document, in no order (a snapshot:
+    /// documents may open and close right after).
+    pub fn open_handles(&self) -> Vec<DocumentHandle> {
+        let docs = self.docs.lock().unwrap_or_else(|p| p.into_inner());
+        docs.values().filter(|h| !h.is_closed()).cloned().collect()
+    }
+
     /// Number of open documents.
     pub fn open_count(&self) -> usize {
         self.live.0.load(Ordering::SeqCst)
@@ -267,6 +274,7 @@ mod tests {
             rights: Default::default(),
             outbound: tx,
             kick: kick_tx,
+            origin: Default::default(),
         };
         h.send(Command::Join { req, reply })
             .await

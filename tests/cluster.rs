@@ -86,7 +86,8 @@ impl Nodes {
     /// each live node.
     async fn owner(&self) -> Option<usize> {
         for i in self.live() {
-            let (status, body) = http_request(&self.node(i).addr, "GET", "/api/cluster", None).await;
+            let (status, body) =
+                http_request(&self.node(i).addr, "GET", "/api/cluster", None).await;
             assert_eq!(status, 200, "GET /api/cluster: {body}");
             let v: Value = serde_json::from_str(&body).expect("json");
             if v["open_documents"].as_u64() == Some(1) {
@@ -163,7 +164,10 @@ impl Member {
                     eprintln!("client {} on n{i}: {e}", self.c.name);
                 }
                 Err(_) if attempt % 10 == 9 => {
-                    eprintln!("client {} on n{i}: no answer in {JOIN_TIMEOUT:?}", self.c.name);
+                    eprintln!(
+                        "client {} on n{i}: no answer in {JOIN_TIMEOUT:?}",
+                        self.c.name
+                    );
                 }
                 _ => {}
             }
@@ -255,8 +259,7 @@ trait NextMessage {
 
 impl<S> NextMessage for S
 where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>>
-        + Unpin,
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     async fn next_message(
         &mut self,

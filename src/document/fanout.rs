@@ -36,6 +36,8 @@ pub(super) struct SessionEntry {
     /// The latest seq this session was acked, so that an op acked to it
     /// when published is not acked again when its resend arrives.
     pub acked: Option<Seq>,
+    /// Where it comes from and when it was last heard (admin listing).
+    pub origin: super::SessionOrigin,
     outbound: Outbound,
     /// How many entries of the pending news it has been sent already.
     news_sent: usize,
@@ -48,6 +50,7 @@ impl SessionEntry {
         (permission, rights): (crate::auth::Permission, super::SessionRights),
         outbound: Outbound,
         kick: Kick,
+        origin: super::SessionOrigin,
     ) -> Self {
         Self {
             session,
@@ -56,6 +59,7 @@ impl SessionEntry {
             rights,
             kick: Some(kick),
             acked: None,
+            origin,
             outbound,
             news_sent: 0,
         }
@@ -241,7 +245,7 @@ mod tests {
         let rights = (crate::auth::Permission::Write, Default::default());
         f.insert(
             client.clone(),
-            SessionEntry::new(1, user(id), rights, tx, kick),
+            SessionEntry::new(1, user(id), rights, tx, kick, Default::default()),
         );
         (client, rx)
     }

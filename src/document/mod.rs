@@ -68,6 +68,63 @@ pub struct JoinRequest {
     pub outbound: Outbound,
     /// Closes the session.
     pub kick: Kick,
+    /// Where and since when it is connected (for the admin API).
+    pub origin: SessionOrigin,
+}
+
+/// Where a session comes from and how lately it was heard, for the admin
+/// API's listing of who is connected. Nothing decides on it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOrigin {
+    /// The client's address (with `--trust-forwarded-for`, what the proxy
+    /// in front said), if known.
+    pub ip: Option<std::net::IpAddr>,
+    /// When its WebSocket was accepted, Unix milliseconds.
+    pub connected_ms: i64,
+    /// When the session last received a message from its client (a
+    /// protocol message, not a ping or pong), Unix milliseconds. The session
+    /// writes it, the document reads it when asked: an atomic, so neither
+    /// waits on the other.
+    pub last_active_ms: std::sync::Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl SessionOrigin {
+    /// A session accepted now from `ip`.
+    pub fn now(ip: Option<std::net::IpAddr>) -> Self {
+        let now = crate::store::now_ms();
+        Self {
+            ip,
+            connected_ms: now,
+            last_active_ms: std::sync::Arc::new(std::sync::atomic::AtomicI64::new(now)),
+        }
+    }
+
+    /// Notes that the client was heard from now.
+    pub fn touch(&self) {
+        self.last_active_ms
+            .store(crate::store::now_ms(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// One session of a document as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSummary {
+    /// Its client id.
+    pub client: ClientId,
+    /// The user as peers see it (`id` is the token's `sub`, or the client
+    /// id in open mode).
+    pub user: User,
+    /// Whose session it is as the server knows it: a token's `sub`, or
+    /// `link:<id>` for a guest with only a share link; `None` in open mode.
+    pub subject: Option<String>,
+    /// What it may do now: `read`, `write` or `admin`.
+    pub permission: &'static str,
+    /// The client's address, if known.
+    pub ip: Option<std::net::IpAddr>,
+    /// When its WebSocket was accepted, Unix milliseconds.
+    pub connected_ms: i64,
+    /// When the server last received a message from it, Unix milliseconds.
+    pub last_active_ms: i64,
 }
 
 /// What a joined session learns.
@@ -235,6 +292,38 @@ pub enum Command {
         /// The link's id.
         link: String,
     },
+    /// Admin: the sessions connected now.
+    Sessions {
+        /// The answer.
+        reply: oneshot::Sender<Vec<SessionSummary>>,
+    },
+    /// Admin: closes one client's session with `code`; answered whether it
+    /// was connected.
+    Disconnect {
+        /// The client.
+        client: ClientId,
+        /// The close code it gets.
+        code: CloseCode,
+        /// Whether it was connected.
+        reply: oneshot::Sender<bool>,
+    },
+    /// Admin: closes every session with `code` and stops the task once its
+    /// pending commits are durable (with its final snapshot, as when idle).
+    /// Joins meanwhile are refused `unavailable`; the next one after the
+    /// task ended reopens the document from the store.
+    Close {
+        /// The close code every session gets.
+        code: CloseCode,
+    },
+    /// Admin: the document is deleted. Every session gets `error not_found`
+    /// and close 4404, joins are refused, the commits already under way
+    /// finish, no final snapshot is written; then the task deletes the
+    /// document from the store (while it still holds the id, so no other
+    /// task can open it meanwhile), answers, and stops.
+    Delete {
+        /// What [`crate::store::Store::delete_document`] answered.
+        reply: oneshot::Sender<Result<bool, crate::store::StoreError>>,
+    },
     /// Test hook: the task panics, as a bug would make it.
     #[cfg(test)]
     Crash,
@@ -292,5 +381,10 @@ impl DocumentHandle {
     /// True when the task has ended.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Waits until the task has ended (at once if it has).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
     }
 }

@@ -35,12 +35,15 @@ pub struct AppState {
     pub connections: Arc<Connections>,
     /// Turns true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-    /// Built web app (`client-js/dist`), if any.
+    /// The folder of the built web app (`client-js/dist`); `None` for the
+    /// one embedded in the binary, if any (see `webapp`).
     pub static_dir: Option<PathBuf>,
     /// Rates per user and per address, shared by every connection.
     pub limiters: Arc<super::limits::Limiters>,
     /// Which pages may open sockets and call the API.
     pub origins: Arc<super::origin::Origins>,
+    /// The token that opens the admin API, if one is set (see `admin`).
+    pub admin_token: Option<Arc<str>>,
 }
 
 /// An error answered as JSON.
@@ -171,6 +174,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(super::history::configure)
         .configure(super::access::configure)
         .configure(super::cluster::configure)
+        .configure(super::admin::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));
@@ -421,6 +425,7 @@ async fn websocket(
         super::session::Caller {
             limiters: Arc::clone(&state.limiters),
             ip,
+            addr: state.limiters.client_addr(req.headers(), req.peer_addr()),
             user,
             upstream: super::proxy::Upstream::from_request(
                 req.uri().path_and_query().map_or("", |p| p.as_str()),
@@ -447,8 +452,11 @@ or start the editor with <code>scripts/serve</code>.</p>";
 
 async fn app_page(state: web::Data<AppState>) -> HttpResponse {
     let page = match &state.static_dir {
-        Some(dir) => tokio::fs::read(dir.join("index.html")).await.ok(),
-        None => None,
+        Some(dir) => tokio::fs::read(dir.join("index.html"))
+            .await
+            .ok()
+            .map(std::borrow::Cow::Owned),
+        None => super::webapp::index_page(),
     };
     match page {
         Some(bytes) => HttpResponse::Ok()
@@ -466,7 +474,6 @@ async fn asset(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file");
-    let dir = state.static_dir.as_ref().ok_or_else(not_found)?;
     // Only plain relative paths inside the assets folder.
     let rel = path.into_inner();
     if rel
@@ -475,6 +482,9 @@ async fn asset(
     {
         return Err(not_found());
     }
+    let Some(dir) = state.static_dir.as_ref() else {
+        return super::webapp::asset(&req, &rel, accepts_gzip(&req)).ok_or_else(not_found);
+    };
     let path = dir.join("assets").join(&rel);
     // The build writes `NAME.gz` beside each large asset; send it to
     // browsers that take gzip (all do) instead of compressing per request.

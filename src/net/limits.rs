@@ -174,6 +174,12 @@ impl Limiters {
     /// proxy in front added; the earlier ones are whatever the client
     /// claimed).
     pub fn client_ip(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpKey> {
+        self.client_addr(headers, peer).map(IpKey::of)
+    }
+
+    /// The client's address as [`Limiters::client_ip`] finds it, whole
+    /// (not cut to its /64): what the admin API shows.
+    pub fn client_addr(&self, headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr> {
         let forwarded = self
             .trust_forwarded_for
             .then(|| {
@@ -185,7 +191,7 @@ impl Limiters {
                     .and_then(parse_ip)
             })
             .flatten();
-        forwarded.or(peer.map(|p| p.ip())).map(IpKey::of)
+        forwarded.or(peer.map(|p| p.ip()))
     }
 
     /// One op of `user` (none in open mode: not limited here).

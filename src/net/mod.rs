@@ -2,6 +2,7 @@
 //! REST API, and the graceful shutdown that ties them to the documents.
 
 pub mod access;
+pub mod admin;
 pub mod cluster;
 pub mod connections;
 pub mod forward;
@@ -12,6 +13,7 @@ pub mod limits;
 pub mod origin;
 pub mod proxy;
 pub mod session;
+pub mod webapp;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -41,7 +43,8 @@ pub struct ServerConfig {
     pub auth: crate::auth::Auth,
     /// Limits and timing.
     pub settings: Settings,
-    /// The built web app, if any.
+    /// A folder to serve the built web app from; `None` for the app
+    /// embedded in the binary, if it carries one (see [`webapp`]).
     pub static_dir: Option<PathBuf>,
     /// HTTP worker threads (0: one per core).
     pub workers: usize,
@@ -50,6 +53,8 @@ pub struct ServerConfig {
     /// Several nodes: Redis holds the leases and the node directory. `None`:
     /// this node is the only one.
     pub redis: Option<crate::cluster::redis::RedisConfig>,
+    /// A bearer token that opens the admin API (`--admin-token`), if set.
+    pub admin_token: Option<String>,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down
@@ -87,6 +92,7 @@ pub async fn run(
         static_dir: config.static_dir,
         limiters,
         origins: Arc::new(config.origins),
+        admin_token: config.admin_token.map(Arc::from),
     };
     let max_body = state.registry.settings().limits.max_message_bytes * 16;
     let mut server = HttpServer::new(move || {

@@ -21,11 +21,11 @@ use super::limits::{IpKey, Limiters};
 use crate::auth::{Auth, AuthError, Identity, Permission};
 use crate::cluster::NodeInfo;
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
-use crate::document::SessionRights;
 use crate::document::{
     Command, DocumentHandle, JoinRequest, Joined, Outbound, OutboundReceiver, Queued, SessionId,
     outbound,
 };
+use crate::document::{SessionOrigin, SessionRights};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
 use crate::protocol::{
@@ -108,6 +108,8 @@ pub struct Caller {
     pub limiters: Arc<Limiters>,
     /// The client's address, as the limits key it.
     pub ip: Option<IpKey>,
+    /// The client's address itself, for the admin API's listing.
+    pub addr: Option<std::net::IpAddr>,
     /// The user (the identity's subject), as the limits key it.
     pub user: Option<Arc<str>>,
     /// How to present this connection to the node that owns the document,
@@ -141,7 +143,11 @@ pub async fn run(
             return;
         }
     };
-    let door = Door { auth, identity };
+    let door = Door {
+        auth,
+        identity,
+        origin: SessionOrigin::now(caller.addr),
+    };
     let settings = Arc::clone(registry.settings());
     let limits = &settings.limits;
     let timing = &settings.timing;
@@ -227,6 +233,7 @@ pub async fn run(
                     AggregatedMessage::Pong(_) => continue,
                     AggregatedMessage::Close(reason) => break End::ClientClosed(reason),
                 };
+                door.origin.touch();
                 let parsed = serde_json::from_str::<ClientMsg>(&text);
                 // This connection's own rate first, then the ones it shares
                 // with the user's (or the address's) other connections.
@@ -535,6 +542,8 @@ type Refused = (ErrorCode, String, Option<Seq>);
 struct Door {
     auth: Arc<Auth>,
     identity: Identity,
+    /// Where the connection comes from, for the admin API.
+    origin: SessionOrigin,
 }
 
 /// What the session may do to `doc`, creating the document (with its
@@ -664,6 +673,7 @@ async fn handle_message(
                     rights: rights.clone(),
                     outbound: out_tx.clone(),
                     kick: kick_tx,
+                    origin: door.origin.clone(),
                 };
                 if handle
                     .send(Command::Join {

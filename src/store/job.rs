@@ -63,6 +63,11 @@ pub(super) enum Job {
         id: String,
         reply: Reply<bool>,
     },
+    /// The document with its ops, snapshots, grants and links.
+    DeleteDocument {
+        id: DocId,
+        reply: Reply<bool>,
+    },
 }
 
 /// What a job's savepoint did, when it succeeded.
@@ -102,7 +107,9 @@ pub(super) fn reply(job: Job, result: Result<Done, StoreError>) {
         | Job::CreateLink { reply, .. } => {
             let _ = reply.send(result.map(|_| ()));
         }
-        Job::Revoke { reply, .. } | Job::RevokeLink { reply, .. } => {
+        Job::Revoke { reply, .. }
+        | Job::RevokeLink { reply, .. }
+        | Job::DeleteDocument { reply, .. } => {
             let _ = reply.send(result.and_then(|d| match d {
                 Done::Removed(removed) => Ok(removed),
                 _ => Err(StoreError::Corrupt("delete returned nothing".into())),

@@ -335,6 +335,15 @@ pub trait Store: Send + Sync + 'static {
     /// The link whose token hashes to `token_hash`, expired or not.
     async fn link_by_token_hash(&self, token_hash: &str) -> Result<Option<ShareLink>, StoreError>;
 
+    /// Deletes the document and everything of it (its ops, snapshots,
+    /// grants and share links) in one transaction. True when it existed;
+    /// false, with nothing changed, when it did not. The id may be created
+    /// again afterwards, from revision 0.
+    ///
+    /// The caller makes sure nothing writes to the document meanwhile (its
+    /// task has stopped): a later append to the id is `NotFound`.
+    async fn delete_document(&self, id: &DocId) -> Result<bool, StoreError>;
+
     /// `(commits, ops)` written by this store since it was opened.
     fn commit_stats(&self) -> (u64, u64);
 }

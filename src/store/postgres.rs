@@ -436,6 +436,7 @@ async fn run_job(conn: &impl GenericClient, job: &Job) -> Result<Done, StoreErro
             .await
             .map(|n| Done::Removed(n > 0))
             .map_err(pg_error),
+        Job::DeleteDocument { id, .. } => delete_document(conn, id).await.map(Done::Removed),
     }
 }
 
@@ -454,6 +455,23 @@ async fn stored_epoch(conn: &impl GenericClient, id: &DocId) -> Result<LeaseEpoc
         .try_get(0)
         .map_err(pg_error)?;
     Ok(LeaseEpoch(from_sql(epoch)?))
+}
+
+/// Deletes a document's rows from every table that refers to it, then the
+/// document itself (the foreign keys are checked, so it goes last).
+async fn delete_document(conn: &impl GenericClient, id: &DocId) -> Result<bool, StoreError> {
+    for sql in [
+        "DELETE FROM ops WHERE document = $1",
+        "DELETE FROM snapshots WHERE document = $1",
+        "DELETE FROM document_access WHERE document = $1",
+        "DELETE FROM share_links WHERE document = $1",
+    ] {
+        conn.execute(sql, &[&id.as_str()]).await.map_err(pg_error)?;
+    }
+    conn.execute("DELETE FROM documents WHERE id = $1", &[&id.as_str()])
+        .await
+        .map(|n| n > 0)
+        .map_err(pg_error)
 }
 
 async fn document_exists(conn: &impl GenericClient, id: &DocId) -> Result<bool, StoreError> {
@@ -1054,6 +1072,11 @@ impl Store for PostgresStore {
         }
         let (doc, id) = (doc.clone(), id.to_owned());
         self.write(|reply| Job::RevokeLink { doc, id, reply }).await
+    }
+
+    async fn delete_document(&self, id: &DocId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.write(|reply| Job::DeleteDocument { id, reply }).await
     }
 
     async fn link_by_token_hash(&self, token_hash: &str) -> Result<Option<ShareLink>, StoreError> {

@@ -467,6 +467,7 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Done, StoreError> {
             .and_then(|mut stmt| stmt.execute(params![doc.as_str(), id]))
             .map(|n| Done::Removed(n > 0))
             .map_err(unavailable),
+        Job::DeleteDocument { id, .. } => delete_document(conn, id).map(Done::Removed),
     }
 }
 
@@ -499,6 +500,28 @@ fn stored_epoch(conn: &Connection, id: &DocId) -> Result<LeaseEpoch, StoreError>
         .map_err(unavailable)?;
     Ok(LeaseEpoch(from_sql(epoch.ok_or(StoreError::NotFound)?)?))
 }
+
+/// Deletes a document's rows from every table that refers to it, then the
+/// document itself (the references are checked, so it goes last).
+fn delete_document(conn: &Connection, id: &DocId) -> Result<bool, StoreError> {
+    for sql in DELETE_DOCUMENT_ROWS {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute(params![id.as_str()]))
+            .map_err(unavailable)?;
+    }
+    conn.prepare_cached("DELETE FROM documents WHERE id = ?1")
+        .and_then(|mut stmt| stmt.execute(params![id.as_str()]))
+        .map(|n| n > 0)
+        .map_err(unavailable)
+}
+
+/// Every table with a `document` column, for [`delete_document`].
+const DELETE_DOCUMENT_ROWS: [&str; 4] = [
+    "DELETE FROM ops WHERE document = ?1",
+    "DELETE FROM snapshots WHERE document = ?1",
+    "DELETE FROM document_access WHERE document = ?1",
+    "DELETE FROM share_links WHERE document = ?1",
+];
 
 fn document_exists(conn: &Connection, id: &DocId) -> Result<bool, StoreError> {
     conn.prepare_cached("SELECT 1 FROM documents WHERE id = ?1")
@@ -1093,6 +1116,11 @@ impl Store for SqliteStore {
         }
         let (doc, id) = (doc.clone(), id.to_owned());
         self.write(|reply| Job::RevokeLink { doc, id, reply }).await
+    }
+
+    async fn delete_document(&self, id: &DocId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.write(|reply| Job::DeleteDocument { id, reply }).await
     }
 
     async fn link_by_token_hash(&self, token_hash: &str) -> Result<Option<ShareLink>, StoreError> {

@@ -27,7 +27,10 @@ pub async fn lease_epoch_fence(store: &dyn Store) {
     let first = store.claim(&id).await.expect("first claim");
     let second = store.claim(&id).await.expect("second claim");
     assert!(second > first, "epochs grow: {first} then {second}");
-    assert!(first > LeaseEpoch::ZERO, "a claim is past the unclaimed epoch");
+    assert!(
+        first > LeaseEpoch::ZERO,
+        "a claim is past the unclaimed epoch"
+    );
 
     // The first owner was paused past its lease and wakes up: refused.
     assert_conflict(
@@ -115,5 +118,8 @@ pub async fn lease_epoch_fence(store: &dyn Store) {
         "exactly the owners' ops, once"
     );
 
-    assert_not_found(store.claim(&doc("nobody")).await, "claiming a missing document");
+    assert_not_found(
+        store.claim(&doc("nobody")).await,
+        "claiming a missing document",
+    );
 }

@@ -6,6 +6,7 @@
 //! take a [`Backend`] instead.
 
 mod access;
+mod delete;
 mod durability;
 mod fence;
 mod log;
@@ -19,6 +20,7 @@ use tandem::ot::{Component, TextOp};
 use tandem::store::{AppendBatch, OpRecord, SharedStore, StoreError};
 
 pub use access::*;
+pub use delete::*;
 pub use durability::*;
 pub use fence::*;
 pub use log::*;

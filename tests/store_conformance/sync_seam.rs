@@ -520,6 +520,7 @@ async fn edit(
                 rights: Default::default(),
                 outbound,
                 kick,
+                origin: Default::default(),
             },
             reply,
         })

@@ -188,6 +188,8 @@ struct Task {
     done_rx: mpsc::UnboundedReceiver<Done>,
     /// Language writes take turns on this, so they land in the order asked.
     language_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Admin deletes waiting for this task to stop (see `Command::Delete`).
+    deleting: Vec<oneshot::Sender<Result<bool, StoreError>>>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -290,6 +292,7 @@ impl Task {
             done_tx,
             done_rx,
             language_writes: Arc::new(tokio::sync::Mutex::new(())),
+            deleting: Vec::new(),
         })
     }
 
@@ -405,9 +408,13 @@ impl Task {
 
     /// Final snapshot before the task ends, so reopening replays nothing,
     /// then the lease goes back so another node may take the document at
-    /// once. A task that lost its lease writes nothing more.
+    /// once (for a deleted document, the delete instead). A task that lost
+    /// its lease writes nothing more.
     async fn stop(mut self) {
         self.kick_all(CloseCode::GoingAway);
+        if !self.deleting.is_empty() {
+            return self.delete().await;
+        }
         let rev = self.state.published();
         if self.lease_lost {
             debug!(document = %self.id, rev = %rev, "closed without its lease");
@@ -477,6 +484,28 @@ impl Task {
         self.kick_all(CloseCode::Moved);
     }
 
+    /// Deletes the document from the store, now that nothing of it is
+    /// being written, and tells whoever asked. The registry still maps the
+    /// id to this task until it returns, so no other task loads the
+    /// document while it goes.
+    async fn delete(mut self) {
+        let result = self.store.delete_document(&self.id).await;
+        match &result {
+            Ok(_) => info!(document = %self.id, "deleted"),
+            Err(e) => warn!(document = %self.id, error = %e, "delete failed"),
+        }
+        for reply in self.deleting.drain(..) {
+            let answer = match &result {
+                Ok(existed) => Ok(*existed),
+                Err(e) => Err(StoreError::Unavailable(e.to_string())),
+            };
+            let _ = reply.send(answer);
+        }
+        if self.lease.valid_until.is_some() {
+            self.cluster.release(&self.lease).await;
+        }
+    }
+
     fn handle(&mut self, cmd: Command) {
         let Some(cmd) = self.queue_if_parked(cmd) else {
             return;
@@ -534,9 +563,56 @@ impl Task {
                     .collect();
                 self.forbid(gone, "the share link was revoked");
             }
+            Command::Sessions { reply } => {
+                let _ = reply.send(self.sessions());
+            }
+            Command::Disconnect {
+                client,
+                code,
+                reply,
+            } => {
+                let there = self.fanout.contains(&client);
+                if there {
+                    self.drop_sessions(vec![client], code);
+                }
+                let _ = reply.send(there);
+            }
+            Command::Close { code } => {
+                self.closing = true;
+                self.kick_all(code);
+            }
+            Command::Delete { reply } => {
+                self.closing = true;
+                self.deleting.push(reply);
+                let gone: Vec<ClientId> = self.fanout.iter().map(|(c, _)| c.clone()).collect();
+                let why = Refusal::new(ErrorCode::NotFound, "this document was deleted");
+                for client in &gone {
+                    self.refuse(client, &why, None);
+                }
+                self.kick_all(CloseCode::NotFound);
+            }
             #[cfg(test)]
             Command::Crash => panic!("test hook: document task crash"),
         }
+    }
+
+    /// The sessions connected now, for the admin API.
+    fn sessions(&self) -> Vec<super::SessionSummary> {
+        self.fanout
+            .iter()
+            .map(|(client, s)| super::SessionSummary {
+                client: client.clone(),
+                user: s.user.clone(),
+                subject: s.rights.subject.clone(),
+                permission: s.permission.as_str(),
+                ip: s.origin.ip,
+                connected_ms: s.origin.connected_ms,
+                last_active_ms: s
+                    .origin
+                    .last_active_ms
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Sequences the op a restore's diff made (against the text at `base`),
@@ -718,6 +794,7 @@ impl Task {
             (req.permission, req.rights),
             req.outbound,
             req.kick,
+            req.origin,
         );
         match self.fanout.insert(client.clone(), entry) {
             Some(mut old) => {
