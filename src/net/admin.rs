@@ -300,6 +300,17 @@ async fn delete(
             }
             continue;
         }
+        // With several nodes, the owner deletes it through its task.
+        let cluster = state.registry.cluster();
+        if !cluster.is_single() {
+            let owner = cluster.owner(&id).await.map_err(|e| {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+            })?;
+            if let Some(owner) = owner.filter(|o| o.id != cluster.node().id) {
+                let via = cluster.node().id.clone();
+                return super::forward::to_owner(&req, web::Bytes::new(), &owner, &via).await;
+            }
+        }
         // Not open: straight from the store. A join that opened it
         // meanwhile has a task holding what it loaded (or a new empty
         // document it created): that one is deleted through its task.
