@@ -21,6 +21,7 @@
 //! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
 //! - [`auth`]: identity and rights: per-document read < write < admin.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
+//! - [`metrics`]: the Prometheus metrics, named in one place.
 //!
 //! Dependencies point one way: `net -> registry -> document -> ot`, and
 //! `document`/`registry -> store` through the trait.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod document;
 pub mod history;
 pub mod ids;
+pub mod metrics;
 pub mod net;
 pub mod ot;
 pub mod protocol;

@@ -88,6 +88,7 @@ impl Registry {
         let weak: Weak<Self> = Arc::downgrade(self);
         let live = Arc::clone(&self.live);
         live.0.fetch_add(1, Ordering::SeqCst);
+        crate::metrics::documents_open(1);
         let doc = id.clone();
         let handle = document::spawn(
             id.clone(),
@@ -103,6 +104,7 @@ impl Registry {
                     }
                 }
                 live.0.fetch_sub(1, Ordering::SeqCst);
+                crate::metrics::documents_open(-1);
                 live.1.notify_waiters();
             },
         );
@@ -217,6 +219,7 @@ mod tests {
             seq: Seq(rev + 1),
             op,
             selection: None,
+            received: std::time::Instant::now(),
         };
         h.send(cmd).await.expect("send op");
         let deadline = tokio::time::Instant::now() + WAIT;

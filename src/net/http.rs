@@ -41,6 +41,8 @@ pub struct AppState {
     pub limiters: Arc<super::limits::Limiters>,
     /// Which pages may open sockets and call the API.
     pub origins: Arc<super::origin::Origins>,
+    /// Extra conditions of `/readyz` (see `ready`).
+    pub readiness: super::ready::ReadinessChecks,
 }
 
 /// An error answered as JSON.
@@ -151,6 +153,7 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health))
+        .configure(super::ready::configure)
         .route("/api/documents", web::get().to(list_documents))
         .route("/api/documents", web::post().to(create_document))
         .route("/api/documents/{id}", web::get().to(get_document))

@@ -273,6 +273,7 @@ impl PostgresStore {
             })
             .await
             .map_err(unavailable)?
+            .inspect_err(|e| crate::metrics::store_failed("read", e))
     }
 }
 
@@ -290,6 +291,7 @@ async fn writer_loop(
             client = match connect(&config).await {
                 Ok(c) => Some(c),
                 Err(e) => {
+                    crate::metrics::store_error("connect");
                     tracing::warn!("PostgreSQL writer cannot connect: {e}");
                     for job in batch {
                         reply(job, Err(StoreError::Unavailable(e.to_string())));
@@ -301,6 +303,7 @@ async fn writer_loop(
         let Some(conn) = client.as_mut() else {
             continue;
         };
+        let started = std::time::Instant::now();
         match commit_jobs(conn, &batch).await {
             Ok(outcomes) => {
                 let ops = batch
@@ -311,6 +314,7 @@ async fn writer_loop(
                     })
                     .sum();
                 stats.record(ops);
+                crate::metrics::group_commit(started, ops);
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     reply(job, outcome);
                 }
@@ -318,6 +322,7 @@ async fn writer_loop(
             Err(e) => {
                 // Nothing of this transaction is known to be committed; the
                 // callers retry, and a retried append is idempotent.
+                crate::metrics::store_error("commit");
                 tracing::warn!("PostgreSQL group commit failed: {e}");
                 if conn.is_closed() {
                     client = None;
@@ -1015,5 +1020,15 @@ impl Store for PostgresStore {
 
     fn commit_stats(&self) -> (u64, u64) {
         self.stats.read()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| async move {
+            conn.simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(pg_error)
+        })
+        .await
     }
 }

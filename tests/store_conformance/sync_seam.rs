@@ -539,6 +539,7 @@ async fn edit(
                 seq: Seq(seq),
                 op,
                 selection: None,
+                received: std::time::Instant::now(),
             })
             .await
             .expect("document task running");

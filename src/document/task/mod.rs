@@ -156,6 +156,11 @@ struct Task {
     done_rx: mpsc::UnboundedReceiver<Done>,
     /// Language writes take turns on this, so they land in the order asked.
     language_writes: Arc<tokio::sync::Mutex<()>>,
+    /// When the op being handled reached its session (set per command, so
+    /// work finished beside the loop has none).
+    arrived: Option<std::time::Instant>,
+    /// When each unpublished op reached its session, for the ack latency.
+    arrivals: HashMap<Revision, std::time::Instant>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -247,6 +252,8 @@ impl Task {
             done_tx,
             done_rx,
             language_writes: Arc::new(tokio::sync::Mutex::new(())),
+            arrived: None,
+            arrivals: HashMap::new(),
         })
     }
 
@@ -344,6 +351,10 @@ impl Task {
         let Some(cmd) = self.queue_if_parked(cmd) else {
             return;
         };
+        self.arrived = match &cmd {
+            Command::Op { received, .. } => Some(*received),
+            _ => None,
+        };
         match cmd {
             Command::Join { req, reply } => self.join(req, reply),
             Command::Op {
@@ -353,6 +364,7 @@ impl Task {
                 seq,
                 op,
                 selection,
+                ..
             } => self.op(session, client, rev, seq, op, selection),
             Command::Presence {
                 session,
@@ -763,6 +775,9 @@ impl Task {
         match self.state.submit(sub, &[]) {
             Ok(record) => {
                 self.acks_due.insert(record.rev, session);
+                if let Some(at) = self.arrived.take() {
+                    self.arrivals.insert(record.rev, at);
+                }
             }
             Err(r) => self.refuse(&client, &r, Some(seq)),
         }
@@ -907,6 +922,7 @@ impl Task {
         }
         full.sort();
         full.dedup();
+        crate::metrics::outbound_dropped(full.len());
         info!(document = %self.id, clients = full.len(), "dropping clients that cannot keep up");
         self.drop_sessions(full, CloseCode::TryAgainLater);
     }
