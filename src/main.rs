@@ -493,9 +493,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port.
     println!("tandem listening on http://{addr}");
     if static_dir.is_none() {
-        eprintln!(
-            "note: no web app at {}; the API works, the editor needs `npm run build` in client-js/",
-            args.static_dir.display()
+        // A log line, not a bare print: with --log-format json every line
+        // on stderr is one JSON object.
+        tracing::info!(
+            dir = %args.static_dir.display(),
+            "no web app here; the API works, the editor needs `npm run build` in client-js/"
         );
     }
     let auth = args.auth()?;

@@ -154,6 +154,14 @@ fn describe() {
     );
     describe_gauge!(LEASES_HELD, "document leases held by this node");
     describe_counter!(LEASE_CHANGES, "lease changes, by kind");
+    // The series without labels exist from the start (at 0), so a
+    // dashboard shows 0 rather than "no data" and `absent()` alerts work.
+    for name in [CONNECTIONS, DOCUMENTS_OPEN, LEASES_HELD] {
+        gauge!(name).increment(0.0);
+    }
+    for name in [OPS, OUTBOUND_DROPPED] {
+        counter!(name).increment(0);
+    }
 }
 
 /// Folds the histograms every [`UPKEEP_INTERVAL`] until `stop` turns true.

@@ -110,7 +110,13 @@ async fn metrics_move_under_load(db: Db) {
     let (mut a, _) = joined(&url).await;
     let (mut b, _) = joined(&url).await;
     for seq in 1..=TYPED {
-        a.send(&json!({"type": "op", "rev": seq - 1, "seq": seq, "op": [seq - 1, "a"]}))
+        // Appends "a" (a zero retain is not a valid component).
+        let op = if seq == 1 {
+            json!(["a"])
+        } else {
+            json!([seq - 1, "a"])
+        };
+        a.send(&json!({"type": "op", "rev": seq - 1, "seq": seq, "op": op}))
             .await;
         assert_eq!(a.recv_type("ack").await["rev"], seq);
     }
@@ -158,8 +164,13 @@ async fn metrics_move_under_load(db: Db) {
     let mut rev = 0u64;
     let mut dropped = false;
     for seq in 1..=300u64 {
+        let op = if len == 0 {
+            json!([chunk])
+        } else {
+            json!([len, chunk])
+        };
         writer
-            .send(&json!({"type": "op", "rev": rev, "seq": seq, "op": [len, chunk]}))
+            .send(&json!({"type": "op", "rev": rev, "seq": seq, "op": op}))
             .await;
         rev = writer.recv_type("ack").await["rev"].as_u64().expect("rev");
         len += 60_000;
@@ -232,37 +243,55 @@ on_both_stores!(metrics, metrics_move_under_load);
 /// database that went away), and restore.
 struct Relay {
     addr: SocketAddr,
+    /// True while connections are let through; every connection's task
+    /// watches it and drops both ends when it turns false.
     open: watch::Sender<bool>,
 }
 
+/// Accepts on `listener` until the test ends (the relay's thread then ends
+/// with the test process), piping each connection to `upstream` while
+/// `state` is true.
+async fn relay(listener: std::net::TcpListener, upstream: String, state: watch::Receiver<bool>) {
+    let listener = TcpListener::from_std(listener).expect("relay listener");
+    let upstream = Arc::new(upstream);
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            return;
+        };
+        if !*state.borrow() {
+            drop(client);
+            continue;
+        }
+        let mut cut = state.clone();
+        let upstream = Arc::clone(&upstream);
+        tokio::spawn(async move {
+            let Ok(mut server) = TcpStream::connect(upstream.as_str()).await else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                _ = cut.wait_for(|open| !*open) => {}
+            }
+        });
+    }
+}
+
 impl Relay {
-    async fn start(upstream: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+    /// Starts relaying to `upstream` on a thread and runtime of its own:
+    /// the test's runtime blocks while a server starts, and PostgreSQL is
+    /// reached through the relay before the server prints that it listens.
+    fn start(upstream: String) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("relay address");
         let (open, _) = watch::channel(true);
         let state = open.subscribe();
-        let upstream = Arc::new(upstream);
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !*state.borrow() {
-                    drop(client);
-                    continue;
-                }
-                let mut cut = state.clone();
-                let upstream = Arc::clone(&upstream);
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream.as_str()).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.wait_for(|open| !*open) => {}
-                    }
-                });
-            }
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("relay runtime");
+            runtime.block_on(relay(listener, upstream, state));
         });
         Relay { addr, open }
     }
@@ -306,7 +335,7 @@ fn upstream_of(url: &str) -> String {
 /// database's own URL; `None` when skipped (see `common::pg`).
 async fn relayed_postgres() -> Option<(Db, Relay, String)> {
     let mut db = TestDatabase::new().await?;
-    let relay = Relay::start(upstream_of(&db.url)).await;
+    let relay = Relay::start(upstream_of(&db.url));
     let direct = std::mem::take(&mut db.url);
     db.url = via(&direct, relay.addr);
     Some((Db::Postgres(db), relay, direct))
