@@ -552,3 +552,45 @@ async fn json_access_log_has_one_line_per_request_and_session_without_query_stri
     assert!(f["bytes_out"].as_u64().is_some_and(|b| b > 0));
     assert!(f["duration_ms"].is_number());
 }
+
+/// The dashboard in docs/ops/ charts every metric, and only metrics that
+/// exist (so a renamed metric cannot leave it silently empty).
+#[test]
+fn the_grafana_dashboard_uses_every_metric_and_no_other() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/ops/grafana-dashboard.json"
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read the dashboard"))
+            .expect("the dashboard is JSON");
+    let exprs: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .map(|t| t["expr"].as_str().expect("expr"))
+        .collect();
+    let known = |name: &str| {
+        tandem::metrics::ALL.iter().any(|(metric, kind)| {
+            name == *metric
+                || (*kind == "histogram"
+                    && ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|suffix| name == format!("{metric}{suffix}")))
+        })
+    };
+    for expr in &exprs {
+        for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("tandem_") {
+                assert!(known(word), "the dashboard uses an unknown metric {word}");
+            }
+        }
+    }
+    for (metric, _) in tandem::metrics::ALL {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "the dashboard does not chart {metric}"
+        );
+    }
+}
