@@ -258,8 +258,20 @@ impl PostgresStore {
         rx.await.map_err(|_| unavailable("writer task stopped"))?
     }
 
-    /// Runs `f` with a pooled connection on the store's runtime.
+    /// [`Self::read_uncounted`], with a failure counted in the metrics.
     async fn read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pooled) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.read_uncounted(f)
+            .await
+            .inspect_err(|e| crate::metrics::store_failed("read", e))
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime.
+    async fn read_uncounted<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Pooled) -> Fut + Send + 'static,
@@ -273,7 +285,6 @@ impl PostgresStore {
             })
             .await
             .map_err(unavailable)?
-            .inspect_err(|e| crate::metrics::store_failed("read", e))
     }
 }
 
@@ -1023,7 +1034,8 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| async move {
+        // Counted by the caller (`/readyz`), as a ping, not a read.
+        self.read_uncounted(|conn| async move {
             conn.simple_query("SELECT 1")
                 .await
                 .map(|_| ())

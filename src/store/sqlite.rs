@@ -212,7 +212,18 @@ impl SqliteStore {
         rx.await.map_err(|_| unavailable("writer thread stopped"))?
     }
 
+    /// [`Self::read_uncounted`], with a failure counted in the metrics.
     async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.read_uncounted(f)
+            .await
+            .inspect_err(|e| crate::metrics::store_failed("read", e))
+    }
+
+    /// Runs `f` with a pooled read connection on a blocking thread.
+    async fn read_uncounted<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -234,7 +245,6 @@ impl SqliteStore {
         })
         .await
         .map_err(unavailable)?
-        .inspect_err(|e| crate::metrics::store_failed("read", e))
     }
 }
 
@@ -1049,7 +1059,8 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| {
+        // Counted by the caller (`/readyz`), as a ping, not a read.
+        self.read_uncounted(|conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())
                 .map_err(unavailable)
