@@ -24,6 +24,7 @@
 //!   API, graceful shutdown.
 //! - [`auth`]: identity and rights: per-document read < write < admin.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
+//! - [`metrics`]: the Prometheus metrics, named in one place.
 //!
 //! Dependencies point one way: `net -> registry -> document -> ot`, and
 //! `document`/`registry -> store` through the trait.
@@ -37,6 +38,7 @@ pub mod config;
 pub mod document;
 pub mod history;
 pub mod ids;
+pub mod metrics;
 pub mod net;
 pub mod ot;
 pub mod protocol;

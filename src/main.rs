@@ -20,6 +20,19 @@ use tandem::store::sqlite::SqliteStore;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object a line) for a log collector.
+    #[arg(long, global = true, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 // Parsed once at start-up: the size of the `serve` variant costs nothing.
@@ -467,6 +480,11 @@ struct ServeArgs {
     /// clients are told `unavailable` and asked to reconnect.
     #[arg(long, env = "TANDEM_STORE_RETRY_SECS", default_value_t = config::STORE_RETRY_LIMIT.as_secs())]
     store_retry_secs: u64,
+
+    /// Seconds a shutdown (SIGTERM) waits for the documents to flush after
+    /// /readyz turned 503 and the sessions were closed.
+    #[arg(long, env = "TANDEM_SHUTDOWN_TIMEOUT_SECS", default_value_t = net::SHUTDOWN_TIMEOUT.as_secs())]
+    shutdown_timeout: u64,
 }
 
 impl ServeArgs {
@@ -503,8 +521,10 @@ impl ServeArgs {
     }
 
     fn settings(&self) -> Settings {
-        let mut s = Settings::default();
-        s.cluster_redirect = self.cluster.cluster_redirect;
+        let mut s = Settings {
+            cluster_redirect: self.cluster.cluster_redirect,
+            ..Settings::default()
+        };
         s.limits.max_message_bytes = self.max_message_bytes;
         s.limits.max_document_chars = self.max_document_chars;
         s.limits.max_op_components = self.max_op_components;
@@ -585,9 +605,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Tests and scripts read this line to learn the port.
     println!("tandem listening on http://{addr}");
     match &app_at {
-        Some(dir) if !dir.join("index.html").is_file() => eprintln!(
-            "note: no web app at {}; the API works, the editor needs `npm run build` in client-js/ (or a release build, scripts/release)",
-            dir.display()
+        // A log line, not a bare print: with --log-format json every line
+        // on stderr is one JSON object.
+        Some(dir) if !dir.join("index.html").is_file() => tracing::info!(
+            dir = %dir.display(),
+            "no web app here; the API works, the editor needs `npm run build` in client-js/ (or a release build, scripts/release)"
         ),
         Some(dir) => tracing::info!(folder = %dir.display(), "serving the web app from a folder"),
         None => tracing::info!("serving the web app embedded in this binary"),
@@ -608,6 +630,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         origins,
         redis,
         admin_token: args.admin_token.clone().filter(|t| !t.is_empty()),
+        readiness: Vec::new(),
+        shutdown_timeout: std::time::Duration::from_secs(args.shutdown_timeout),
     };
     net::run(listener, config, shutdown_signal()).await?;
     Ok(())
@@ -717,15 +741,21 @@ async fn import_cmd(args: ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TANDEM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match cli.command {
         Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
         Command::Migrate(args) => actix_web::rt::System::new().block_on(migrate(args)),

@@ -305,8 +305,12 @@ impl ServerMsg<'_> {
     }
 }
 
-/// An error frame.
+/// An error frame. One with a `seq` refuses that op, and is counted as such
+/// (`tandem_ops_refused_total`).
 pub fn error_frame(code: ErrorCode, message: &str, seq: Option<Seq>) -> ByteString {
+    if seq.is_some() {
+        crate::metrics::op_refused(code);
+    }
     ServerMsg::Error { code, message, seq }.to_frame()
 }
 

@@ -149,6 +149,7 @@ impl Registry {
         let live = Arc::clone(&self.live);
         let count = live.0.fetch_add(1, Ordering::SeqCst) + 1;
         self.cluster.set_open_documents(count);
+        crate::metrics::documents_open(1);
         let doc = id.clone();
         let handle = document::spawn(
             document::Owner {
@@ -171,6 +172,7 @@ impl Registry {
                 if let Some(registry) = registry {
                     registry.cluster.set_open_documents(count);
                 }
+                crate::metrics::documents_open(-1);
                 live.1.notify_waiters();
             },
         );
@@ -297,6 +299,7 @@ mod tests {
             seq: Seq(rev + 1),
             op,
             selection: None,
+            received: std::time::Instant::now(),
         };
         h.send(cmd).await.expect("send op");
         let deadline = tokio::time::Instant::now() + WAIT;

@@ -234,6 +234,8 @@ pub enum Command {
         op: TextOp,
         /// Cursors after it.
         selection: Option<Selection>,
+        /// When the session received it (for the ack latency metric).
+        received: std::time::Instant,
     },
     /// Move cursors.
     Presence {

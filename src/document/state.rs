@@ -358,6 +358,7 @@ impl DocumentState {
             .selection
             .map(|sel| self.rebase_selection(sub.base, older, &sub.op, sel));
         op.apply(&mut self.text, self.limits.max_document_chars)?;
+        crate::metrics::transform_depth(self.head.0.saturating_sub(sub.base.0));
         self.head = self.head.next();
         if let Some(since) = selection {
             self.op_selections

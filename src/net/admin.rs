@@ -304,7 +304,11 @@ async fn delete(
         let cluster = state.registry.cluster();
         if !cluster.is_single() {
             let owner = cluster.owner(&id).await.map_err(|e| {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    e.to_string(),
+                )
             })?;
             if let Some(owner) = owner.filter(|o| o.id != cluster.node().id) {
                 let via = cluster.node().id.clone();

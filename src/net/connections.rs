@@ -36,6 +36,7 @@ impl Connections {
                 (n < self.max).then_some(n + 1)
             })
             .ok()?;
+        crate::metrics::connections(1);
         Some(ConnectionGuard {
             connections: Arc::clone(self),
         })
@@ -55,6 +56,7 @@ impl Connections {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.connections.open.fetch_sub(1, Ordering::AcqRel);
+        crate::metrics::connections(-1);
     }
 }
 

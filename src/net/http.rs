@@ -44,6 +44,8 @@ pub struct AppState {
     pub origins: Arc<super::origin::Origins>,
     /// The token that opens the admin API, if one is set (see `admin`).
     pub admin_token: Option<Arc<str>>,
+    /// Extra conditions of `/readyz` (see `ready`).
+    pub readiness: super::ready::ReadinessChecks,
 }
 
 /// An error answered as JSON.
@@ -167,6 +169,7 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health))
+        .configure(super::ready::configure)
         .route("/api/documents", web::get().to(list_documents))
         .route("/api/documents", web::post().to(create_document))
         .route("/api/documents/{id}", web::get().to(get_document))

@@ -116,10 +116,13 @@ impl<K: Hash + Eq + Clone> Keyed<K> {
             *swept = Instant::now();
             self.sweep();
         }
-        self.limiter.check_key(key).map_err(|not_until| Limited {
-            what: self.what,
-            retry_after: not_until.wait_time_from(self.limiter.clock().now()),
-        })
+        self.limiter
+            .check_key(key)
+            .map_err(|not_until| Limited {
+                what: self.what,
+                retry_after: not_until.wait_time_from(self.limiter.clock().now()),
+            })
+            .inspect_err(|l| crate::metrics::rate_limited(l.what))
     }
 
     fn sweep(&self) {
@@ -294,13 +297,16 @@ pub fn is_upgrade_path(path: &str) -> bool {
     )
 }
 
-/// Middleware: every request but the WebSocket upgrade counts against its
-/// address's REST rate; over it, HTTP 429 with `Retry-After`.
+/// Middleware: every request but the WebSocket upgrade and the operators'
+/// probes (`super::ready::is_probe_path`: a scraper or a load balancer
+/// must never read a 429 as "down") counts against its address's REST
+/// rate; over it, HTTP 429 with `Retry-After`.
 pub async fn limit_requests(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody + 'static>>, actix_web::Error> {
     if !is_upgrade_path(req.path())
+        && !super::ready::is_probe_path(req.path())
         && let Some(state) = req.app_data::<web::Data<AppState>>()
     {
         let ip = state.limiters.client_ip(req.headers(), req.peer_addr());

@@ -2,6 +2,7 @@
 //! REST API, and the graceful shutdown that ties them to the documents.
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod cluster;
 pub mod connections;
@@ -12,6 +13,7 @@ pub mod http;
 pub mod limits;
 pub mod origin;
 pub mod proxy;
+pub mod ready;
 pub mod session;
 pub mod webapp;
 
@@ -32,8 +34,13 @@ use crate::config::Settings;
 use crate::registry::Registry;
 use crate::store::SharedStore;
 
-/// How long shutdown waits for documents to flush before giving up.
-const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits by default for documents to flush before giving
+/// up (`--shutdown-timeout`): a document flushes in milliseconds, so this
+/// is for a store that is slow or down, whose appends are retried for
+/// [`STORE_RETRY_LIMIT`](crate::config::STORE_RETRY_LIMIT) (also 30 s);
+/// and it stays under the 30 s an orchestrator usually waits after SIGTERM
+/// before SIGKILL, with the HTTP server's own few seconds on top.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// What a server needs to run.
 pub struct ServerConfig {
@@ -55,6 +62,10 @@ pub struct ServerConfig {
     pub redis: Option<crate::cluster::redis::RedisConfig>,
     /// A bearer token that opens the admin API (`--admin-token`), if set.
     pub admin_token: Option<String>,
+    /// Checks `/readyz` runs after the store's (Redis, ...).
+    pub readiness: Vec<Arc<dyn ready::ReadinessCheck>>,
+    /// How long shutdown waits for the documents to flush.
+    pub shutdown_timeout: Duration,
 }
 
 /// Serves on `listener` until `shutdown` completes, then shuts down
@@ -70,6 +81,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(handle) = crate::metrics::install() {
+        actix_web::rt::spawn(crate::metrics::upkeep_until(handle, stop_rx.clone()));
+    }
     let cluster: SharedCluster = match config.redis {
         Some(redis) => RedisCluster::start(redis, stop_rx.clone())
             .map_err(|e| std::io::Error::other(e.to_string()))?,
@@ -93,6 +107,15 @@ pub async fn run(
         limiters,
         origins: Arc::new(config.origins),
         admin_token: config.admin_token.map(Arc::from),
+        readiness: {
+            let mut checks = config.readiness;
+            if !registry.cluster().is_single() {
+                checks.push(Arc::new(ready::ClusterReady(Arc::clone(
+                    registry.cluster(),
+                ))));
+            }
+            checks.into()
+        },
     };
     let max_body = state.registry.settings().limits.max_message_bytes * 16;
     let mut server = HttpServer::new(move || {
@@ -103,6 +126,8 @@ pub async fn run(
             // CORS outside the rate limit, so that a page can read its 429.
             .wrap(middleware::from_fn(limits::limit_requests))
             .wrap(middleware::from_fn(origin::cors))
+            // Outermost, so that it logs what the client got (a 429, a 403).
+            .wrap(middleware::from_fn(access_log::log_requests))
     })
     // Small frames (an ack, a keystroke) must leave at once: with Nagle's
     // algorithm a second small write waits for the peer's delayed ACK (40 ms).
@@ -121,9 +146,10 @@ pub async fn run(
     let handle = server.handle();
     let serving = actix_web::rt::spawn(server);
     shutdown.await;
-    info!("shutting down: closing sessions and flushing documents");
+    // One watch: `/readyz` answers 503 from the moment the drain begins.
+    info!("shutting down: not ready; closing sessions and flushing documents");
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(SHUTDOWN_FLUSH_TIMEOUT, registry.wait_closed())
+    if tokio::time::timeout(config.shutdown_timeout, registry.wait_closed())
         .await
         .is_err()
     {

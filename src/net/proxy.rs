@@ -53,6 +53,8 @@ pub struct Upstream {
     forwarded_for: Option<String>,
     /// The request itself came forwarded from another node.
     forwarded: bool,
+    /// This node's id, sent with the forwarded connection.
+    pub via: String,
 }
 
 impl Upstream {
@@ -81,6 +83,7 @@ impl Upstream {
             authorization: header(AUTHORIZATION),
             forwarded_for,
             forwarded: headers.contains_key(FORWARDED_HEADER),
+            via: String::new(),
         }
     }
 
@@ -115,12 +118,11 @@ async fn close_client(ws: Session, code: u16, reason: &str) {
 }
 
 /// Carries the client's session (its `join` already read) to `owner` until
-/// either side closes. `via` is this node's id.
+/// either side closes. `upstream.via` names this node to the owner.
 pub async fn forward(
     owner: NodeInfo,
     join: String,
     upstream: Upstream,
-    via: &str,
     settings: &Settings,
     mut ws: Session,
     mut stream: AggregatedMessageStream,
@@ -149,7 +151,7 @@ pub async fn forward(
             headers.insert(name, v);
         }
     };
-    set(FORWARDED_HEADER, via);
+    set(FORWARDED_HEADER, &upstream.via);
     if let Some(auth) = &upstream.authorization {
         set("authorization", auth);
     }
@@ -158,9 +160,11 @@ pub async fn forward(
     }
     // The owner is one of ours: its frames are as big as the protocol
     // allows (a `joined` carries the whole text), and already bounded there.
-    let mut config = WebSocketConfig::default();
-    config.max_message_size = None;
-    config.max_frame_size = None;
+    let config = WebSocketConfig {
+        max_message_size: None,
+        max_frame_size: None,
+        ..WebSocketConfig::default()
+    };
     let connected = timeout(
         CONNECT_TIMEOUT,
         tokio_tungstenite::connect_async_with_config(request, Some(config), true),

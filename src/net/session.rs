@@ -70,6 +70,7 @@ impl RateLimit {
             self.tokens -= 1.0;
             true
         } else {
+            crate::metrics::rate_limited("messages on this connection");
             false
         }
     }
@@ -129,17 +130,23 @@ pub async fn run(
     mut stream: AggregatedMessageStream,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // For the access log line written when the session ends.
+    let started = std::time::Instant::now();
+    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
     // No identity, no document data: the reason, then 4401.
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
             let frame = error_frame(ErrorCode::Unauthenticated, &e.to_string(), None);
+            bytes_out += frame.len() as u64;
             let _ = ws.text(frame).await;
             let reason = CloseReason {
                 code: actix_ws::CloseCode::Other(CloseCode::Unauthenticated.code()),
                 description: Some("unauthenticated".into()),
             };
             let _ = timeout(CLOSE_FLUSH_TIMEOUT, ws.close(Some(reason))).await;
+            let code = Some(CloseCode::Unauthenticated.code());
+            super::access_log::session_ended(&doc, None, started, (bytes_in, bytes_out), code);
             return;
         }
     };
@@ -202,6 +209,11 @@ pub async fn run(
             }
             Event::Incoming(Some(Ok(msg))) => {
                 last_heard = Instant::now();
+                bytes_in += match &msg {
+                    AggregatedMessage::Text(t) => t.len() as u64,
+                    AggregatedMessage::Binary(b) => b.len() as u64,
+                    _ => 0,
+                };
                 let text = match msg {
                     AggregatedMessage::Text(text) => text,
                     AggregatedMessage::Binary(_) => {
@@ -211,8 +223,15 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if let Some(end) =
-                            answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
+                        if let Some(end) = answer(
+                            &mut ws,
+                            &mut out_rx,
+                            &mut attached,
+                            timing,
+                            f,
+                            &mut bytes_out,
+                        )
+                        .await
                         {
                             break end;
                         }
@@ -259,7 +278,15 @@ pub async fn run(
                         _ => None,
                     };
                     let f = error_frame(ErrorCode::RateLimited, &message, seq);
-                    if let Some(end) = answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
+                    if let Some(end) = answer(
+                        &mut ws,
+                        &mut out_rx,
+                        &mut attached,
+                        timing,
+                        f,
+                        &mut bytes_out,
+                    )
+                    .await
                     {
                         break end;
                     }
@@ -310,7 +337,8 @@ pub async fn run(
                     .map(|g| g.to_frame());
                 if let Some(frame) = greeting
                     && let Some(end) =
-                        write_burst(&mut ws, vec![frame], &mut attached, timing).await
+                        write_burst(&mut ws, vec![frame], &mut attached, timing, &mut bytes_out)
+                            .await
                 {
                     break end;
                 }
@@ -319,8 +347,15 @@ pub async fn run(
                     Err((code, message, seq)) => {
                         errors += 1;
                         let f = error_frame(code, &message, seq);
-                        if let Some(end) =
-                            answer(&mut ws, &mut out_rx, &mut attached, timing, f).await
+                        if let Some(end) = answer(
+                            &mut ws,
+                            &mut out_rx,
+                            &mut attached,
+                            timing,
+                            f,
+                            &mut bytes_out,
+                        )
+                        .await
                         {
                             break end;
                         }
@@ -363,7 +398,9 @@ pub async fn run(
                         Err(_) => break,
                     }
                 }
-                if let Some(end) = write_burst(&mut ws, burst, &mut attached, timing).await {
+                if let Some(end) =
+                    write_burst(&mut ws, burst, &mut attached, timing, &mut bytes_out).await
+                {
                     break end;
                 }
             }
@@ -408,6 +445,11 @@ pub async fn run(
             })
             .await;
     }
+    let close_code = match &end {
+        End::Close(code, _) => Some(code.code()),
+        End::ClientClosed(reason) => reason.as_ref().map(|r| u16::from(r.code)),
+        End::Gone | End::Forward(..) => None,
+    };
     if let End::Forward(owner, join) = end {
         let settings = Arc::clone(registry.settings());
         if settings.cluster_redirect {
@@ -425,18 +467,9 @@ pub async fn run(
             .await;
             return;
         }
-        let via = registry.cluster().node().id.clone();
-        super::proxy::forward(
-            owner,
-            join,
-            caller.upstream,
-            &via,
-            &settings,
-            ws,
-            stream,
-            shutdown,
-        )
-        .await;
+        let mut upstream = caller.upstream;
+        upstream.via = registry.cluster().node().id.clone();
+        super::proxy::forward(owner, join, upstream, &settings, ws, stream, shutdown).await;
         return;
     }
     if let End::Close(code, mut reason) = end {
@@ -456,6 +489,7 @@ pub async fn run(
                 if ws.text(f.frame()).await.is_err() {
                     return;
                 }
+                bytes_out += f.len() as u64;
             }
             let _ = ws
                 .close(Some(CloseReason {
@@ -472,6 +506,8 @@ pub async fn run(
         });
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, ws.close(echo)).await;
     }
+    let client = attached.as_ref().map(|a| &a.joined.client);
+    super::access_log::session_ended(&doc, client, started, (bytes_in, bytes_out), close_code);
 }
 
 /// True for the transport's "message over the limit" errors: one frame too
@@ -495,10 +531,11 @@ async fn answer(
     attached: &mut Option<Attached>,
     timing: &config::Timing,
     frame: ByteString,
+    sent: &mut u64,
 ) -> Option<End> {
     let mut burst: Vec<Queued> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
     burst.push(frame.into());
-    write_burst(ws, burst, attached, timing).await
+    write_burst(ws, burst, attached, timing, sent).await
 }
 
 /// Writes frames taken off the queue, in order and in one go: they are
@@ -508,12 +545,14 @@ async fn answer(
 /// frame that can be written is written before a kick is looked at, so the
 /// error that explains the kick is not dropped. Returns why the session
 /// must end, if it must. Each frame's bytes count against the session's
-/// queue until it is written (dropped here).
+/// queue until it is written (dropped here), and are added to `sent` once
+/// written.
 async fn write_burst(
     ws: &mut Session,
     burst: Vec<impl Into<Queued>>,
     attached: &mut Option<Attached>,
     timing: &config::Timing,
+    sent: &mut u64,
 ) -> Option<End> {
     for f in burst {
         let f: Queued = f.into();
@@ -529,6 +568,7 @@ async fn write_burst(
                 if !matches!(r, Ok(Ok(()))) {
                     return Some(End::Gone);
                 }
+                *sent += f.len() as u64;
             }
             code = kicked => return Some(End::Close(code, "closed by the server".into())),
         }
@@ -708,6 +748,7 @@ async fn handle_message(
             op,
             selection,
         } => {
+            let received = std::time::Instant::now();
             let a = attached
                 .as_ref()
                 .ok_or_else(|| refused(ErrorCode::BadMessage, "send join first"))?;
@@ -742,6 +783,7 @@ async fn handle_message(
                 seq: Seq(seq),
                 op,
                 selection,
+                received,
             };
             a.handle.send(cmd).await.map(|()| None).map_err(|_| {
                 (

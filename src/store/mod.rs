@@ -346,6 +346,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// `(commits, ops)` written by this store since it was opened.
     fn commit_stats(&self) -> (u64, u64);
+
+    /// Answers once the store can serve reads: one trivial query on a read
+    /// connection, cheap enough for a readiness probe every few seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the store cannot be reached.
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// Counts of what a store's group commit did: how many transactions it

@@ -259,8 +259,20 @@ impl PostgresStore {
         rx.await.map_err(|_| unavailable("writer task stopped"))?
     }
 
-    /// Runs `f` with a pooled connection on the store's runtime.
+    /// [`Self::read_uncounted`], with a failure counted in the metrics.
     async fn read<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Pooled) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        self.read_uncounted(f)
+            .await
+            .inspect_err(|e| crate::metrics::store_failed("read", e))
+    }
+
+    /// Runs `f` with a pooled connection on the store's runtime.
+    async fn read_uncounted<T, F, Fut>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(Pooled) -> Fut + Send + 'static,
@@ -291,6 +303,7 @@ async fn writer_loop(
             client = match connect(&config).await {
                 Ok(c) => Some(c),
                 Err(e) => {
+                    crate::metrics::store_error("connect");
                     tracing::warn!("PostgreSQL writer cannot connect: {e}");
                     for job in batch {
                         reply(job, Err(StoreError::Unavailable(e.to_string())));
@@ -302,6 +315,7 @@ async fn writer_loop(
         let Some(conn) = client.as_mut() else {
             continue;
         };
+        let started = std::time::Instant::now();
         match commit_jobs(conn, &batch).await {
             Ok(outcomes) => {
                 let ops = batch
@@ -312,6 +326,7 @@ async fn writer_loop(
                     })
                     .sum();
                 stats.record(ops);
+                crate::metrics::group_commit(started, ops);
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
                     reply(job, outcome);
                 }
@@ -319,6 +334,7 @@ async fn writer_loop(
             Err(e) => {
                 // Nothing of this transaction is known to be committed; the
                 // callers retry, and a retried append is idempotent.
+                crate::metrics::store_error("commit");
                 tracing::warn!("PostgreSQL group commit failed: {e}");
                 if conn.is_closed() {
                     client = None;
@@ -1100,5 +1116,16 @@ impl Store for PostgresStore {
 
     fn commit_stats(&self) -> (u64, u64) {
         self.stats.read()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Counted by the caller (`/readyz`), as a ping, not a read.
+        self.read_uncounted(|conn| async move {
+            conn.simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+                .map_err(pg_error)
+        })
+        .await
     }
 }

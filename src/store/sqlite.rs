@@ -214,7 +214,18 @@ impl SqliteStore {
         rx.await.map_err(|_| unavailable("writer thread stopped"))?
     }
 
+    /// [`Self::read_uncounted`], with a failure counted in the metrics.
     async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.read_uncounted(f)
+            .await
+            .inspect_err(|e| crate::metrics::store_failed("read", e))
+    }
+
+    /// Runs `f` with a pooled read connection on a blocking thread.
+    async fn read_uncounted<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -318,6 +329,7 @@ fn syncer_loop(wal: &Path, rx: &std_mpsc::Receiver<Vec<Pending>>, sync: &dyn Wal
         match flushed {
             Ok(()) => batch.into_iter().for_each(Pending::succeed),
             Err(e) => {
+                crate::metrics::store_error("flush");
                 tracing::error!("flushing the SQLite WAL failed: {e}");
                 // After a failed flush the kernel may have dropped the
                 // pages: nothing written so far can be called durable.
@@ -335,6 +347,7 @@ fn syncer_loop(wal: &Path, rx: &std_mpsc::Receiver<Vec<Pending>>, sync: &dyn Wal
 /// answered after the flush (an append learns now that it is written and
 /// gets a [`Durable`] to wait on).
 fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>, stats: &CommitStats) -> Vec<Pending> {
+    let started = std::time::Instant::now();
     let mut outcomes: Vec<(Job, Result<Done, StoreError>)> = Vec::with_capacity(jobs.len());
     let committed = (|| -> Result<(), StoreError> {
         let mut tx = conn.transaction().map_err(unavailable)?;
@@ -364,7 +377,11 @@ fn commit_jobs(conn: &mut Connection, jobs: Vec<Job>, stats: &CommitStats) -> Ve
         tx.commit().map_err(unavailable)
     })();
     if committed.is_ok() {
-        stats.record(appended_ops(outcomes.iter().map(|(job, _)| job)));
+        let ops = appended_ops(outcomes.iter().map(|(job, _)| job));
+        stats.record(ops);
+        crate::metrics::group_commit(started, ops);
+    } else {
+        crate::metrics::store_error("commit");
     }
     let mut pending = Vec::with_capacity(outcomes.len());
     for (job, result) in outcomes {
@@ -1139,6 +1156,16 @@ impl Store for SqliteStore {
             .map_err(unavailable)?
             .map(link)
             .transpose()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        // Counted by the caller (`/readyz`), as a ping, not a read.
+        self.read_uncounted(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(unavailable)
         })
         .await
     }

@@ -547,6 +547,7 @@ async fn edit(
                 seq: Seq(seq),
                 op,
                 selection: None,
+                received: std::time::Instant::now(),
             })
             .await
             .expect("document task running");

@@ -329,6 +329,7 @@ impl Task {
 
     /// Takes a result in, then the commands its session sent meanwhile.
     pub(super) fn on_done(&mut self, done: Done) {
+        self.arrived = None;
         let session = done.session();
         match done {
             Done::Join {

@@ -216,6 +216,7 @@ impl Task {
         self.broadcast(&frame, None);
         self.state.discard_unpublished();
         self.acks_due.clear();
+        self.arrivals.clear();
         for (_, reply) in self.restores.drain(..) {
             let _ = reply.send(Err(Refusal::new(code, "the document could not be saved")));
         }
@@ -226,6 +227,7 @@ impl Task {
     /// frame per op to the others, then the cursors that came with the ops.
     fn publish(&mut self, ops: &[Arc<OpRecord>], end: Revision, text: Rope) {
         let announced = self.state.publish(end, text);
+        crate::metrics::ops_committed(ops.len());
         let mut full = Vec::new();
         for op in ops {
             let frame = ServerMsg::Op {
@@ -239,6 +241,10 @@ impl Task {
             let author = self.fanout.get(&op.client).map(|s| s.session);
             if author.is_some() && author == due && !self.ack(&op.client, op.seq, op.rev) {
                 full.push(op.client.clone());
+            }
+            let arrived = self.arrivals.remove(&op.rev);
+            if let Some(at) = arrived.filter(|_| author.is_some() && author == due) {
+                crate::metrics::acked(at);
             }
         }
         self.drop_slow(full);

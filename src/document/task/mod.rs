@@ -190,6 +190,11 @@ struct Task {
     language_writes: Arc<tokio::sync::Mutex<()>>,
     /// Admin deletes waiting for this task to stop (see `Command::Delete`).
     deleting: Vec<oneshot::Sender<Result<bool, StoreError>>>,
+    /// When the op being handled reached its session (set per command, so
+    /// work finished beside the loop has none).
+    arrived: Option<std::time::Instant>,
+    /// When each unpublished op reached its session, for the ack latency.
+    arrivals: HashMap<Revision, std::time::Instant>,
 }
 
 type RestoreReply = oneshot::Sender<Result<Revision, Refusal>>;
@@ -293,6 +298,8 @@ impl Task {
             done_rx,
             language_writes: Arc::new(tokio::sync::Mutex::new(())),
             deleting: Vec::new(),
+            arrived: None,
+            arrivals: HashMap::new(),
         })
     }
 
@@ -510,6 +517,10 @@ impl Task {
         let Some(cmd) = self.queue_if_parked(cmd) else {
             return;
         };
+        self.arrived = match &cmd {
+            Command::Op { received, .. } => Some(*received),
+            _ => None,
+        };
         match cmd {
             Command::Join { req, reply } => self.join(req, reply),
             Command::Op {
@@ -519,6 +530,7 @@ impl Task {
                 seq,
                 op,
                 selection,
+                ..
             } => self.op(session, client, rev, seq, op, selection),
             Command::Presence {
                 session,
@@ -977,6 +989,9 @@ impl Task {
         match self.state.submit(sub, &[]) {
             Ok(record) => {
                 self.acks_due.insert(record.rev, session);
+                if let Some(at) = self.arrived.take() {
+                    self.arrivals.insert(record.rev, at);
+                }
             }
             Err(r) => self.refuse(&client, &r, Some(seq)),
         }
@@ -1121,6 +1136,7 @@ impl Task {
         }
         full.sort();
         full.dedup();
+        crate::metrics::outbound_dropped(full.len());
         info!(document = %self.id, clients = full.len(), "dropping clients that cannot keep up");
         self.drop_sessions(full, CloseCode::TryAgainLater);
     }
