@@ -364,6 +364,20 @@ async fn clients_spread_over_three_nodes_converge() {
     }
     open.sort_unstable();
     assert_eq!(open, vec![0, 0, 1], "exactly one owner");
+    // The owner counts its lease in its metrics.
+    let owner = nodes.owner().await.expect("an owner");
+    let (status, metrics) = http_request(&nodes.node(owner).addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.lines().any(|l| l == "tandem_leases_held 1"),
+        "tandem_leases_held on the owner: {metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tandem_lease_changes_total{kind=\"acquired\"} ")),
+        "tandem_lease_changes_total on the owner"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -160,6 +160,9 @@ struct Task {
     renew_at: Option<Instant>,
     /// The lease was lost: the document is not this node's to write now.
     lease_lost: bool,
+    /// This task is counted in `tandem_leases_held` (a Redis lease, until
+    /// it is released or lost).
+    lease_counted: bool,
     store: SharedStore,
     settings: Arc<Settings>,
     shutdown: watch::Receiver<bool>,
@@ -280,6 +283,7 @@ impl Task {
             renewal: None,
             renew_at,
             lease_lost: false,
+            lease_counted: false,
             store,
             shutdown,
             state,
@@ -304,6 +308,11 @@ impl Task {
     }
 
     async fn run(mut self, rx: &mut mpsc::Receiver<Command>) {
+        if self.lease.valid_until.is_some() {
+            self.lease_counted = true;
+            crate::metrics::lease_held(1);
+            crate::metrics::lease_changed("acquired");
+        }
         if *self.shutdown.borrow() {
             self.closing = true;
         }
@@ -424,6 +433,7 @@ impl Task {
         }
         let rev = self.state.published();
         if self.lease_lost {
+            self.uncount_lease("lost");
             debug!(document = %self.id, rev = %rev, "closed without its lease");
             return;
         }
@@ -438,10 +448,23 @@ impl Task {
                 Err(e) => warn!(document = %self.id, error = %e, "final snapshot failed"),
             }
         }
+        self.release_lease().await;
+        debug!(document = %self.id, rev = %rev, "closed");
+    }
+
+    /// Gives the lease back (a Redis lease; one node has nothing to give).
+    async fn release_lease(&mut self) {
         if self.lease.valid_until.is_some() {
             self.cluster.release(&self.lease).await;
+            self.uncount_lease("released");
         }
-        debug!(document = %self.id, rev = %rev, "closed");
+    }
+
+    fn uncount_lease(&mut self, kind: &'static str) {
+        if std::mem::take(&mut self.lease_counted) {
+            crate::metrics::lease_held(-1);
+            crate::metrics::lease_changed(kind);
+        }
     }
 
     fn lease_expired(&self) -> bool {
@@ -508,9 +531,7 @@ impl Task {
             };
             let _ = reply.send(answer);
         }
-        if self.lease.valid_until.is_some() {
-            self.cluster.release(&self.lease).await;
-        }
+        self.release_lease().await;
     }
 
     fn handle(&mut self, cmd: Command) {
