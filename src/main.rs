@@ -167,6 +167,10 @@ struct MigrateArgs {
     /// PostgreSQL URL, e.g. postgres://user@host:5432/tandem.
     #[arg(long, env = "TANDEM_DATABASE_URL")]
     database_url: String,
+
+    /// CA certificates (PEM) for sslmode=verify-full or verify-ca.
+    #[arg(long, env = "TANDEM_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -180,6 +184,12 @@ struct StoreArgs {
     /// applied at start-up.
     #[arg(long, env = "TANDEM_DATABASE_URL")]
     database_url: Option<String>,
+
+    /// CA certificates (PEM) the PostgreSQL server's certificate must chain
+    /// to, for `sslmode=verify-full` (or verify-ca) in the URL; the URL's
+    /// `sslrootcert=` wins over it.
+    #[arg(long, env = "TANDEM_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -187,10 +197,13 @@ impl StoreArgs {
         match &self.database_url {
             Some(url) => {
                 // The URL may hold a password: it is not repeated in errors.
-                postgres::migrate(url)
+                let options = postgres::ConnectOptions {
+                    ca_file: self.database_ca_file.clone(),
+                };
+                postgres::migrate_with(url, &options)
                     .await
                     .context("migrating the PostgreSQL schema")?;
-                let store = PostgresStore::connect(url)
+                let store = PostgresStore::connect_with(url, &options)
                     .await
                     .context("connecting to PostgreSQL")?;
                 Ok(Arc::new(store))
@@ -500,7 +513,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let applied = postgres::migrate(&args.database_url)
+    let options = postgres::ConnectOptions {
+        ca_file: args.database_ca_file,
+    };
+    let applied = postgres::migrate_with(&args.database_url, &options)
         .await
         .context("migrating the PostgreSQL schema")?;
     if applied.is_empty() {
