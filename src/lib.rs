@@ -21,6 +21,8 @@
 //! - [`net`]: the WebSocket session, the REST API, graceful shutdown.
 //! - [`auth`]: identity and rights: per-document read < write < admin.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
+//! - [`settings_file`], [`settings_check`]: the TOML settings file under
+//!   `serve`'s flags, and the check of every limit and timeout at start.
 //!
 //! Dependencies point one way: `net -> registry -> document -> ot`, and
 //! `document`/`registry -> store` through the trait.
@@ -38,4 +40,6 @@ pub mod ot;
 pub mod protocol;
 pub mod registry;
 pub mod replay;
+pub mod settings_check;
+pub mod settings_file;
 pub mod store;
