@@ -157,6 +157,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/documents/{id}/ws", web::get().to(websocket))
         .configure(super::history::configure)
         .configure(super::access::configure)
+        .configure(super::openapi::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));

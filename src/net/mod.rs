@@ -7,6 +7,7 @@ pub mod guard;
 pub mod history;
 pub mod http;
 pub mod limits;
+pub mod openapi;
 pub mod origin;
 pub mod session;
 
