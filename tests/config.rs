@@ -50,8 +50,17 @@ fn config_prints_what_serve_would_use() {
     )
     .expect("write");
     let out = tandem(
-        &["config", "--config", "tandem.toml", "--snapshot-interval", "70"],
-        &[("TANDEM_MAX_CONNECTIONS", "123"), ("TANDEM_JWT_SECRET", "hunter2")],
+        &[
+            "config",
+            "--config",
+            "tandem.toml",
+            "--snapshot-interval",
+            "70",
+        ],
+        &[
+            ("TANDEM_MAX_CONNECTIONS", "123"),
+            ("TANDEM_JWT_SECRET", "hunter2"),
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -67,7 +76,10 @@ fn config_prints_what_serve_would_use() {
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
     }
-    assert!(!text.contains("s3cret") && !text.contains("hunter2"), "{text}");
+    assert!(
+        !text.contains("s3cret") && !text.contains("hunter2"),
+        "{text}"
+    );
 
     // The print-out is a settings file giving the same settings.
     std::fs::write(dir.path().join("printed.toml"), &text).expect("write");
@@ -105,7 +117,11 @@ fn a_bad_settings_file_stops_start_up_with_status_2() {
     ] {
         let out = tandem(&args, &env, dir.path());
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
         assert!(!stdout(&out).contains("listening"), "{args:?}");
     }
 }

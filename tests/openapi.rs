@@ -78,7 +78,11 @@ fn registered_routes() -> Result<BTreeSet<(String, String)>, Vec<String>> {
         let text = std::fs::read_to_string(&file).expect("read");
         // Unit tests inside a module may build routes of their own.
         let code = text.split("#[cfg(test)]").next().unwrap_or(&text);
-        let name = file.strip_prefix(root()).unwrap_or(&file).display().to_string();
+        let name = file
+            .strip_prefix(root())
+            .unwrap_or(&file)
+            .display()
+            .to_string();
         for form in ["web::resource(", "web::scope(", ".service("] {
             if code.contains(form) {
                 unreadable.push(format!("{name}: `{form}` (not read by tests/openapi.rs)"));
@@ -113,7 +117,8 @@ fn registered_routes() -> Result<BTreeSet<(String, String)>, Vec<String>> {
 }
 
 fn spec() -> serde_json::Value {
-    let text = std::fs::read_to_string(root().join("docs/openapi.json")).expect("docs/openapi.json");
+    let text =
+        std::fs::read_to_string(root().join("docs/openapi.json")).expect("docs/openapi.json");
     serde_json::from_str(&text).expect("docs/openapi.json is JSON")
 }
 
@@ -132,16 +137,19 @@ fn described_routes(spec: &serde_json::Value) -> BTreeSet<(String, String)> {
 
 #[test]
 fn every_registered_route_is_described_and_nothing_else() {
-    let registered = registered_routes().unwrap_or_else(|places| {
-        panic!("routes the test cannot read:\n{}", places.join("\n"))
-    });
+    let registered = registered_routes()
+        .unwrap_or_else(|places| panic!("routes the test cannot read:\n{}", places.join("\n")));
     let api: BTreeSet<_> = registered
         .iter()
         .filter(|(m, p)| !PAGES.contains(&(m.as_str(), p.as_str())))
         .cloned()
         .collect();
     // The scanner found the routes it must (it is not reading nothing).
-    for route in [("GET", "/healthz"), ("POST", "/api/documents"), ("DELETE", "/api/documents/{id}/links/{link}")] {
+    for route in [
+        ("GET", "/healthz"),
+        ("POST", "/api/documents"),
+        ("DELETE", "/api/documents/{id}/links/{link}"),
+    ] {
         assert!(
             api.contains(&(route.0.to_owned(), route.1.to_owned())),
             "{route:?} not found by the scanner: {api:?}"
@@ -177,7 +185,10 @@ fn every_operation_documents_its_answers() {
                 responses.contains_key("429"),
                 "{method} {path}: every request may be rate limited (429)"
             );
-            assert!(op["operationId"].is_string(), "{method} {path}: operationId");
+            assert!(
+                op["operationId"].is_string(),
+                "{method} {path}: operationId"
+            );
             let params: Vec<&str> = op["parameters"]
                 .as_array()
                 .map(|ps| {
@@ -189,7 +200,10 @@ fn every_operation_documents_its_answers() {
                 .unwrap_or_default();
             for segment in path.split('/').filter(|s| s.starts_with('{')) {
                 let name = segment.trim_matches(['{', '}']);
-                assert!(params.contains(&name), "{method} {path}: no parameter {name}");
+                assert!(
+                    params.contains(&name),
+                    "{method} {path}: no parameter {name}"
+                );
             }
         }
     }

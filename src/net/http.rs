@@ -148,6 +148,13 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
     DocId::parse(raw).map_err(|e| ApiError::bad(e.to_string()))
 }
 
+/// Answers a query string or path that does not parse (`?limit=-1`, a
+/// path segment that is not UTF-8) as every other refusal is, JSON
+/// `bad_message`, instead of actix's plain-text default.
+pub fn extractor_error(err: impl std::fmt::Display) -> actix_web::Error {
+    ApiError::bad(format!("bad request: {err}")).into()
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health))
