@@ -37,7 +37,8 @@ pub const MAX_OUTBOUND_COALESCE: Duration = Duration::from_secs(1);
 /// One setting that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
-    /// The flag, as in `--max-message-bytes` (without the dashes).
+    /// The flag (`--max-message-bytes`), or the field of [`Settings`] for
+    /// the few that have none (`Limits::max_insert_chars`).
     pub setting: &'static str,
     /// Why the value cannot work.
     pub message: String,
@@ -45,7 +46,7 @@ pub struct Problem {
 
 /// Every problem found, one per line.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  --{}: {}", p.setting, p.message)).collect::<Vec<_>>().join("\n"))]
+#[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  {}: {}", p.setting, p.message)).collect::<Vec<_>>().join("\n"))]
 pub struct InvalidSettings(pub Vec<Problem>);
 
 /// Checks every limit and timeout of `s`.
@@ -63,7 +64,7 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
 
     if l.max_message_bytes < MIN_MESSAGE_BYTES {
         fail(
-            "max-message-bytes",
+            "--max-message-bytes",
             format!(
                 "{} is less than {MIN_MESSAGE_BYTES}: no client could even join",
                 l.max_message_bytes
@@ -72,7 +73,7 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
     }
     if l.max_message_bytes > MAX_MESSAGE_BYTES {
         fail(
-            "max-message-bytes",
+            "--max-message-bytes",
             format!(
                 "{} is more than {MAX_MESSAGE_BYTES} (1 GiB); each message is held whole in memory",
                 l.max_message_bytes
@@ -81,13 +82,13 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
     }
     if l.max_document_chars == 0 {
         fail(
-            "max-document-chars",
+            "--max-document-chars",
             "0: no document could hold a character".into(),
         );
     }
     if l.max_op_components < MIN_OP_COMPONENTS {
         fail(
-            "max-op-components",
+            "--max-op-components",
             format!(
                 "{} is less than {MIN_OP_COMPONENTS} (retain, insert, retain): nobody could edit the middle of a document",
                 l.max_op_components
@@ -95,12 +96,15 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
         );
     }
     if l.max_insert_chars == 0 {
-        fail("max-insert-chars", "0: no op could insert anything".into());
+        fail(
+            "Limits::max_insert_chars",
+            "0: no op could insert anything".into(),
+        );
     }
     for (setting, value) in [
-        ("max-clients-per-document", l.max_clients_per_document),
-        ("max-open-documents", l.max_open_documents),
-        ("max-connections", l.max_connections),
+        ("--max-clients-per-document", l.max_clients_per_document),
+        ("--max-open-documents", l.max_open_documents),
+        ("--max-connections", l.max_connections),
     ] {
         if value == 0 {
             fail(setting, "0: nobody could ever connect".into());
@@ -108,7 +112,7 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
     }
     if l.history_window_bytes < l.max_message_bytes {
         fail(
-            "history-window-bytes",
+            "--history-window-bytes",
             format!(
                 "{} cannot hold one message of --max-message-bytes ({}): every big op would leave the window at once",
                 l.history_window_bytes, l.max_message_bytes
@@ -117,7 +121,7 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
     }
     if l.outbound_queue < MIN_OUTBOUND_QUEUE {
         fail(
-            "outbound-queue",
+            "--outbound-queue",
             format!(
                 "{} is less than {MIN_OUTBOUND_QUEUE}: a client would be dropped as slow by one burst of news",
                 l.outbound_queue
@@ -126,34 +130,37 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
     }
     if l.outbound_queue_bytes == 0 {
         fail(
-            "outbound-queue-bytes",
+            "--outbound-queue-bytes",
             "0: every client would be dropped as slow at its second message".into(),
         );
     }
     if l.rate_limit_per_sec == 0 {
         fail(
-            "rate-limit",
+            "--rate-limit",
             "0 would refuse every message (it is not `no limit`)".into(),
         );
     }
     if l.rate_limit_burst == 0 {
-        fail("rate-limit-burst", "0 would refuse every message".into());
+        fail(
+            "Limits::rate_limit_burst",
+            "0 would refuse every message".into(),
+        );
     }
 
     if t.snapshot_interval == 0 {
         fail(
-            "snapshot-interval",
+            "--snapshot-interval",
             "0: a snapshot every 0 revisions is meaningless (1 takes one at every revision)".into(),
         );
     }
     if t.client_idle_timeout < Duration::from_secs(1) {
         fail(
-            "client-idle-secs",
+            "--client-idle-secs",
             "0: every client would be closed as idle at once (and pinged every 0 s)".into(),
         );
     } else if t.ping_interval.is_zero() || t.ping_interval >= t.client_idle_timeout {
         fail(
-            "client-idle-secs",
+            "--client-idle-secs",
             format!(
                 "pings every {:?} cannot keep a client alive within {:?}",
                 t.ping_interval, t.client_idle_timeout
@@ -162,13 +169,13 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
     }
     if t.presence_interval.is_zero() {
         fail(
-            "presence-interval",
+            "Timing::presence_interval",
             "0: presence would never be paced".into(),
         );
     }
     if t.outbound_coalesce > MAX_OUTBOUND_COALESCE {
         fail(
-            "outbound-coalesce-ms",
+            "--outbound-coalesce-ms",
             format!(
                 "{} ms is more than {} ms: others' edits would arrive seconds late",
                 t.outbound_coalesce.as_millis(),
@@ -177,9 +184,9 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
         );
     }
     for (setting, value) in [
-        ("document-idle-secs", t.document_idle_close),
-        ("client-idle-secs", t.client_idle_timeout),
-        ("store-retry-secs", t.store_retry_limit),
+        ("--document-idle-secs", t.document_idle_close),
+        ("--client-idle-secs", t.client_idle_timeout),
+        ("--store-retry-secs", t.store_retry_limit),
     ] {
         if value > MAX_DURATION {
             fail(
@@ -228,13 +235,13 @@ mod tests {
         assert_eq!(
             settings_of(&e.0),
             [
-                "max-message-bytes",
-                "max-connections",
-                "outbound-queue",
-                "rate-limit",
-                "snapshot-interval",
-                "client-idle-secs",
-                "document-idle-secs",
+                "--max-message-bytes",
+                "--max-connections",
+                "--outbound-queue",
+                "--rate-limit",
+                "--snapshot-interval",
+                "--client-idle-secs",
+                "--document-idle-secs",
             ]
         );
         let text = e.to_string();
@@ -249,7 +256,7 @@ mod tests {
         let mut s = Settings::default();
         s.limits.history_window_bytes = s.limits.max_message_bytes - 1;
         let e = check(&s).expect_err("refused");
-        assert_eq!(settings_of(&e.0), ["history-window-bytes"]);
+        assert_eq!(settings_of(&e.0), ["--history-window-bytes"]);
         s.limits.history_window_bytes = s.limits.max_message_bytes;
         check(&s).expect("exactly one message fits");
     }
