@@ -25,6 +25,8 @@
 //! - [`auth`]: identity and rights: per-document read < write < admin.
 //! - [`ids`], [`config`]: identifier newtypes; limits and timeouts.
 //! - [`metrics`]: the Prometheus metrics, named in one place.
+//! - [`settings_file`], [`settings_check`]: the TOML settings file under
+//!   `serve`'s flags, and the check of every limit and timeout at start.
 //!
 //! Dependencies point one way: `net -> registry -> document -> ot`, and
 //! `document`/`registry -> store` through the trait.
@@ -44,4 +46,6 @@ pub mod ot;
 pub mod protocol;
 pub mod registry;
 pub mod replay;
+pub mod settings_check;
+pub mod settings_file;
 pub mod store;

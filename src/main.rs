@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use tandem::config::{self, Settings};
 use tandem::ids::{DocId, Revision};
 use tandem::net::{self, ServerConfig};
@@ -41,6 +41,10 @@ enum LogFormat {
 enum Command {
     /// Run the server: the editor at http://BIND/ and the API under /api.
     Serve(ServeArgs),
+    /// Print the effective settings of `serve` (the same flags, environment
+    /// and --config file) as TOML, secrets masked, and check them: exits 2
+    /// when one cannot work.
+    Config(ServeArgs),
     /// Apply the PostgreSQL schema migrations in sql/ that are not applied yet.
     Migrate(MigrateArgs),
     /// Replay a document's op log from snapshot 0 and check it; exits 0 only
@@ -180,6 +184,10 @@ struct MigrateArgs {
     /// PostgreSQL URL, e.g. postgres://user@host:5432/tandem.
     #[arg(long, env = "TANDEM_DATABASE_URL")]
     database_url: String,
+
+    /// CA certificates (PEM) for sslmode=verify-full or verify-ca.
+    #[arg(long, env = "TANDEM_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -193,6 +201,12 @@ struct StoreArgs {
     /// applied at start-up.
     #[arg(long, env = "TANDEM_DATABASE_URL")]
     database_url: Option<String>,
+
+    /// CA certificates (PEM) the PostgreSQL server's certificate must chain
+    /// to, for `sslmode=verify-full` (or verify-ca) in the URL; the URL's
+    /// `sslrootcert=` wins over it.
+    #[arg(long, env = "TANDEM_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
 }
 
 /// Several nodes: Redis routes each document to one owner.
@@ -289,10 +303,13 @@ impl StoreArgs {
         match &self.database_url {
             Some(url) => {
                 // The URL may hold a password: it is not repeated in errors.
-                postgres::migrate(url)
+                let options = postgres::ConnectOptions {
+                    ca_file: self.database_ca_file.clone(),
+                };
+                postgres::migrate_with(url, &options)
                     .await
                     .context("migrating the PostgreSQL schema")?;
-                let store = PostgresStore::connect(url)
+                let store = PostgresStore::connect_with(url, &options)
                     .await
                     .context("connecting to PostgreSQL")?;
                 Ok(Arc::new(store))
@@ -308,6 +325,11 @@ impl StoreArgs {
 
 #[derive(Args)]
 struct ServeArgs {
+    /// A TOML file of these settings, keyed by the long flags' names
+    /// (`max-message-bytes = 1048576`); flags and environment win over it.
+    #[arg(long, env = "TANDEM_CONFIG")]
+    config: Option<PathBuf>,
+
     /// Address and port to listen on.
     #[arg(long, env = "TANDEM_BIND", default_value = "127.0.0.1:8080")]
     bind: String,
@@ -534,14 +556,14 @@ impl ServeArgs {
         s.limits.max_catchup_bytes = self.max_catchup_bytes;
         s.limits.max_catchup_revisions = self.max_catchup_revisions;
         s.limits.rate_limit_per_sec = self.rate_limit;
-        s.limits.outbound_queue = self.outbound_queue.max(16);
+        s.limits.outbound_queue = self.outbound_queue;
         s.limits.outbound_queue_bytes = self.outbound_queue_bytes;
         s.limits.max_open_documents = self.max_open_documents;
         s.limits.max_connections = self.max_connections;
         s.timing.store_retry_limit = std::time::Duration::from_secs(self.store_retry_secs);
-        s.timing.snapshot_interval = self.snapshot_interval.max(1);
+        s.timing.snapshot_interval = self.snapshot_interval;
         s.timing.document_idle_close = std::time::Duration::from_secs(self.document_idle_secs);
-        s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs.max(1));
+        s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs);
         s.timing.ping_interval = s.timing.client_idle_timeout / 3;
         s.timing.outbound_coalesce = std::time::Duration::from_millis(self.outbound_coalesce_ms);
         s.rate = config::RateLimits {
@@ -638,7 +660,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn migrate(args: MigrateArgs) -> anyhow::Result<()> {
-    let applied = postgres::migrate(&args.database_url)
+    let options = postgres::ConnectOptions {
+        ca_file: args.database_ca_file,
+    };
+    let applied = postgres::migrate_with(&args.database_url, &options)
         .await
         .context("migrating the PostgreSQL schema")?;
     if applied.is_empty() {
@@ -753,11 +778,35 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Says what is wrong with the configuration and exits 2 (a usage error,
+/// as clap's own).
+fn config_error(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(2)
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // The settings file's values become the defaults of serve's flags
+    // (src/settings_file.rs); a bad file or setting exits 2, as clap does.
+    let parsed =
+        tandem::settings_file::parse(Cli::command(), &["serve", "config"], std::env::args_os())
+            .unwrap_or_else(|e| config_error(&e));
+    let cli = Cli::from_arg_matches(&parsed.matches).unwrap_or_else(|e| e.exit());
     init_logging(cli.log_format);
     match cli.command {
-        Command::Serve(args) => actix_web::rt::System::new().block_on(serve(args)),
+        Command::Serve(args) => {
+            if let Err(e) = tandem::settings_check::check(&args.settings()) {
+                config_error(&e);
+            }
+            actix_web::rt::System::new().block_on(serve(args))
+        }
+        Command::Config(args) => {
+            print!("{}", tandem::settings_file::render(&parsed, "config"));
+            if let Err(e) = tandem::settings_check::check(&args.settings()) {
+                config_error(&e);
+            }
+            Ok(())
+        }
         Command::Migrate(args) => actix_web::rt::System::new().block_on(migrate(args)),
         Command::Replay(args) => {
             let ok = actix_web::rt::System::new().block_on(replay_cmd(args))?;

@@ -166,6 +166,13 @@ fn doc_id(raw: &str) -> Result<DocId, ApiError> {
     DocId::parse(raw).map_err(|e| ApiError::bad(e.to_string()))
 }
 
+/// Answers a query string or path that does not parse (`?limit=-1`, a
+/// path segment that is not UTF-8) as every other refusal is, JSON
+/// `bad_message`, instead of actix's plain-text default.
+pub fn extractor_error(err: impl std::fmt::Display) -> actix_web::Error {
+    ApiError::bad(format!("bad request: {err}")).into()
+}
+
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health))
@@ -178,6 +185,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .configure(super::access::configure)
         .configure(super::cluster::configure)
         .configure(super::admin::configure)
+        .configure(super::openapi::configure)
         .route("/", web::get().to(app_page))
         .route("/d/{id}", web::get().to(app_page))
         .route("/assets/{file:.*}", web::get().to(asset));

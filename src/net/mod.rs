@@ -11,6 +11,7 @@ pub mod guard;
 pub mod history;
 pub mod http;
 pub mod limits;
+pub mod openapi;
 pub mod origin;
 pub mod proxy;
 pub mod ready;
@@ -122,6 +123,8 @@ pub async fn run(
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::QueryConfig::default().error_handler(|e, _| http::extractor_error(e)))
+            .app_data(web::PathConfig::default().error_handler(|e, _| http::extractor_error(e)))
             .configure(http::configure)
             // CORS outside the rate limit, so that a page can read its 429.
             .wrap(middleware::from_fn(limits::limit_requests))

@@ -18,6 +18,7 @@
 //! conformance suite in `tests/store.rs`.
 
 mod job;
+pub mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
 

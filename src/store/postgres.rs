@@ -17,6 +17,9 @@
 //! happened to call first; callers only await replies. The thread ends when
 //! the store is dropped.
 //!
+//! Every connection (pool, writer, migrations) is made with the TLS
+//! connector of the URL's `sslmode` ([`super::pg_tls`]).
+//!
 //! The schema lives in `sql/` as numbered plain-SQL migrations, embedded in
 //! the binary and applied by [`migrate`].
 
@@ -30,9 +33,12 @@ use ropey::Rope;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
+use tokio_postgres::{Client, GenericClient, Row};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::job::{Done, Job, Reply, reply};
+pub use super::pg_tls::ConnectOptions;
+use super::pg_tls::Target;
 use super::{
     AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, ShareLink, Snapshot, Store,
     StoreError, check_epoch, check_link, decode_op, now_ms, sort_grants, sort_links, storable,
@@ -61,8 +67,8 @@ const READER_POOL: u32 = 8;
 /// How long a read waits for a pooled connection.
 const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
-type PgPool = Pool<PostgresConnectionManager<NoTls>>;
-type Pooled = bb8::PooledConnection<'static, PostgresConnectionManager<NoTls>>;
+type PgPool = Pool<PostgresConnectionManager<MakeRustlsConnect>>;
+type Pooled = bb8::PooledConnection<'static, PostgresConnectionManager<MakeRustlsConnect>>;
 /// Maps a driver error to what a caller acts on. A unique violation is
 /// another writer's revision or an existing id (`Conflict`); a foreign-key
 /// violation is a missing document (`NotFound`); a value PostgreSQL refuses
@@ -90,15 +96,24 @@ fn from_sql(n: i64) -> Result<u64, StoreError> {
     u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("negative count {n}")))
 }
 
-fn parse_config(url: &str) -> Result<Config, StoreError> {
+fn parse_config(url: &str, options: &ConnectOptions) -> Result<Target, StoreError> {
     // The URL may hold a password: the error names neither.
-    url.parse::<Config>()
-        .map_err(|e| StoreError::Unavailable(format!("invalid database URL: {e}")))
+    Target::parse(url, options).map_err(|e| StoreError::Unavailable(e.to_string()))
 }
 
 /// Opens one connection and drives it on the current runtime.
-async fn connect(config: &Config) -> Result<Client, StoreError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(pg_error)?;
+async fn connect(target: &Target) -> Result<Client, StoreError> {
+    let (client, connection) =
+        target
+            .config
+            .connect(target.tls.clone())
+            .await
+            .map_err(|e| match e.code() {
+                Some(_) => pg_error(e),
+                // Not the server's answer: a refused certificate, I/O; the
+                // reason is in the sources.
+                None => unavailable(super::pg_tls::error_chain(&e)),
+            })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!("PostgreSQL connection ended: {e}");
@@ -116,7 +131,16 @@ async fn connect(config: &Config) -> Result<Client, StoreError> {
 /// [`StoreError::Unavailable`] when the database cannot be reached or a
 /// migration fails (that migration is rolled back).
 pub async fn migrate(url: &str) -> Result<Vec<i64>, StoreError> {
-    let config = parse_config(url)?;
+    migrate_with(url, &ConnectOptions::default()).await
+}
+
+/// [`migrate`] with options the URL does not hold (a CA file).
+///
+/// # Errors
+///
+/// As [`migrate`]; also when the URL's TLS settings cannot be used.
+pub async fn migrate_with(url: &str, options: &ConnectOptions) -> Result<Vec<i64>, StoreError> {
+    let config = parse_config(url, options)?;
     let mut client = connect(&config).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -196,7 +220,18 @@ impl PostgresStore {
     /// [`StoreError::Unavailable`] when the URL is invalid or the database
     /// cannot be reached.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let config = parse_config(url)?;
+        Self::connect_with(url, &ConnectOptions::default()).await
+    }
+
+    /// [`PostgresStore::connect`] with options the URL does not hold (a CA
+    /// file for `sslmode=verify-full`).
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresStore::connect`]; also when the URL's TLS settings
+    /// cannot be used or the server's certificate is refused.
+    pub async fn connect_with(url: &str, options: &ConnectOptions) -> Result<Self, StoreError> {
+        let config = parse_config(url, options)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -212,14 +247,21 @@ impl PostgresStore {
                 runtime.block_on(async move {
                     let started = async {
                         let writer = connect(&config).await?;
-                        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+                        let manager = PostgresConnectionManager::new(
+                            config.config.clone(),
+                            config.tls.clone(),
+                        );
                         let pool = Pool::builder()
                             .max_size(READER_POOL)
                             .connection_timeout(POOL_TIMEOUT)
                             .build(manager)
                             .await
                             .map_err(pg_error)?;
-                        drop(pool.get().await.map_err(unavailable)?);
+                        drop(
+                            pool.get()
+                                .await
+                                .map_err(|e| unavailable(super::pg_tls::error_chain(&e)))?,
+                        );
                         Ok::<_, StoreError>((writer, pool))
                     }
                     .await;
@@ -290,7 +332,7 @@ impl PostgresStore {
 }
 
 async fn writer_loop(
-    config: Config,
+    config: Target,
     mut client: Option<Client>,
     mut rx: mpsc::Receiver<Job>,
     stats: &CommitStats,
