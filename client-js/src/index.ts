@@ -27,6 +27,7 @@ export * from "./ot/text-operation.js";
 export * from "./ot/selection.js";
 export * from "./ot/diff.js";
 export * from "./ot/split.js";
+export { Rope, MAX_CHUNK } from "./ot/rope.js";
 export {
   applyClient,
   applyServer,

@@ -150,7 +150,7 @@ test("state: a change over the limits goes as a prefix; the rest waits, and take
     run(serverAck(s, seq, rev));
     if (state().kind !== "synchronized") assert.ok(pendingEdits(state()) >= 1, "not saved yet");
   }
-  assert.equal(state().text, editor);
+  assert.equal(state().text.toString(), editor);
   assert.equal(
     sent.reduce((doc, o) => o.apply(doc), "ab"),
     editor,
