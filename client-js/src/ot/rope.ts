@@ -37,11 +37,6 @@ interface Chunk {
   readonly bmp: boolean;
 }
 
-function chunk(text: string, length?: number): Chunk {
-  const bmp = !hasSurrogates(text);
-  return { text, length: length ?? (bmp ? text.length : codePointLength(text)), bmp };
-}
-
 /** Code points `start..end` of `c`. */
 function sliceChunk(c: Chunk, start: number, end: number): string {
   if (start === 0 && end === c.length) return c.text;
@@ -50,17 +45,21 @@ function sliceChunk(c: Chunk, start: number, end: number): string {
   return c.text.slice(s, advanceCodePoints(c.text, s, end - start));
 }
 
-/** Appends `text` (of `length` code points) to `out` in chunks of at most `max`. */
-function pushText(out: Chunk[], text: string, length: number, max: number): void {
+/**
+ * Appends `text` (of `length` code points) to `out` in chunks of at most
+ * `max`. `bmp`: known to have no surrogate pair (no scan needed).
+ */
+function pushText(out: Chunk[], text: string, length: number, bmp: boolean, max: number): void {
   if (length === 0) return;
   if (length <= max) {
-    out.push(chunk(text, length));
+    out.push({ text, length, bmp: bmp || !hasSurrogates(text) });
     return;
   }
-  const bmp = !hasSurrogates(text);
+  // Even pieces: 4097 code points become two of about 2048, never 4096 and 1.
+  const size = Math.ceil(length / Math.ceil(length / max));
   let pos = 0;
-  for (let left = length; left > 0; left -= max) {
-    const n = Math.min(max, left);
+  for (let left = length; left > 0; left -= size) {
+    const n = Math.min(size, left);
     const end = bmp ? pos + n : advanceCodePoints(text, pos, n);
     const piece = text.slice(pos, end);
     out.push({ text: piece, length: n, bmp: bmp || !hasSurrogates(piece) });
@@ -95,7 +94,7 @@ export class Rope {
     const max = Math.max(2, Math.floor(maxChunk));
     const out: Chunk[] = [];
     const length = codePointLength(text);
-    pushText(out, text, length, max);
+    pushText(out, text, length, false, max);
     return new Rope(out, length, text, max);
   }
 
@@ -148,21 +147,25 @@ export class Rope {
     // The chunk being rebuilt (pieces of edited chunks and inserts).
     let acc = "";
     let accLen = 0;
+    let accBmp = true;
     const flush = (): void => {
-      pushText(out, acc, accLen, max);
+      pushText(out, acc, accLen, accBmp, max);
       acc = "";
       accLen = 0;
+      accBmp = true;
     };
-    const add = (text: string, length: number): void => {
+    const add = (text: string, length: number, bmp: boolean): void => {
       acc += text;
       accLen += length;
-      if (accLen >= max) flush();
+      accBmp &&= bmp;
+      if (accLen >= 2 * max) flush();
     };
     let ci = 0; // current source chunk
     let off = 0; // code points of it already consumed
     for (const c of op.ops) {
       if (typeof c === "string") {
-        add(c, codePointLength(c));
+        const bmp = !hasSurrogates(c);
+        add(c, bmp ? c.length : codePointLength(c), bmp);
         continue;
       }
       let n = Math.abs(c);
@@ -176,7 +179,7 @@ export class Rope {
             // A whole chunk kept as it is: share it (after what was being rebuilt).
             if (accLen > 0) {
               if (accLen < small && avail >= small) {
-                add(ch.text, avail); // merge a small piece into its neighbour
+                add(ch.text, avail, ch.bmp); // merge a small piece into its neighbour
                 n -= take;
                 ci++;
                 continue;
@@ -185,7 +188,7 @@ export class Rope {
             }
             out.push(ch);
           } else {
-            add(sliceChunk(ch, off, off + take), take);
+            add(sliceChunk(ch, off, off + take), take, ch.bmp);
           }
         }
         n -= take;
