@@ -257,7 +257,7 @@ function suite(): void {
     // Alice keeps typing; the indicator counts what waits for the server.
     const statusText = await until("Alice's status to show edits waiting", async () => {
       const t = (await alice.page.locator("#status").textContent()) ?? "";
-      return /(Reconnecting|Offline).*\d+ edits? waiting/.test(t) ? t : undefined;
+      return /Offline: \d+ edits? not yet saved/.test(t) ? t : undefined;
     });
     assert.match(statusText, /waiting/);
     server = await startServer(port);

@@ -61,6 +61,7 @@ export {
   type Dropped,
 } from "./client/state.js";
 export { resumeWithOps, resumeWithText, requestReload } from "./client/resync.js";
+export * from "./client/offline.js";
 export * from "./client/undo.js";
 export * from "./protocol.js";
 export * from "./transport.js";

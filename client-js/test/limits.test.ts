@@ -473,7 +473,7 @@ test("status: 'Connected' only when nothing waits", () => {
   };
   assert.match(
     describeStatus(reconnecting, { waiting: 2, stalledMs: 0, refused: null }).text,
-    /2 edits waiting/,
+    /Offline: 2 edits not yet saved/,
   );
 });
 

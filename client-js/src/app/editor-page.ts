@@ -38,6 +38,16 @@ import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
 import { HistoryPanel } from "./history-panel.js";
 import { RejectedDialog } from "./rejected-dialog.js";
 import { describeStatus } from "./status.js";
+import { memoryStore, storageStore, type OfflineStore } from "../client/offline.js";
+
+/** Where unsaved edits wait across reloads: localStorage, or memory if it is unavailable. */
+function offlineStore(): OfflineStore {
+  try {
+    return storageStore(window.localStorage);
+  } catch {
+    return memoryStore();
+  }
+}
 
 /** What the page exposes on `window.tandem`. */
 export interface TandemHook {
@@ -302,7 +312,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
         h("span", { class: "person-dot", style: `background:${normalizeColor(color)}` }),
         h("span", { class: "person-name" }, name),
       );
-    const me = chip(user.name ? `${user.name} (you)` : "You", user.color, "You", true);
+    const me = chip(user.name ? `${user.name} (you)` : "You", user.color ?? "", "You", true);
     const others = [...peers.values()].map((p) =>
       chip(peerName(p), p.user?.color ?? "", `${peerName(p)} is here`, false),
     );
@@ -335,10 +345,16 @@ export function renderEditor(root: HTMLElement, id: string): void {
   const refreshStatus = (): void =>
     renderStatus(binding.connection.status, binding.connection.waitingEdits);
 
+  // Unsaved edits are kept in the browser as they are made; a page that
+  // finds some left by a page that is gone (a reload, a crash, a closed
+  // browser) resumes that session: same client id, revision and seqs.
+  const offline = offlineStore();
   const bind = (): void => {
-    binding = new MonacoBinding(editor, { url: socketUrl(id, credentials), user });
+    const saved = offline.claim(id);
+    binding = new MonacoBinding(editor, { url: socketUrl(id, credentials), user, saved });
     const c = binding.connection;
     unsubscribe = [
+      c.on("pending", () => offline.save(id, c.savedSession())),
       c.on("status", (s) => {
         renderStatus(s, c.waitingEdits);
         if (s.kind === "closed" && (s.code === 4401 || s.code === 4403)) accessLost(s.code);
@@ -413,8 +429,16 @@ export function renderEditor(root: HTMLElement, id: string): void {
   // Leave at once when the tab goes (peers see us leave); come back from the
   // back/forward cache with a fresh session.
   window.addEventListener("pagehide", () => {
+    offline.save(id, binding.connection.savedSession());
     for (const u of unsubscribe) u();
     binding.dispose();
+  });
+  // Closing or reloading with unsaved edits asks first (they are kept in
+  // the browser and resent on the next visit, but the user should know).
+  window.addEventListener("beforeunload", (e) => {
+    if (binding.connection.waitingEdits === 0) return;
+    e.preventDefault();
+    e.returnValue = "";
   });
   window.addEventListener("pageshow", (e) => {
     // Not once the page says the access is gone (the editor is disposed).
