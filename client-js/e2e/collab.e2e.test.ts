@@ -259,7 +259,7 @@ function suite(): void {
       const t = (await alice.page.locator("#status").textContent()) ?? "";
       return /Offline: \d+ edits? not yet saved/.test(t) ? t : undefined;
     });
-    assert.match(statusText, /waiting/);
+    assert.match(statusText, /not yet saved/);
     server = await startServer(port);
     assert.equal(server.port, port, "same port");
     await typing;

@@ -142,7 +142,8 @@ export class EditorPage {
     browser: Browser,
     baseUrl: string,
     docId: string,
-    user: { name: string; color: string },
+    /** `color`: a chosen colour (null: the server assigns one). */
+    user: { name: string; color: string | null },
     options: {
       width?: number;
       height?: number;
@@ -165,9 +166,19 @@ export class EditorPage {
       await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: baseUrl });
     }
     if (options.init) await context.addInitScript(options.init);
-    await context.addInitScript((u: { name: string; color: string }) => {
-      localStorage.setItem("tandem.name", u.name);
-      localStorage.setItem("tandem.color", u.color);
+    await context.addInitScript((u: { name: string; color: string | null }) => {
+      try {
+        // Only on the first load of the app: a reload keeps what the page stored.
+        if (location.protocol !== "http:" || sessionStorage.getItem("tandem.e2e.init")) return;
+        sessionStorage.setItem("tandem.e2e.init", "1");
+        localStorage.setItem("tandem.name", u.name);
+        if (u.color) {
+          localStorage.setItem("tandem.color", u.color);
+          localStorage.setItem("tandem.colorChosen", "1");
+        }
+      } catch {
+        // about:blank has no storage
+      }
     }, user);
     const page = await context.newPage();
     const p = new EditorPage(user.name, context, page);
