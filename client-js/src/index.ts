@@ -66,3 +66,4 @@ export * from "./client/undo.js";
 export * from "./protocol.js";
 export * from "./transport.js";
 export * from "./connection.js";
+export * from "./peers.js";

@@ -23,7 +23,17 @@
  */
 
 import * as monaco from "monaco-editor";
+import { EditorState } from "@codemirror/state";
+import {
+  drawSelection,
+  EditorView,
+  highlightActiveLine,
+  keymap,
+  lineNumbers,
+} from "@codemirror/view";
+import { defaultKeymap } from "@codemirror/commands";
 import { MonacoBinding, normalizeColor, peerName } from "../monaco/index.js";
+import { CodeMirrorBinding } from "../codemirror/index.js";
 import type { Connection, ConnectionStatus, Peer } from "../connection.js";
 import type { JoinUser, Permission } from "../protocol.js";
 import {
@@ -49,15 +59,42 @@ function offlineStore(): OfflineStore {
   }
 }
 
+/** Which editor the page shows: Monaco, or CodeMirror 6 with `?editor=codemirror`. */
+export type EditorKind = "monaco" | "codemirror";
+
+/**
+ * What the tests (and debugging) need of either editor, in its own units
+ * (1-based lines and UTF-16 columns, as Monaco counts).
+ */
+export interface EditorUi {
+  readonly kind: EditorKind;
+  getValue(): string;
+  focus(): void;
+  setCaret(lineNumber: number, column: number): void;
+  setCaretAtEnd(): void;
+  setSelection(startLine: number, startColumn: number, endLine: number, endColumn: number): void;
+  languageId(): string;
+}
+
 /** What the page exposes on `window.tandem`. */
 export interface TandemHook {
   readonly documentId: string;
+  /** The Monaco editor (with `?editor=codemirror`, a hidden one that is not bound). */
   readonly editor: monaco.editor.IStandaloneCodeEditor;
   readonly monaco: typeof monaco;
-  readonly binding: MonacoBinding;
+  readonly binding: MonacoBinding | CodeMirrorBinding;
   readonly connection: Connection;
   /** The open history panel, if any. */
   readonly history: HistoryPanel | null;
+  /** The editor the user sees, whichever it is. */
+  readonly ui: EditorUi;
+  /** The CodeMirror view, with `?editor=codemirror`. */
+  readonly view: EditorView | null;
+}
+
+/** The editor asked for in the page's query (`?editor=codemirror`), Monaco by default. */
+export function editorKind(search: string): EditorKind {
+  return new URLSearchParams(search).get("editor") === "codemirror" ? "codemirror" : "monaco";
 }
 
 declare global {
@@ -194,7 +231,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
   const rejectedDialog = new RejectedDialog(() => {
     refused = null;
     refreshStatus();
-    editor.focus();
+    ui.focus();
   });
   root.replaceChildren(bar, banner, editorHost, rejectedDialog.element);
 
@@ -217,7 +254,33 @@ export function renderEditor(root: HTMLElement, id: string): void {
     readOnly: true,
   });
 
-  let binding: MonacoBinding;
+  // With ?editor=codemirror a CodeMirror 6 view takes the Monaco editor's
+  // place (the Monaco editor stays, hidden and unbound; History, which
+  // needs its model, is not offered).
+  const kind = editorKind(location.search);
+  let view: EditorView | null = null;
+  if (kind === "codemirror") {
+    editorHost.hidden = true;
+    historyButton.hidden = true;
+    const cmHost = h("div", { id: "cm-editor", class: "editor cm-host" });
+    editorHost.after(cmHost);
+    view = new EditorView({
+      parent: cmHost,
+      state: EditorState.create({
+        doc: "",
+        extensions: [
+          lineNumbers(),
+          highlightActiveLine(),
+          drawSelection(),
+          keymap.of(defaultKeymap),
+          EditorView.theme({ "&": { height: "100%" }, ".cm-scroller": { overflow: "auto" } }),
+        ],
+      }),
+    });
+  }
+  const ui = editorUi(kind, editor, view, () => language.value);
+
+  let binding: MonacoBinding | CodeMirrorBinding;
   let unsubscribe: (() => void)[] = [];
   // What we may do (null before the first joined, and once access is gone).
   let permission: Permission | null = null;
@@ -351,7 +414,8 @@ export function renderEditor(root: HTMLElement, id: string): void {
   const offline = offlineStore();
   const bind = (): void => {
     const saved = offline.claim(id);
-    binding = new MonacoBinding(editor, { url: socketUrl(id, credentials), user, saved });
+    const options = { url: socketUrl(id, credentials), user, saved };
+    binding = view ? new CodeMirrorBinding(view, options) : new MonacoBinding(editor, options);
     const c = binding.connection;
     unsubscribe = [
       c.on("pending", () => offline.save(id, c.savedSession())),
@@ -422,7 +486,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
   nameInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
       nameInput.blur();
-      editor.focus();
+      ui.focus();
     }
   });
 
@@ -485,6 +549,61 @@ export function renderEditor(root: HTMLElement, id: string): void {
     get history() {
       return history;
     },
+    ui,
+    view,
   };
-  editor.focus();
+  ui.focus();
+}
+
+/** {@link EditorUi} over the editor the page shows. */
+function editorUi(
+  kind: EditorKind,
+  editor: monaco.editor.IStandaloneCodeEditor,
+  view: EditorView | null,
+  languageId: () => string,
+): EditorUi {
+  if (!view) {
+    const model = (): monaco.editor.ITextModel | null => editor.getModel();
+    return {
+      kind,
+      getValue: () => editor.getValue(),
+      focus: () => editor.focus(),
+      setCaret: (lineNumber, column) => {
+        editor.focus();
+        editor.setPosition({ lineNumber, column });
+      },
+      setCaretAtEnd: () => {
+        const m = model();
+        if (!m) return;
+        editor.focus();
+        const line = m.getLineCount();
+        editor.setPosition({ lineNumber: line, column: m.getLineMaxColumn(line) });
+      },
+      setSelection: (startLineNumber, startColumn, endLineNumber, endColumn) =>
+        editor.setSelection({ startLineNumber, startColumn, endLineNumber, endColumn }),
+      languageId: () => model()?.getLanguageId() ?? "",
+    };
+  }
+  const pos = (line: number, column: number): number => {
+    const doc = view.state.doc;
+    const l = doc.line(Math.max(1, Math.min(line, doc.lines)));
+    return Math.min(l.from + column - 1, l.to);
+  };
+  return {
+    kind,
+    getValue: () => view.state.doc.toString(),
+    focus: () => view.focus(),
+    setCaret: (line, column) => {
+      view.focus();
+      view.dispatch({ selection: { anchor: pos(line, column) } });
+    },
+    setCaretAtEnd: () => {
+      view.focus();
+      view.dispatch({ selection: { anchor: view.state.doc.length } });
+    },
+    setSelection: (l1, c1, l2, c2) =>
+      view.dispatch({ selection: { anchor: pos(l1, c1), head: pos(l2, c2) } }),
+    // The document's language (this view has no highlighting).
+    languageId,
+  };
 }
