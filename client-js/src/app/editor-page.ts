@@ -74,6 +74,12 @@ export interface EditorUi {
   setCaretAtEnd(): void;
   setSelection(startLine: number, startColumn: number, endLine: number, endColumn: number): void;
   languageId(): string;
+  /** Pastes `text` at the caret as the editor's own paste does (no clipboard needed). */
+  paste(text: string): void;
+  /** The text of the first line in view. */
+  topLine(): string;
+  /** Scrolls so that line `line` (1-based) is the first in view. */
+  scrollToLine(line: number): void;
 }
 
 /** What the page exposes on `window.tandem`. */
@@ -582,6 +588,12 @@ function editorUi(
       setSelection: (startLineNumber, startColumn, endLineNumber, endColumn) =>
         editor.setSelection({ startLineNumber, startColumn, endLineNumber, endColumn }),
       languageId: () => model()?.getLanguageId() ?? "",
+      paste: (text) => editor.trigger("keyboard", "paste", { text }),
+      topLine: () => {
+        const line = editor.getVisibleRanges()[0]?.startLineNumber ?? 0;
+        return model()?.getLineContent(line) ?? "";
+      },
+      scrollToLine: (line) => editor.setScrollTop(editor.getTopForLineNumber(line)),
     };
   }
   const pos = (line: number, column: number): number => {
@@ -605,5 +617,19 @@ function editorUi(
       view.dispatch({ selection: { anchor: pos(l1, c1), head: pos(l2, c2) } }),
     // The document's language (this view has no highlighting).
     languageId,
+    paste: (text) =>
+      view.dispatch({
+        ...view.state.replaceSelection(text),
+        userEvent: "input.paste",
+        scrollIntoView: true,
+      }),
+    topLine: () => {
+      const top = view.scrollDOM.scrollTop - view.documentPadding.top + 1;
+      return view.state.doc.lineAt(view.lineBlockAtHeight(top).from).text;
+    },
+    scrollToLine: (line) => {
+      const block = view.lineBlockAt(view.state.doc.line(line).from);
+      view.scrollDOM.scrollTop = block.top + view.documentPadding.top;
+    },
   };
 }

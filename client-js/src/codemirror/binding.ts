@@ -8,7 +8,8 @@
  *   `Transaction.remote` and `Transaction.addToHistory.of(false)`: they
  *   never enter the undo history, and CodeMirror maps our own carets
  *   through them (a colleague typing at our caret leaves it before their
- *   text).
+ *   text). A scroll snapshot rides along, so the first visible line stays
+ *   put when someone edits above it.
  * * **Undo of one's own edits only.** The binding adds CodeMirror's
  *   `history()` and its keymap (Mod-z, Mod-y, Mod-Shift-z): since remote
  *   changes are not in the history, undo takes back our own edits, mapped
@@ -36,6 +37,7 @@
 
 import {
   Annotation,
+  ChangeSet,
   Compartment,
   EditorSelection,
   EditorState,
@@ -169,8 +171,13 @@ export class CodeMirrorBinding {
       this.composition = ours;
       op = theirs;
     }
+    const doc = this.view.state.doc;
+    const astral = this.astral;
     if (op.ops.some((c) => typeof c === "string" && hasSurrogates(c))) this.astral = true;
-    this.dispatchOwn({ changes: operationToChanges(op, this.view.state.doc, this.astral) });
+    const changes = ChangeSet.of(operationToChanges(op, doc, astral), doc.length);
+    // The line at the top of the view stays there when text comes in above it.
+    const keepScroll = this.view.scrollSnapshot().map(changes);
+    this.dispatchOwn({ changes, effects: keepScroll ? [keepScroll] : [] });
     if (op.ops.some((c) => typeof c === "string" && c.includes("\r"))) {
       queueMicrotask(() => this.reconcile());
     }
