@@ -15,6 +15,7 @@ import {
   saveSession,
   storageStore,
   synchronized,
+  ALIVE_MS,
   applyClient,
   type OfflineStore,
   type OpComponent,
@@ -78,7 +79,9 @@ test("saveSession/restoreSession round trip; nothing pending saves nothing", () 
 
 test("storageStore: save, claim once, never one's own; base rewritten only when rev moves", () => {
   const storage = new MemoryStorage();
-  const page1 = storageStore(storage, () => 0.25);
+  let clock = 1_000_000;
+  const now = () => clock;
+  const page1 = storageStore(storage, () => 0.25, now);
   const saved = pendingSession();
   page1.save("doc/1", saved);
   page1.save("doc/1", { ...saved, buffer: { op: [4, "ef"], edits: 2 } });
@@ -89,20 +92,37 @@ test("storageStore: save, claim once, never one's own; base rewritten only when 
   assert.equal(storage.writes.get(baseKey), 2);
   assert.equal(page1.claim("doc/1"), null, "a page does not claim its own session");
 
-  const page2 = storageStore(storage);
+  const page2 = storageStore(storage, Math.random, now);
   assert.equal(page2.claim("other"), null);
+  assert.equal(page2.claim("doc/1"), null, "page 1 is alive: its session is not taken");
+  clock += ALIVE_MS - 1;
+  page1.heartbeat("doc/1");
+  clock += ALIVE_MS - 1;
+  assert.equal(page2.claim("doc/1"), null, "a beat keeps it");
+  page1.release("doc/1"); // page 1 goes away (pagehide)
   const claimed = page2.claim("doc/1");
   assert.ok(claimed);
   assert.equal(claimed.client, "c1");
   assert.equal(claimed.rev, 4);
   assert.equal(claimed.text, "abc");
-  assert.equal(storageStore(storage).claim("doc/1"), null, "claimed once");
+  assert.equal(storageStore(storage, Math.random, now).claim("doc/1"), null, "claimed once");
   assert.equal(storage.map.size, 0);
 
-  // Forgetting: nothing pending removes both keys.
+  // Forgetting: nothing pending removes the records (the beat stays while the page lives).
   page1.save("doc/1", saved);
   page1.save("doc/1", null);
-  assert.equal(storage.map.size, 0);
+  assert.deepEqual(
+    [...storage.map.keys()].filter((k) => !k.endsWith(":alive")),
+    [],
+  );
+  storage.map.clear();
+  // A crashed page (no release): its session is claimed once its beat is old.
+  const crashed = storageStore(storage, Math.random, now);
+  crashed.save("doc/2", saved);
+  assert.equal(page2.claim("doc/2"), null);
+  clock += ALIVE_MS;
+  assert.equal(page2.claim("doc/2")?.client, "c1");
+  storage.map.clear();
   // A corrupt record is dropped, not thrown.
   storage.setItem("tandem.offline.d.x:pending", "{not json");
   storage.setItem("tandem.offline.d.x:base", "{}");
@@ -215,12 +235,13 @@ test("random reloads: every edit lands exactly once (seeded)", () => {
     const net = new SimNetwork(server);
     const clock = new FakeClock();
     const storage = new MemoryStorage();
+    let store: OfflineStore = memoryStore();
     let next = 0x4e00;
     const typed: string[] = [];
     let doc = "";
     const open = (): Connection => {
       // A new page: its own store over the same browser storage.
-      const store: OfflineStore = storageStore(storage, () => rng.next());
+      store = storageStore(storage, () => rng.next());
       const saved = store.claim("d");
       const conn: Connection = new Connection({
         url: "ws://sim",
@@ -265,6 +286,7 @@ test("random reloads: every edit lands exactly once (seeded)", () => {
       } else if (r < 0.75) {
         // Reload: some frames reach the server, the rest are lost.
         for (const l of net.live()) if (rng.chance(0.5)) l.deliverToServer();
+        store.release("d"); // pagehide
         conn.dispose();
         conn = open();
       } else {

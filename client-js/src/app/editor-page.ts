@@ -48,7 +48,7 @@ import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
 import { HistoryPanel } from "./history-panel.js";
 import { RejectedDialog } from "./rejected-dialog.js";
 import { describeStatus } from "./status.js";
-import { memoryStore, storageStore, type OfflineStore } from "../client/offline.js";
+import { HEARTBEAT_MS, memoryStore, storageStore, type OfflineStore } from "../client/offline.js";
 
 /** Where unsaved edits wait across reloads: localStorage, or memory if it is unavailable. */
 function offlineStore(): OfflineStore {
@@ -498,8 +498,11 @@ export function renderEditor(root: HTMLElement, id: string): void {
 
   // Leave at once when the tab goes (peers see us leave); come back from the
   // back/forward cache with a fresh session.
+  // Other tabs of this document leave our saved session alone while we beat.
+  window.setInterval(() => offline.heartbeat(id), HEARTBEAT_MS);
   window.addEventListener("pagehide", () => {
     offline.save(id, binding.connection.savedSession());
+    offline.release(id);
     for (const u of unsubscribe) u();
     binding.dispose();
   });

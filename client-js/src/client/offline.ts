@@ -19,7 +19,13 @@
  * when the revision has moved since it was last written.
  *
  * A page claims a saved session when it restores it ({@link OfflineStore.claim}),
- * so two tabs of one document never resume the same client id.
+ * so two tabs of one document never resume the same client id. A live page
+ * says so ({@link OfflineStore.heartbeat}, every few seconds, in `…:alive`)
+ * and a session whose page beat less than {@link ALIVE_MS} ago is never
+ * claimed; a page that goes away ({@link OfflineStore.release}, on
+ * `pagehide`) stops beating at once, so a reload resumes its session right
+ * away. After a crash the session is claimed by the first page opened once
+ * the beat is {@link ALIVE_MS} old.
  *
  * @module
  */
@@ -29,6 +35,12 @@ import type { Permission } from "../protocol.js";
 import { Rope } from "../ot/rope.js";
 import { freeze, NO_LIMITS, sendIfAny, type ClientState } from "./state.js";
 import type { OpLimits } from "../ot/split.js";
+
+/** A page that beat this recently is alive: its session is not claimed. */
+export const ALIVE_MS = 10_000;
+
+/** How often a live page should call {@link OfflineStore.heartbeat}. */
+export const HEARTBEAT_MS = 3_000;
 
 /** Format version of saved sessions; others are ignored. */
 export const SAVED_SESSION_VERSION = 1;
@@ -144,6 +156,10 @@ export interface OfflineStore {
    * its own key as it goes on).
    */
   claim(doc: string): SavedSession | null;
+  /** This page is alive and holds its session of `doc` (call every {@link HEARTBEAT_MS}). */
+  heartbeat(doc: string): void;
+  /** This page is going away (`pagehide`): its saved session may be claimed at once. */
+  release(doc: string): void;
 }
 
 /** The part of the Web Storage API used (`localStorage`, or a stand-in in tests). */
@@ -167,14 +183,19 @@ const PREFIX = "tandem.offline.";
 export function storageStore(
   storage: StorageLike,
   random: () => number = Math.random,
+  now: () => number = Date.now,
 ): OfflineStore {
   /** This page's slot per document, and the revision of the base written there. */
   const slots = new Map<string, { slot: string; baseRev: number | null }>();
-  const key = (doc: string, slot: string, part: "pending" | "base"): string =>
+  const key = (doc: string, slot: string, part: "pending" | "base" | "alive"): string =>
     `${PREFIX}${encodeURIComponent(doc)}.${slot}:${part}`;
   const forget = (doc: string, slot: string): void => {
     storage.removeItem(key(doc, slot, "pending"));
     storage.removeItem(key(doc, slot, "base"));
+    storage.removeItem(key(doc, slot, "alive"));
+  };
+  const beat = (doc: string, slot: string): void => {
+    storage.setItem(key(doc, slot, "alive"), String(now()));
   };
   return {
     save(doc, session) {
@@ -190,6 +211,7 @@ export function storageStore(
         if (!mine) {
           mine = { slot: wanted, baseRev: null };
           slots.set(doc, mine);
+          beat(doc, mine.slot);
         }
         if (!session) {
           forget(doc, mine.slot);
@@ -226,6 +248,8 @@ export function storageStore(
       for (const k of found.sort()) {
         const slot = k.slice(prefix.length, -":pending".length);
         if (slots.get(doc)?.slot === slot) continue; // our own
+        const alive = Number(storage.getItem(key(doc, slot, "alive")) ?? "0");
+        if (now() - alive < ALIVE_MS) continue; // another live page's
         try {
           const pending = JSON.parse(storage.getItem(k) ?? "null") as Record<string, unknown>;
           const base = JSON.parse(storage.getItem(key(doc, slot, "base")) ?? "null") as {
@@ -243,6 +267,22 @@ export function storageStore(
         }
       }
       return null;
+    },
+    heartbeat(doc) {
+      const mine = slots.get(doc);
+      try {
+        if (mine) beat(doc, mine.slot);
+      } catch {
+        // storage unavailable
+      }
+    },
+    release(doc) {
+      const mine = slots.get(doc);
+      try {
+        if (mine) storage.removeItem(key(doc, mine.slot, "alive"));
+      } catch {
+        // storage unavailable
+      }
     },
   };
 }
@@ -264,6 +304,8 @@ export function memoryStore(): OfflineStore & { readonly sessions: Map<string, S
       own.set(doc, next);
       sessions.set(next, session);
     },
+    heartbeat() {},
+    release() {},
     claim(doc) {
       for (const [k, s] of sessions) {
         if (k.startsWith(`${doc}\u0000`) && own.get(doc) !== k) {
