@@ -3,8 +3,9 @@
  * against their own server:
  *
  * * IME: a composition typed through the Chrome DevTools Protocol
- *   (`Input.imeSetComposition` for the intermediate states, then
- *   `Input.insertText` to commit) sends exactly one op, with the composed
+ *   (`Input.imeSetComposition` for the intermediate states and the
+ *   converted candidate, then `Input.insertText` to commit), in Monaco and
+ *   in CodeMirror, sends exactly one op, with the composed
  *   text, and the other page never sees the intermediate states.
  * * Colours: two people who chose none get different colours from the server.
  * * Offline and reload: with the server killed, Alice types, the status says
@@ -79,16 +80,18 @@ function suite(): void {
       staticDir: STATIC_DIR,
       logFile: join(tmp, "server.log"),
     });
-  const open = async (docId: string, name: string): Promise<EditorPage> => {
+  const open = async (
+    docId: string,
+    name: string,
+    editor: "monaco" | "codemirror" = "monaco",
+  ): Promise<EditorPage> => {
     if (!browser) throw new Error("no browser");
     const p = await EditorPage.open(
       browser,
       baseUrl(),
       docId,
       { name, color: null },
-      {
-        init: recordOps,
-      },
+      { init: recordOps, editor },
     );
     pages.push(p);
     return p;
@@ -118,57 +121,62 @@ function suite(): void {
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
-  test("an IME composition is sent once, as the composed text", async () => {
-    const docId = `ime-${Date.now().toString(36)}`;
-    const alice = await open(docId, "Alice");
-    const bob = await open(docId, "Bob");
-    // What Bob's editor ever shows, to catch intermediate states.
-    await bob.page.evaluate(() => {
-      const w = window as unknown as { __seen: string[] };
-      w.__seen = [];
-      window.tandem?.editor.getModel()?.onDidChangeContent(() => {
-        w.__seen.push(window.tandem?.editor.getValue() ?? "");
+  for (const editor of ["monaco", "codemirror"] as const) {
+    test(`an IME composition is sent once, as the composed text (${editor})`, async () => {
+      const docId = `ime-${editor}-${Date.now().toString(36)}`;
+      const alice = await open(docId, "Alice", editor);
+      const bob = await open(docId, "Bob");
+      // What Bob's editor ever shows, to catch intermediate states.
+      await bob.page.evaluate(() => {
+        const w = window as unknown as { __seen: string[] };
+        w.__seen = [];
+        window.tandem?.editor.getModel()?.onDidChangeContent(() => {
+          w.__seen.push(window.tandem?.editor.getValue() ?? "");
+        });
       });
+      await alice.caretAtEnd();
+      await alice.page.keyboard.type("ab ");
+      await converged(baseUrl, docId, [alice, bob]);
+      const before = (await opsSent(alice)).length;
+
+      const cdp = await alice.context.newCDPSession(alice.page);
+      // The reading, then the converted candidate (as an IME shows it before the commit).
+      for (const text of ["n", "ni", "に", "にほ", "にほん", "日本"]) {
+        await cdp.send("Input.imeSetComposition", {
+          text,
+          selectionStart: text.length,
+          selectionEnd: text.length,
+        });
+      }
+      // Mid-composition the model holds the intermediate text, and nothing was sent.
+      await until("the composition in Alice's editor", async () =>
+        (await alice.text()).includes("日本"),
+      );
+      assert.equal((await opsSent(alice)).length, before, "nothing sent while composing");
+      await cdp.send("Input.insertText", { text: "日本" });
+
+      const text = await converged(baseUrl, docId, [alice, bob]);
+      assert.equal(text, "ab 日本");
+      const ops = (await opsSent(alice)).slice(before);
+      assert.deepEqual(
+        ops.map((m) => m.op),
+        [[3, "日本"]],
+        "one op, with the composed text",
+      );
+      const seen = await bob.page.evaluate(
+        () => (window as unknown as { __seen: string[] }).__seen,
+      );
+      assert.ok(
+        seen.every((t) => !/[a-zにほん]/.test(t.slice(3))),
+        `Bob never saw a half-composed state: ${JSON.stringify(seen)}`,
+      );
+      // One undo step takes the whole composition out.
+      await alice.page.keyboard.press("Control+z");
+      assert.equal(await converged(baseUrl, docId, [alice, bob]), "ab ");
+      await alice.close();
+      await bob.close();
     });
-    await alice.caretAtEnd();
-    await alice.page.keyboard.type("ab ");
-    await converged(baseUrl, docId, [alice, bob]);
-    const before = (await opsSent(alice)).length;
-
-    const cdp = await alice.context.newCDPSession(alice.page);
-    for (const text of ["n", "ni", "に", "にほ", "にほん"]) {
-      await cdp.send("Input.imeSetComposition", {
-        text,
-        selectionStart: text.length,
-        selectionEnd: text.length,
-      });
-    }
-    // Mid-composition the model holds the intermediate text, and nothing was sent.
-    await until("the composition in Alice's editor", async () =>
-      (await alice.text()).includes("にほん"),
-    );
-    assert.equal((await opsSent(alice)).length, before, "nothing sent while composing");
-    await cdp.send("Input.insertText", { text: "日本" });
-
-    const text = await converged(baseUrl, docId, [alice, bob]);
-    assert.equal(text, "ab 日本");
-    const ops = (await opsSent(alice)).slice(before);
-    assert.deepEqual(
-      ops.map((m) => m.op),
-      [[3, "日本"]],
-      "one op, with the composed text",
-    );
-    const seen = await bob.page.evaluate(() => (window as unknown as { __seen: string[] }).__seen);
-    assert.ok(
-      seen.every((t) => !/[a-zにほん]/.test(t.slice(3))),
-      `Bob never saw a half-composed state: ${JSON.stringify(seen)}`,
-    );
-    // One undo step takes the whole composition out.
-    await alice.page.keyboard.press("Control+z");
-    assert.equal(await converged(baseUrl, docId, [alice, bob]), "ab ");
-    await alice.close();
-    await bob.close();
-  });
+  }
 
   test("two people who chose no colour get different ones", async () => {
     const docId = `colours-${Date.now().toString(36)}`;

@@ -16,7 +16,8 @@
  *   through everyone else's.
  * * **IME composition**: while the view composes, changes stay in the
  *   editor and nothing is sent; they go as one op when it ends (remote ops
- *   meanwhile are transformed past them).
+ *   meanwhile are transformed past them), and they are one undo step of
+ *   their own (`isolateHistory` where composing starts and stops).
  * * **Refused changes** (too big for the document, a reader's typing): the
  *   view is put back to the connection's text.
  * * **Readers**: the view is read-only (`EditorState.readOnly`,
@@ -46,7 +47,7 @@ import {
   type Extension,
 } from "@codemirror/state";
 import { EditorView, keymap, type ViewUpdate } from "@codemirror/view";
-import { history, historyKeymap, redoDepth, undoDepth } from "@codemirror/commands";
+import { history, historyKeymap, isolateHistory, redoDepth, undoDepth } from "@codemirror/commands";
 import {
   Connection,
   type ConnectionOptions,
@@ -64,6 +65,11 @@ import { remoteCursors, setPeers, type PeerCursor } from "./cursors.js";
 
 /** Default for {@link CodeMirrorBindingOptions.presenceIntervalMs}. */
 export const PRESENCE_INTERVAL_MS = 60;
+
+/** How long after `compositionend` the binding looks again whether the view still composes. */
+const COMPOSITION_FLUSH_DELAY_MS = 20;
+/** How many times it looks (CodeMirror ends composing within a frame or two). */
+const COMPOSITION_FLUSH_TRIES = 50;
 
 /** Marks the binding's own transactions (remote ops, loads, resets). */
 const fromBinding = Annotation.define<boolean>();
@@ -92,6 +98,8 @@ export class CodeMirrorBinding {
   private presenceTimer: ReturnType<typeof setTimeout> | null = null;
   private lastPresence = -Infinity;
   private disposed = false;
+  /** The last user change was part of a composition (for the history cut). */
+  private lastWasCompose = false;
 
   /**
    * Binds `view`. It is read-only until the document is loaded. Call
@@ -149,7 +157,23 @@ export class CodeMirrorBinding {
       keymap.of(historyKeymap),
       this.editable.of(readOnly(true)),
       remoteCursors(),
+      // A composition is one undo step of its own: history is cut where
+      // composing changes start and where they stop.
+      EditorState.transactionExtender.of((tr) => {
+        if (!tr.docChanged || tr.annotation(fromBinding)) return null;
+        const compose = tr.isUserEvent("input.type.compose");
+        if (compose === this.lastWasCompose) return null;
+        this.lastWasCompose = compose;
+        return { annotations: isolateHistory.of("before") };
+      }),
       EditorView.updateListener.of((u) => this.onUpdate(u)),
+      // A composition may end without a further update: flush it then.
+      EditorView.domEventHandlers({
+        compositionend: () => {
+          this.flushCompositionSoon(COMPOSITION_FLUSH_TRIES);
+          return false;
+        },
+      }),
     ];
   }
 
@@ -211,12 +235,26 @@ export class CodeMirrorBinding {
       }
       this.submit(op);
     }
-    if (!u.view.composing && this.composition) {
-      const composed = this.composition;
-      this.composition = null;
-      this.submit(composed);
-    }
+    this.flushComposition();
     if (u.selectionSet || u.docChanged) this.schedulePresence();
+  }
+
+  /** Sends the composition as one op once the view no longer composes. */
+  private flushComposition(): boolean {
+    if (this.view.composing || !this.composition || this.disposed) return false;
+    const composed = this.composition;
+    this.composition = null;
+    this.submit(composed);
+    this.schedulePresence();
+    return true;
+  }
+
+  /** After `compositionend`: CodeMirror leaves its composing state a moment later. */
+  private flushCompositionSoon(tries: number): void {
+    setTimeout(() => {
+      if (!this.composition || this.disposed) return;
+      if (!this.flushComposition() && tries > 1) this.flushCompositionSoon(tries - 1);
+    }, COMPOSITION_FLUSH_DELAY_MS);
   }
 
   private submit(op: TextOperation): void {
