@@ -10,7 +10,7 @@
  * TANDEM_E2E_SKIP=1, which skips it and says so. With TANDEM_SCREENSHOT set
  * to a path, a screenshot of two people editing is saved there.
  */
-import { after, before, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -43,7 +43,7 @@ export function collabSuite(editor: "monaco" | "codemirror"): void {
     test(`browser end-to-end tests (${editor})`, { skip: "TANDEM_E2E_SKIP=1" }, () => {});
     return;
   }
-  suite(editor);
+  describe(`collaboration (${editor})`, () => suite(editor));
 }
 
 function suite(editor: "monaco" | "codemirror"): void {

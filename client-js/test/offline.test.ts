@@ -100,6 +100,9 @@ test("storageStore: save, claim once, never one's own; base rewritten only when 
   clock += ALIVE_MS - 1;
   assert.equal(page2.claim("doc/1"), null, "a beat keeps it");
   page1.release("doc/1"); // page 1 goes away (pagehide)
+  assert.equal(page1.claim("doc/1")?.rev, 4, "back from the bfcache, a page claims it again");
+  page1.save("doc/1", { ...saved, rev: 4 });
+  page1.release("doc/1");
   const claimed = page2.claim("doc/1");
   assert.ok(claimed);
   assert.equal(claimed.client, "c1");

@@ -278,6 +278,9 @@ export function storageStore(
     },
     release(doc) {
       const mine = slots.get(doc);
+      // Forgotten as ours too: this page, back from the back/forward cache,
+      // claims it again like any other.
+      slots.delete(doc);
       try {
         if (mine) storage.removeItem(key(doc, mine.slot, "alive"));
       } catch {
