@@ -142,7 +142,8 @@ export class EditorPage {
     browser: Browser,
     baseUrl: string,
     docId: string,
-    user: { name: string; color: string },
+    /** `color`: a chosen colour (null: the server assigns one). */
+    user: { name: string; color: string | null },
     options: {
       width?: number;
       height?: number;
@@ -154,6 +155,8 @@ export class EditorPage {
       query?: string;
       /** Wait until connected (default); false for a page the server refuses. */
       connect?: boolean;
+      /** The editor the page shows (`?editor=codemirror`); Monaco by default. */
+      editor?: "monaco" | "codemirror";
     } = {},
   ): Promise<EditorPage> {
     const context = await browser.newContext({
@@ -165,9 +168,19 @@ export class EditorPage {
       await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: baseUrl });
     }
     if (options.init) await context.addInitScript(options.init);
-    await context.addInitScript((u: { name: string; color: string }) => {
-      localStorage.setItem("tandem.name", u.name);
-      localStorage.setItem("tandem.color", u.color);
+    await context.addInitScript((u: { name: string; color: string | null }) => {
+      try {
+        // Only on the first load of the app: a reload keeps what the page stored.
+        if (location.protocol !== "http:" || sessionStorage.getItem("tandem.e2e.init")) return;
+        sessionStorage.setItem("tandem.e2e.init", "1");
+        localStorage.setItem("tandem.name", u.name);
+        if (u.color) {
+          localStorage.setItem("tandem.color", u.color);
+          localStorage.setItem("tandem.colorChosen", "1");
+        }
+      } catch {
+        // about:blank has no storage
+      }
     }, user);
     const page = await context.newPage();
     const p = new EditorPage(user.name, context, page);
@@ -180,7 +193,11 @@ export class EditorPage {
         return;
       p.errors.push(`console.error: ${text}`);
     });
-    await page.goto(`${baseUrl}/d/${encodeURIComponent(docId)}${options.query ?? ""}`);
+    const query =
+      options.editor === "codemirror"
+        ? `${options.query ? `${options.query}&` : "?"}editor=codemirror`
+        : (options.query ?? "");
+    await page.goto(`${baseUrl}/d/${encodeURIComponent(docId)}${query}`);
     if (options.connect === false) return p;
     await p.waitConnected();
     // Suggestions pop up on a timer and Enter would accept them: keep typing deterministic.
@@ -204,8 +221,9 @@ export class EditorPage {
     );
   }
 
+  /** The text the page's editor shows (Monaco or CodeMirror). */
   text(): Promise<string> {
-    return this.page.evaluate(() => window.tandem?.editor.getValue() ?? "");
+    return this.page.evaluate(() => window.tandem?.ui.getValue() ?? "");
   }
 
   /** Connection state: status, edits waiting, revision. */
@@ -223,33 +241,27 @@ export class EditorPage {
   /** Focuses the editor and puts the caret at (line, column), 1-based. */
   async caretAt(lineNumber: number, column: number): Promise<void> {
     await this.page.evaluate(
-      ([l, c]) => {
-        const e = window.tandem?.editor;
-        e?.focus();
-        e?.setPosition({ lineNumber: l as number, column: c as number });
-      },
+      ([l, c]) => window.tandem?.ui.setCaret(l as number, c as number),
       [lineNumber, column],
     );
   }
 
   /** Focuses the editor and puts the caret at the end of the document. */
   async caretAtEnd(): Promise<void> {
-    await this.page.evaluate(() => {
-      const e = window.tandem?.editor;
-      const m = e?.getModel();
-      if (!e || !m) return;
-      e.focus();
-      const line = m.getLineCount();
-      e.setPosition({ lineNumber: line, column: m.getLineMaxColumn(line) });
-    });
+    await this.page.evaluate(() => window.tandem?.ui.setCaretAtEnd());
   }
 
-  /** Pastes `text` at the caret as Monaco's paste command does (no clipboard needed). */
-  async paste(text: string): Promise<void> {
+  /** Selects from (line, column) to (line, column), 1-based. */
+  async select(l1: number, c1: number, l2: number, c2: number): Promise<void> {
     await this.page.evaluate(
-      (t) => window.tandem?.editor.trigger("keyboard", "paste", { text: t }),
-      text,
+      ([a, b, c, d]) => window.tandem?.ui.setSelection(a!, b!, c!, d!),
+      [l1, c1, l2, c2],
     );
+  }
+
+  /** Pastes `text` at the caret as the editor's paste command does (no clipboard needed). */
+  async paste(text: string): Promise<void> {
+    await this.page.evaluate((t) => window.tandem?.ui.paste(t), text);
   }
 
   async close(): Promise<void> {

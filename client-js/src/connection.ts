@@ -98,6 +98,9 @@ import {
   type Transition,
 } from "./client/state.js";
 import { requestReload, resumeWithOps, resumeWithText } from "./client/resync.js";
+import { restoreSession, saveSession, type SavedSession } from "./client/offline.js";
+import { Rope } from "./ot/rope.js";
+import { editorText } from "./client/state.js";
 import {
   JOIN_TIMEOUT_MS,
   OFFLINE_AFTER_ATTEMPTS,
@@ -208,6 +211,12 @@ export interface ConnectionEvents {
   protocolError: Error;
   /** A change of ours is not in the document: give its text back to the user. */
   rejected: Rejection;
+  /**
+   * What waits for the server changed (an edit, an ack, a rebase): save
+   * {@link Connection.savedSession} now to survive a reload. The payload is
+   * {@link Connection.waitingEdits}. Not emitted while nothing is pending.
+   */
+  pending: number;
 }
 
 /** Options of a {@link Connection}. */
@@ -220,13 +229,25 @@ export interface ConnectionOptions {
   clock?: Clock;
   /** Random numbers in [0, 1) for jitter. */
   random?: () => number;
+  /**
+   * A session saved by an earlier page ({@link Connection.savedSession}):
+   * resume it (same client id, revision and `seq`s; its unsaved edits are
+   * resent and land once). `document.load` is called with its text and
+   * edits at {@link Connection.start}, before any connection, followed by
+   * a `pending` event (save it again: claiming took it out of the store).
+   */
+  saved?: SavedSession | null;
 }
 
 type Listener<K extends keyof ConnectionEvents> = (payload: ConnectionEvents[K]) => void;
 
 /** One client's live session with one document. See the module doc. */
 export class Connection {
-  private opts: Required<Omit<ConnectionOptions, "user">> & { user: JoinUser | null };
+  private opts: Required<Omit<ConnectionOptions, "user" | "saved">> & { user: JoinUser | null };
+  /** The editor was loaded from a saved session (or has edits from before `joined`). */
+  private preloaded = false;
+  /** The last `pending` event said something was pending. */
+  private pendingReported = false;
   private readonly listeners = new Map<keyof ConnectionEvents, Set<Listener<never>>>();
   private machine: ClientState | null = null;
   private socket: SocketLike | null = null;
@@ -269,6 +290,14 @@ export class Connection {
       clock: options.clock ?? realClock,
       random: options.random ?? Math.random,
     };
+    const saved = options.saved;
+    if (saved) {
+      this.machine = restoreSession(saved, opLimitsFor(DEFAULT_LIMITS));
+      this.id = saved.client;
+      this.currentPermission = saved.permission;
+      this.preloaded = true;
+      this.pendingReported = true;
+    }
   }
 
   /** Subscribes to an event; returns the function that unsubscribes. */
@@ -282,7 +311,23 @@ export class Connection {
   /** Opens the first connection. */
   start(): void {
     if (this.disposed || this.socket || this.timer !== null) return;
+    if (this.preloaded && this.machine && this.generation === 0) {
+      // A restored session: show its text and unsaved edits at once.
+      this.opts.document.load(editorText(this.machine));
+      if (this.currentPermission) this.emit("permission", this.currentPermission);
+      // Saved again at once: the store handed it over when it was claimed.
+      this.emit("pending", this.waitingEdits);
+    }
     this.connect();
+  }
+
+  /**
+   * Everything needed to resume after a reload (the `saved` option), or
+   * null when nothing waits for the server. Its `text` is joined only when
+   * read.
+   */
+  savedSession(): SavedSession | null {
+    return this.machine ? saveSession(this.machine, this.id, this.currentPermission) : null;
   }
 
   /** The current status. */
@@ -373,13 +418,29 @@ export class Connection {
    * a `rejected` event carries its text, and the caller must undo it in the
    * editor.
    *
+   * Before the first `joined` the change is queued, based on an empty
+   * document: the first `joined` rebases it onto the server's text (the
+   * editor then gets one `apply`, not `load`). It is never an error to
+   * submit while connecting, reconnecting or offline.
+   *
    * # Errors
-   * Throws before the document is loaded, after {@link dispose}, and if `op`
-   * does not fit the text.
+   * Throws after {@link dispose}, and if `op` does not fit the text.
    */
   submit(op: TextOperation): boolean {
     if (this.disposed) throw new Error("the connection is disposed");
-    if (!this.machine) throw new Error("the document is not loaded yet");
+    if (!this.machine) {
+      this.machine = Object.freeze({
+        kind: "reloading",
+        rev: 0,
+        text: Rope.EMPTY,
+        length: 0,
+        nextSeq: 1,
+        limits: opLimitsFor(this.limits),
+        outstanding: null,
+        buffer: null,
+      } as const);
+      this.preloaded = true;
+    }
     const refused = this.refusal(op) ?? this.readOnlyRefusal(op);
     if (refused) {
       this.emit("rejected", refused);
@@ -827,6 +888,11 @@ export class Connection {
   /** Carries out a transition's effects, in order: state, editor, network. */
   private run(t: Transition, author: string | null = null): void {
     this.machine = t.state;
+    const waiting = pendingEdits(t.state);
+    if (waiting > 0 || this.pendingReported) {
+      this.pendingReported = waiting > 0;
+      this.emit("pending", waiting);
+    }
     if (t.apply) {
       this.opts.document.apply(t.apply);
       if (this.localSelection)

@@ -27,6 +27,7 @@ export * from "./ot/text-operation.js";
 export * from "./ot/selection.js";
 export * from "./ot/diff.js";
 export * from "./ot/split.js";
+export { Rope, MAX_CHUNK } from "./ot/rope.js";
 export {
   applyClient,
   applyServer,
@@ -60,7 +61,9 @@ export {
   type Dropped,
 } from "./client/state.js";
 export { resumeWithOps, resumeWithText, requestReload } from "./client/resync.js";
+export * from "./client/offline.js";
 export * from "./client/undo.js";
 export * from "./protocol.js";
 export * from "./transport.js";
 export * from "./connection.js";
+export * from "./peers.js";

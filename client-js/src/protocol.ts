@@ -99,7 +99,8 @@ export const DEFAULT_LIMITS: ServerLimits = Object.freeze({
 /** The user a client announces in `join`. */
 export interface JoinUser {
   readonly name: string;
-  readonly color: string;
+  /** A colour the user chose; null lets the server assign the least-used one. */
+  readonly color: string | null;
 }
 
 /** A user as the server knows it (`id` may be absent for anonymous users). */

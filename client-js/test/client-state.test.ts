@@ -26,7 +26,11 @@ import {
 const op = (json: OpComponent[]) => TextOperation.fromJSON(json);
 
 /** Reads a state without letting `assert.equal` narrow `h.state` for the rest of a test. */
-const look = (s: ClientState): { kind: string; rev: number; text: string } => s;
+const look = (s: ClientState): { kind: string; rev: number; text: string } => ({
+  kind: s.kind,
+  rev: s.rev,
+  text: s.text.toString(),
+});
 
 /** Follows a client's editor through transitions, checking the machine's view of it. */
 class Harness {

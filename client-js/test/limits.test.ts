@@ -150,7 +150,7 @@ test("state: a change over the limits goes as a prefix; the rest waits, and take
     run(serverAck(s, seq, rev));
     if (state().kind !== "synchronized") assert.ok(pendingEdits(state()) >= 1, "not saved yet");
   }
-  assert.equal(state().text, editor);
+  assert.equal(state().text.toString(), editor);
   assert.equal(
     sent.reduce((doc, o) => o.apply(doc), "ab"),
     editor,
@@ -473,7 +473,7 @@ test("status: 'Connected' only when nothing waits", () => {
   };
   assert.match(
     describeStatus(reconnecting, { waiting: 2, stalledMs: 0, refused: null }).text,
-    /2 edits waiting/,
+    /Offline: 2 edits not yet saved/,
   );
 });
 

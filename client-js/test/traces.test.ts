@@ -34,6 +34,6 @@ for (const name of ["sveltecomponent", "clownschool_flat"]) {
         state = applyServer(state, state.rev + 1, op).state;
       }
     }
-    assert.equal(state.text, trace.endContent);
+    assert.equal(state.text.toString(), trace.endContent);
   });
 }

@@ -19,6 +19,7 @@
 //! `outbound`) is dropped with close 1013: a slow reader never slows the
 //! task or grows its memory.
 
+mod colors;
 mod fanout;
 mod outbound;
 mod state;

@@ -28,9 +28,7 @@ use crate::document::{
 use crate::document::{SessionOrigin, SessionRights};
 use crate::ids::{ClientId, DocId, Revision, Seq};
 use crate::ot::{OpLimits, Selection, TextOp};
-use crate::protocol::{
-    ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, default_color, error_frame,
-};
+use crate::protocol::{ClientMsg, CloseCode, ErrorCode, MAX_COUNTER, UserIn, error_frame};
 use crate::registry::{OpenError, Registry};
 use crate::store::StoreError;
 
@@ -851,7 +849,7 @@ fn valid_color(color: &str) -> bool {
     (hex.len() == 3 || hex.len() == 6) && hex.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, String), Refused> {
+fn validate_user(user: UserIn, _client: Option<&ClientId>) -> Result<(String, String), Refused> {
     let name = match user.name.map(|n| n.trim().to_owned()) {
         None => "Anonymous".to_owned(),
         Some(n) if n.is_empty() => "Anonymous".to_owned(),
@@ -869,10 +867,8 @@ fn validate_user(user: UserIn, client: Option<&ClientId>) -> Result<(String, Str
         }
     };
     let color = match user.color {
-        // A fresh client has no id yet: the document picks from its id.
-        None => client
-            .map(|c| default_color(c.as_str()))
-            .unwrap_or_default(),
+        // The document assigns the least-used colour (document/colors.rs).
+        None => String::new(),
         Some(c) if valid_color(&c) => c,
         Some(_) => {
             return Err(refused(

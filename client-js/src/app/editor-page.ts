@@ -23,7 +23,17 @@
  */
 
 import * as monaco from "monaco-editor";
+import { EditorState } from "@codemirror/state";
+import {
+  drawSelection,
+  EditorView,
+  highlightActiveLine,
+  keymap,
+  lineNumbers,
+} from "@codemirror/view";
+import { defaultKeymap } from "@codemirror/commands";
 import { MonacoBinding, normalizeColor, peerName } from "../monaco/index.js";
+import { CodeMirrorBinding } from "../codemirror/index.js";
 import type { Connection, ConnectionStatus, Peer } from "../connection.js";
 import type { JoinUser, Permission } from "../protocol.js";
 import {
@@ -38,16 +48,59 @@ import { cleanName, loadUser, MAX_NAME_LENGTH, saveName } from "./identity.js";
 import { HistoryPanel } from "./history-panel.js";
 import { RejectedDialog } from "./rejected-dialog.js";
 import { describeStatus } from "./status.js";
+import { HEARTBEAT_MS, memoryStore, storageStore, type OfflineStore } from "../client/offline.js";
+
+/** Where unsaved edits wait across reloads: localStorage, or memory if it is unavailable. */
+function offlineStore(): OfflineStore {
+  try {
+    return storageStore(window.localStorage);
+  } catch {
+    return memoryStore();
+  }
+}
+
+/** Which editor the page shows: Monaco, or CodeMirror 6 with `?editor=codemirror`. */
+export type EditorKind = "monaco" | "codemirror";
+
+/**
+ * What the tests (and debugging) need of either editor, in its own units
+ * (1-based lines and UTF-16 columns, as Monaco counts).
+ */
+export interface EditorUi {
+  readonly kind: EditorKind;
+  getValue(): string;
+  focus(): void;
+  setCaret(lineNumber: number, column: number): void;
+  setCaretAtEnd(): void;
+  setSelection(startLine: number, startColumn: number, endLine: number, endColumn: number): void;
+  languageId(): string;
+  /** Pastes `text` at the caret as the editor's own paste does (no clipboard needed). */
+  paste(text: string): void;
+  /** The text of the first line in view. */
+  topLine(): string;
+  /** Scrolls so that line `line` (1-based) is the first in view. */
+  scrollToLine(line: number): void;
+}
 
 /** What the page exposes on `window.tandem`. */
 export interface TandemHook {
   readonly documentId: string;
+  /** The Monaco editor (with `?editor=codemirror`, a hidden one that is not bound). */
   readonly editor: monaco.editor.IStandaloneCodeEditor;
   readonly monaco: typeof monaco;
-  readonly binding: MonacoBinding;
+  readonly binding: MonacoBinding | CodeMirrorBinding;
   readonly connection: Connection;
   /** The open history panel, if any. */
   readonly history: HistoryPanel | null;
+  /** The editor the user sees, whichever it is. */
+  readonly ui: EditorUi;
+  /** The CodeMirror view, with `?editor=codemirror`. */
+  readonly view: EditorView | null;
+}
+
+/** The editor asked for in the page's query (`?editor=codemirror`), Monaco by default. */
+export function editorKind(search: string): EditorKind {
+  return new URLSearchParams(search).get("editor") === "codemirror" ? "codemirror" : "monaco";
 }
 
 declare global {
@@ -184,7 +237,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
   const rejectedDialog = new RejectedDialog(() => {
     refused = null;
     refreshStatus();
-    editor.focus();
+    ui.focus();
   });
   root.replaceChildren(bar, banner, editorHost, rejectedDialog.element);
 
@@ -207,7 +260,33 @@ export function renderEditor(root: HTMLElement, id: string): void {
     readOnly: true,
   });
 
-  let binding: MonacoBinding;
+  // With ?editor=codemirror a CodeMirror 6 view takes the Monaco editor's
+  // place (the Monaco editor stays, hidden and unbound; History, which
+  // needs its model, is not offered).
+  const kind = editorKind(location.search);
+  let view: EditorView | null = null;
+  if (kind === "codemirror") {
+    editorHost.hidden = true;
+    historyButton.hidden = true;
+    const cmHost = h("div", { id: "cm-editor", class: "editor cm-host" });
+    editorHost.after(cmHost);
+    view = new EditorView({
+      parent: cmHost,
+      state: EditorState.create({
+        doc: "",
+        extensions: [
+          lineNumbers(),
+          highlightActiveLine(),
+          drawSelection(),
+          keymap.of(defaultKeymap),
+          EditorView.theme({ "&": { height: "100%" }, ".cm-scroller": { overflow: "auto" } }),
+        ],
+      }),
+    });
+  }
+  const ui = editorUi(kind, editor, view, () => language.value);
+
+  let binding: MonacoBinding | CodeMirrorBinding;
   let unsubscribe: (() => void)[] = [];
   // What we may do (null before the first joined, and once access is gone).
   let permission: Permission | null = null;
@@ -302,7 +381,7 @@ export function renderEditor(root: HTMLElement, id: string): void {
         h("span", { class: "person-dot", style: `background:${normalizeColor(color)}` }),
         h("span", { class: "person-name" }, name),
       );
-    const me = chip(user.name ? `${user.name} (you)` : "You", user.color, "You", true);
+    const me = chip(user.name ? `${user.name} (you)` : "You", user.color ?? "", "You", true);
     const others = [...peers.values()].map((p) =>
       chip(peerName(p), p.user?.color ?? "", `${peerName(p)} is here`, false),
     );
@@ -335,10 +414,17 @@ export function renderEditor(root: HTMLElement, id: string): void {
   const refreshStatus = (): void =>
     renderStatus(binding.connection.status, binding.connection.waitingEdits);
 
+  // Unsaved edits are kept in the browser as they are made; a page that
+  // finds some left by a page that is gone (a reload, a crash, a closed
+  // browser) resumes that session: same client id, revision and seqs.
+  const offline = offlineStore();
   const bind = (): void => {
-    binding = new MonacoBinding(editor, { url: socketUrl(id, credentials), user });
+    const saved = offline.claim(id);
+    const options = { url: socketUrl(id, credentials), user, saved };
+    binding = view ? new CodeMirrorBinding(view, options) : new MonacoBinding(editor, options);
     const c = binding.connection;
     unsubscribe = [
+      c.on("pending", () => offline.save(id, c.savedSession())),
       c.on("status", (s) => {
         renderStatus(s, c.waitingEdits);
         if (s.kind === "closed" && (s.code === 4401 || s.code === 4403)) accessLost(s.code);
@@ -406,15 +492,26 @@ export function renderEditor(root: HTMLElement, id: string): void {
   nameInput.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {
       nameInput.blur();
-      editor.focus();
+      ui.focus();
     }
   });
 
   // Leave at once when the tab goes (peers see us leave); come back from the
   // back/forward cache with a fresh session.
+  // Other tabs of this document leave our saved session alone while we beat.
+  window.setInterval(() => offline.heartbeat(id), HEARTBEAT_MS);
   window.addEventListener("pagehide", () => {
+    offline.save(id, binding.connection.savedSession());
+    offline.release(id);
     for (const u of unsubscribe) u();
     binding.dispose();
+  });
+  // Closing or reloading with unsaved edits asks first (they are kept in
+  // the browser and resent on the next visit, but the user should know).
+  window.addEventListener("beforeunload", (e) => {
+    if (binding.connection.waitingEdits === 0) return;
+    e.preventDefault();
+    e.returnValue = "";
   });
   window.addEventListener("pageshow", (e) => {
     // Not once the page says the access is gone (the editor is disposed).
@@ -461,6 +558,81 @@ export function renderEditor(root: HTMLElement, id: string): void {
     get history() {
       return history;
     },
+    ui,
+    view,
   };
-  editor.focus();
+  ui.focus();
+}
+
+/** {@link EditorUi} over the editor the page shows. */
+function editorUi(
+  kind: EditorKind,
+  editor: monaco.editor.IStandaloneCodeEditor,
+  view: EditorView | null,
+  languageId: () => string,
+): EditorUi {
+  if (!view) {
+    const model = (): monaco.editor.ITextModel | null => editor.getModel();
+    return {
+      kind,
+      getValue: () => editor.getValue(),
+      focus: () => editor.focus(),
+      setCaret: (lineNumber, column) => {
+        editor.focus();
+        editor.setPosition({ lineNumber, column });
+      },
+      setCaretAtEnd: () => {
+        const m = model();
+        if (!m) return;
+        editor.focus();
+        const line = m.getLineCount();
+        editor.setPosition({ lineNumber: line, column: m.getLineMaxColumn(line) });
+      },
+      setSelection: (startLineNumber, startColumn, endLineNumber, endColumn) =>
+        editor.setSelection({ startLineNumber, startColumn, endLineNumber, endColumn }),
+      languageId: () => model()?.getLanguageId() ?? "",
+      paste: (text) => editor.trigger("keyboard", "paste", { text }),
+      topLine: () => {
+        const line = editor.getVisibleRanges()[0]?.startLineNumber ?? 0;
+        return model()?.getLineContent(line) ?? "";
+      },
+      scrollToLine: (line) => editor.setScrollTop(editor.getTopForLineNumber(line)),
+    };
+  }
+  const pos = (line: number, column: number): number => {
+    const doc = view.state.doc;
+    const l = doc.line(Math.max(1, Math.min(line, doc.lines)));
+    return Math.min(l.from + column - 1, l.to);
+  };
+  return {
+    kind,
+    getValue: () => view.state.doc.toString(),
+    focus: () => view.focus(),
+    setCaret: (line, column) => {
+      view.focus();
+      view.dispatch({ selection: { anchor: pos(line, column) } });
+    },
+    setCaretAtEnd: () => {
+      view.focus();
+      view.dispatch({ selection: { anchor: view.state.doc.length } });
+    },
+    setSelection: (l1, c1, l2, c2) =>
+      view.dispatch({ selection: { anchor: pos(l1, c1), head: pos(l2, c2) } }),
+    // The document's language (this view has no highlighting).
+    languageId,
+    paste: (text) =>
+      view.dispatch({
+        ...view.state.replaceSelection(text),
+        userEvent: "input.paste",
+        scrollIntoView: true,
+      }),
+    topLine: () => {
+      const top = view.scrollDOM.scrollTop - view.documentPadding.top + 1;
+      return view.state.doc.lineAt(view.lineBlockAtHeight(top).from).text;
+    },
+    scrollToLine: (line) => {
+      const block = view.lineBlockAt(view.state.doc.line(line).from);
+      view.scrollDOM.scrollTop = block.top + view.documentPadding.top;
+    },
+  };
 }

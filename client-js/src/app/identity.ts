@@ -9,6 +9,8 @@ import type { JoinUser } from "../protocol.js";
 
 const NAME_KEY = "tandem.name";
 const COLOR_KEY = "tandem.color";
+/** Set to "1" when the colour in `tandem.color` was chosen by the user (older pages stored a random one). */
+const COLOR_CHOSEN_KEY = "tandem.colorChosen";
 /** The server's limit on names (characters). */
 export const MAX_NAME_LENGTH = 64;
 
@@ -40,16 +42,17 @@ export function cleanName(name: string): string {
   return chars.slice(0, MAX_NAME_LENGTH).join("").trim();
 }
 
-/** The remembered user, choosing (and remembering) a colour the first time. */
+/**
+ * The remembered user. The colour is sent only if the user chose one
+ * (`tandem.color`); otherwise it is null and the server gives this session
+ * the colour least used among the people in the document, so that two
+ * people never look alike.
+ */
 export function loadUser(): JoinUser {
   const s = storage();
   const name = cleanName(s?.getItem(NAME_KEY) ?? "");
-  let color = s?.getItem(COLOR_KEY) ?? "";
-  if (!/^#[0-9a-f]{6}$/.test(color)) {
-    color = PALETTE[Math.floor(Math.random() * PALETTE.length)] as string;
-    s?.setItem(COLOR_KEY, color);
-  }
-  return { name, color };
+  const chosen = s?.getItem(COLOR_CHOSEN_KEY) === "1" ? (s?.getItem(COLOR_KEY) ?? "") : "";
+  return { name, color: /^#[0-9a-f]{6}$/.test(chosen) ? chosen : null };
 }
 
 /** Remembers the name (an empty one is forgotten). */

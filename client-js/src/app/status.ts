@@ -9,7 +9,8 @@
  * | joined, edits in flight, acks coming | Saving 2 edits… | `saving` |
  * | joined, no ack for {@link STALLED_AFTER_MS} | Not saved: 2 edits waiting for the server | `unsaved` |
  * | a change was refused (until dismissed) | Not saved: … | `unsaved` |
- * | reconnecting, offline, closed | Reconnecting… · 2 edits waiting, … | the status kind |
+ * | reconnecting, offline (edits pending) | Offline: 2 edits not yet saved · … | the status kind |
+ * | reconnecting, nothing pending; closed | Reconnecting…, Disconnected (…) | the status kind |
  * | closed with 4401 / 4403 | Not signed in / No access | `closed` |
  *
  * @module
@@ -59,12 +60,14 @@ export function describeStatus(s: ConnectionStatus, facts: StatusFacts): StatusV
       return { text: "Connected", kind: "connected" };
     case "reconnecting":
       return {
-        text: `Reconnecting…${waiting ? ` · ${plural(waiting, "edit")} waiting` : ""}`,
+        text: waiting
+          ? `Offline: ${plural(waiting, "edit")} not yet saved · reconnecting…`
+          : "Reconnecting…",
         kind: "reconnecting",
       };
     case "offline":
       return {
-        text: `Offline · ${plural(waiting, "edit")} waiting · retrying in ${Math.ceil(s.retryInMs / 1000)} s`,
+        text: `Offline: ${plural(waiting, "edit")} not yet saved · retrying in ${Math.ceil(s.retryInMs / 1000)} s`,
         kind: "offline",
       };
     case "closed":

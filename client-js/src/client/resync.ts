@@ -43,7 +43,7 @@
 
 import { TextOperation } from "../ot/text-operation.js";
 import { diffOperation } from "../ot/diff.js";
-import { codePointLength } from "../unicode.js";
+import { Rope } from "../ot/rope.js";
 import {
   applyServer,
   ClientProtocolError,
@@ -113,11 +113,11 @@ export function resumeWithOps(
 export function resumeWithText(state: ClientState, rev: number, text: string): Transition {
   switch (state.kind) {
     case "synchronized":
-      if (rev === state.rev && text === state.text) return { state };
+      if (rev === state.rev && sameText(state.text, text)) return { state };
       return rebase(state, null, rev, text);
     case "awaitingConfirm":
     case "awaitingWithBuffer":
-      if (rev === state.rev && text === state.text) return resumeWithOps(state, rev, [], "");
+      if (rev === state.rev && sameText(state.text, text)) return resumeWithOps(state, rev, [], "");
       return enterResync(
         state,
         state.outstanding,
@@ -181,7 +181,7 @@ export function resolveResync(
       : { op: o.op, edits: o.edits };
     t = rebase(state, pending, server.rev, server.text);
   } else if (verdict.committedAt <= server.rev) {
-    const afterOurs = o.op.apply(state.text);
+    const afterOurs = state.text.apply(o.op);
     t = rebase(
       { text: afterOurs, nextSeq: state.nextSeq, limits: state.limits },
       b,
@@ -195,7 +195,7 @@ export function resolveResync(
     }
     const next: Reloading = {
       rev: verdict.committedAt,
-      text: o.op.apply(state.text),
+      text: state.text.apply(o.op),
       length: o.op.targetLength,
       nextSeq: state.nextSeq,
       limits: state.limits,
@@ -251,11 +251,12 @@ function rebase(
   rev: number,
   text: string,
 ): Transition {
-  const diff = diffOperation(base.text, text);
+  const diff = diffOperation(base.text.toString(), text);
+  const rope = Rope.from(text);
   const newBase = {
     rev,
-    text,
-    length: codePointLength(text),
+    text: rope,
+    length: rope.length,
     nextSeq: base.nextSeq,
     limits: base.limits,
   };
@@ -271,4 +272,9 @@ function composeEffects(
   if (!a) return b;
   if (!b) return a;
   return a.compose(b);
+}
+
+/** True if `rope` holds `text` (a rejoin's full text: joining the rope once is fine here). */
+function sameText(rope: Rope, text: string): boolean {
+  return rope.toString() === text;
 }

@@ -25,7 +25,9 @@
  * * `text` is the server's document at `rev`; the editor shows `text` with
  *   `outstanding` and then `buffer` applied ({@link editorText}). The copy of
  *   the server text is what lets a client rebase its unsent edits when the
- *   server answers a rejoin with a full text (`resync.ts`).
+ *   server answers a rejoin with a full text (`resync.ts`). It is a
+ *   {@link Rope}: a remote op or an ack costs what the op touches, never a
+ *   copy of the document.
  * * Remote ops are transformed as `transform(pending, remote)`: our pending
  *   op is the first argument, so at equal positions our insert comes first,
  *   exactly as the server orders them (PROTOCOL.md).
@@ -48,7 +50,7 @@
 import { OperationError, TextOperation } from "../ot/text-operation.js";
 import { transformSelection, type Selection } from "../ot/selection.js";
 import { splitOperation, type OpLimits } from "../ot/split.js";
-import { codePointLength } from "../unicode.js";
+import { Rope } from "../ot/rope.js";
 // resync.ts and this module call each other's functions (never at load time).
 import { resolveResync } from "./resync.js";
 
@@ -81,8 +83,8 @@ export interface CommittedOp {
 export interface StateBase {
   /** The last server revision this client has applied. */
   readonly rev: number;
-  /** The server's document at `rev`. */
-  readonly text: string;
+  /** The server's document at `rev` (joined only when needed: `text.toString()`). */
+  readonly text: Rope;
   /** `text`'s length in code points. */
   readonly length: number;
   /** The `seq` the next new op will get. */
@@ -176,15 +178,16 @@ export class ClientProtocolError extends Error {
 /** The state after a first `joined` with the full `text` at revision `rev`. */
 export function synchronized(
   rev: number,
-  text: string,
+  text: string | Rope,
   nextSeq = 1,
   limits: OpLimits = NO_LIMITS,
 ): Synchronized {
+  const rope = typeof text === "string" ? Rope.from(text) : text;
   return freeze({
     kind: "synchronized",
     rev,
-    text,
-    length: codePointLength(text),
+    text: rope,
+    length: rope.length,
     nextSeq,
     limits,
   });
@@ -207,9 +210,9 @@ export function editorLength(state: ClientState): number {
 /** The text the editor shows: the server text with the pending ops applied. */
 export function editorText(state: ClientState): string {
   let text = state.text;
-  if ("outstanding" in state && state.outstanding) text = state.outstanding.op.apply(text);
-  if ("buffer" in state && state.buffer) text = state.buffer.op.apply(text);
-  return text;
+  if ("outstanding" in state && state.outstanding) text = text.apply(state.outstanding.op);
+  if ("buffer" in state && state.buffer) text = text.apply(state.buffer.op);
+  return text.toString();
 }
 
 /** All local changes not yet acknowledged, as one op on `state.text`, or null. */
@@ -291,7 +294,7 @@ export function applyServer(state: ClientState, rev: number, op: TextOperation):
       `remote op spans ${op.baseLength}, the document has ${state.length}`,
     );
   }
-  const text = op.apply(state.text);
+  const text = state.text.apply(op);
   const base = { rev, text, length: op.targetLength };
   switch (state.kind) {
     case "synchronized":
@@ -343,7 +346,7 @@ export function serverAck(state: ClientState, seq: number, rev: number): Transit
   const committed = state.outstanding.op;
   const base = {
     rev,
-    text: committed.apply(state.text),
+    text: state.text.apply(committed),
     length: committed.targetLength,
     nextSeq: state.nextSeq,
     limits: state.limits,
@@ -407,7 +410,7 @@ export function opRefused(state: ClientState, seq: number, code: string): Transi
     };
   }
   // Drop the refused op: revert it in the editor, keep later edits.
-  const revert = state.outstanding.op.invert(state.text);
+  const revert = state.text.invert(state.outstanding.op);
   if (!buffer) return sendIfAny(state, null, revert);
   const [b, revert1] = TextOperation.transform(buffer.op, revert);
   return sendIfAny(state, { op: b, edits: buffer.edits }, revert1);
@@ -451,7 +454,7 @@ export function dropPending(state: ClientState): Dropped {
   }
   const pending = pendingOperation(current) as TextOperation;
   const edits = pendingEdits(current);
-  const revert = pending.invert(current.text);
+  const revert = current.text.invert(pending);
   apply = apply ? apply.compose(revert) : revert;
   const next = freeze({
     rev: current.rev,

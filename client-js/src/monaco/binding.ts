@@ -27,6 +27,12 @@
  * * **Readers.** With `read` permission (on `joined`, or once an op is
  *   refused with `forbidden`) the editor is read-only, undo does nothing
  *   and no op is sent; presence still is.
+ * * **IME composition** (Chinese, Japanese, Korean input, dead keys): while
+ *   Monaco composes (`onDidCompositionStart` … `onDidCompositionEnd`) its
+ *   intermediate states stay in the editor and nothing is sent; they are
+ *   composed into one op, which remote edits transform like a buffer, and
+ *   the result goes to the connection once, as one op and one undo step,
+ *   when the composition ends.
  * * **Presence.** Our selections go to the connection at most every
  *   `presenceIntervalMs`; peers' cursors are drawn by {@link RemoteCursors}.
  *
@@ -57,7 +63,7 @@ import {
 } from "../client/undo.js";
 import { diffOperation } from "../ot/diff.js";
 import { transformIndex, transformSelection, type Selection } from "../ot/selection.js";
-import type { TextOperation } from "../ot/text-operation.js";
+import { TextOperation } from "../ot/text-operation.js";
 import { isWellFormed } from "../unicode.js";
 import {
   caretAfter,
@@ -107,6 +113,15 @@ export class MonacoBinding {
   private presenceTimer: ReturnType<typeof setTimeout> | null = null;
   private lastPresence = -Infinity;
   private disposed = false;
+  /** An IME composition is in progress: the user's changes are held, not sent. */
+  private composing = false;
+  /**
+   * The changes of the composition so far, as one op based on the text the
+   * connection believes the editor shows (the model is that plus this op).
+   */
+  private composition: TextOperation | null = null;
+  /** A reconcile was asked for during the composition: run it after. */
+  private reconcileAfterComposition = false;
 
   /**
    * Binds `editor`'s current model. The editor is read-only until the
@@ -139,6 +154,11 @@ export class MonacoBinding {
       model.onDidChangeContent((e) => this.onContent(e)),
       editor.onDidChangeCursorSelection((e) => this.onSelection(e)),
       editor.onDidChangeModel(() => this.dispose()),
+      editor.onDidCompositionStart(() => {
+        this.composing = true;
+      }),
+      // After the event: Monaco may still apply the composed text in the same handler.
+      editor.onDidCompositionEnd(() => queueMicrotask(() => this.endComposition())),
       model.onWillDispose(() => this.dispose()),
       editor.addAction({
         id: "tandem.undo",
@@ -223,11 +243,19 @@ export class MonacoBinding {
     }
   }
 
-  private applyRemote(op: TextOperation): void {
+  private applyRemote(remote: TextOperation): void {
     if (this.disposed) return;
-    this.undoManager = transformUndo(this.undoManager, op);
+    this.undoManager = transformUndo(this.undoManager, remote);
     if (this.group)
-      this.group = { ...this.group, anchor: transformIndex(op, this.group.anchor, false) };
+      this.group = { ...this.group, anchor: transformIndex(remote, this.group.anchor, false) };
+    let op = remote;
+    if (this.composition) {
+      // The model also holds the composition, not yet sent: like a buffer,
+      // ours first (it will be sent after this op, so it goes first at a tie).
+      const [ours, theirs] = TextOperation.transform(this.composition, remote);
+      this.composition = ours;
+      op = theirs;
+    }
     if (this.reconcilePending) {
       // The model has changes the connection does not know yet; show the
       // connection's text (the reconcile then finds what is left to send).
@@ -276,6 +304,10 @@ export class MonacoBinding {
       return;
     }
     if (!userEdit) return;
+    if (this.composing) {
+      this.composition = this.composition ? this.composition.compose(edit.op) : edit.op;
+      return;
+    }
     try {
       if (!this.connection.submit(edit.op)) {
         this.scheduleRevert(edit.inverse);
@@ -334,6 +366,38 @@ export class MonacoBinding {
     return true;
   }
 
+  // ---- IME composition ------------------------------------------------------------
+
+  /** Sends what the composition made, as one op and one undo step. */
+  private endComposition(): void {
+    if (!this.composing || this.disposed) return;
+    this.composing = false;
+    const op = this.composition;
+    this.composition = null;
+    const state = this.connection.state;
+    if (op && !op.isNoop() && state) {
+      // Its inverse, from the text it is based on (once per composition).
+      const inverse = op.invert(editorText(state));
+      let accepted = false;
+      try {
+        accepted = this.connection.submit(op);
+      } catch {
+        this.scheduleReconcile();
+      }
+      if (accepted) {
+        this.group = null;
+        this.undoManager = recordInverse(this.undoManager, inverse, { compose: false });
+      } else {
+        this.scheduleRevert(inverse);
+      }
+    }
+    if (this.reconcileAfterComposition) {
+      this.reconcileAfterComposition = false;
+      this.scheduleReconcile();
+    }
+    this.schedulePresence();
+  }
+
   // ---- refused changes --------------------------------------------------------
 
   /**
@@ -379,6 +443,11 @@ export class MonacoBinding {
   private reconcile(): void {
     if (!this.reconcilePending || this.disposed) return;
     this.reconcilePending = false;
+    if (this.composing) {
+      // Never send half a composition: the diff would hold it.
+      this.reconcileAfterComposition = true;
+      return;
+    }
     const state = this.connection.state;
     if (!state || !this.loaded) return;
     this.rebuildShadow();

@@ -776,7 +776,9 @@ impl Task {
             _ => None,
         };
         let color = if req.user_color.is_empty() {
-            crate::protocol::default_color(client.as_str())
+            // The least-used colour among the others (a rejoin replaces its old entry).
+            let others = self.fanout.iter().filter(|(c, _)| **c != client);
+            super::colors::assign(others.map(|(_, s)| s.user.color.as_str()))
         } else {
             req.user_color
         };
