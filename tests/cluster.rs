@@ -172,3 +172,44 @@ async fn a_redis_restart_under_load_loses_nothing() {
     type_rounds(&nodes, doc, &mut members, 10).await;
     converge_and_check(&nodes, doc, &mut members).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_made_on_another_node_closes_the_session_at_once() {
+    const SECRET: &str = "cluster-secret";
+    let Some(nodes) = Nodes::start_with(2, None, &["--auth", "jwt", "--jwt-secret", SECRET]).await
+    else {
+        return;
+    };
+    let token = |sub: &str| {
+        tandem::auth::token::TokenSigner::hs256(SECRET.as_bytes())
+            .expect("signer")
+            .issue(sub, Some(sub), false, Duration::from_secs(600))
+            .expect("token")
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let doc = "rights";
+    let join = serde_json::json!({"type": "join", "client": null, "rev": null, "user": null});
+    // Alice creates the document on n0 (its owner now) and lets Bob write.
+    let mut a = Socket::connect(&format!("{}?token={alice}", nodes.node(0).ws_url(doc))).await;
+    a.send(&join).await;
+    assert_eq!(a.recv_type("joined").await["permission"], "admin");
+    let grant = format!("/api/documents/{doc}/access/bob?token={alice}");
+    let (status, body) = http_request(
+        &nodes.node(0).addr,
+        "PUT",
+        &grant,
+        Some(r#"{"permission":"write"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "grant: {body}");
+    let mut b = Socket::connect(&format!("{}?token={bob}", nodes.node(0).ws_url(doc))).await;
+    b.send(&join).await;
+    assert_eq!(b.recv_type("joined").await["permission"], "write");
+    // Alice revokes it through n1, which does not serve the document: n0
+    // hears of it and closes Bob's session.
+    let (status, body) = http_request(&nodes.node(1).addr, "DELETE", &grant, None).await;
+    assert_eq!(status, 204, "revoke: {body}");
+    let refused = b.recv_type("error").await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    assert_eq!(b.closed().await, Some(4403));
+}

@@ -56,6 +56,36 @@ pub struct NodeStatus {
     pub seen_ms: i64,
 }
 
+/// A change of rights on a document, made through one node's REST API, that
+/// every node applies to the sessions it serves (the owner of the document
+/// has them): so a revoked user is closed at once wherever they are
+/// connected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RightsChange {
+    /// The document.
+    pub doc: DocId,
+    /// What changed.
+    pub change: Change,
+}
+
+/// What a [`RightsChange`] changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A user's right is now this (`None`: they have none).
+    Grant {
+        /// The user id.
+        user: String,
+        /// What they hold now, from grants and the default.
+        permission: Option<crate::auth::Permission>,
+    },
+    /// A share link was revoked.
+    RevokeLink {
+        /// The link's id.
+        link: String,
+    },
+}
+
 /// What [`Cluster::acquire`] found.
 #[derive(Debug)]
 pub enum Acquired {
@@ -142,6 +172,14 @@ pub trait Cluster: Send + Sync + 'static {
 
     /// Tells the directory how many documents this node has open.
     fn set_open_documents(&self, count: usize);
+
+    /// Tells the other nodes about a change of rights (best effort: a node
+    /// cut off from the coordinator misses it, and its sessions keep their
+    /// right until they reconnect).
+    async fn publish(&self, change: &RightsChange);
+
+    /// The changes other nodes publish, from now on; `None` with one node.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RightsChange>>;
 }
 
 /// A shared cluster handle.

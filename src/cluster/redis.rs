@@ -4,6 +4,7 @@
 //! {prefix}lease:{doc}  "{node} {token}", PX lease time   who owns the document
 //! {prefix}node:{node}  {"id","url","documents",...}, PX   a live node (heartbeat)
 //! {prefix}nodes        set of node ids                   to list the nodes
+//! {prefix}rights       pub/sub channel                   changes of rights
 //! ```
 //!
 //! A lease is taken with `SET NX PX`, renewed and released by scripts that
@@ -23,11 +24,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
-use super::{Acquired, Cluster, ClusterError, Lease, NodeInfo, NodeStatus, safety_margin};
+use super::{
+    Acquired, Cluster, ClusterError, Lease, NodeInfo, NodeStatus, RightsChange, safety_margin,
+};
 use crate::ids::DocId;
 use crate::store::now_ms;
 
 /// How often a node announces itself in the directory.
+/// Changes of rights waiting for this node's sessions; a node that falls
+/// this far behind misses the oldest (they are re-checked on reconnect).
+const RIGHTS_BACKLOG: usize = 1_024;
+/// How long the subscriber waits before reconnecting to a Redis that went.
+const RESUBSCRIBE: Duration = Duration::from_millis(500);
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node's entry outlives its last heartbeat: three missed beats.
 const NODE_TTL: Duration = Duration::from_secs(3);
@@ -98,6 +106,17 @@ pub struct RedisCluster {
     conn: Mutex<Option<ConnectionManager>>,
     started_ms: i64,
     open_documents: AtomicUsize,
+    /// Changes of rights received on the channel, for the registry.
+    rights: tokio::sync::broadcast::Sender<RightsChange>,
+}
+
+/// A change of rights on the channel, with the node that made it (which
+/// applied it already).
+#[derive(Serialize, Deserialize)]
+struct Published {
+    from: String,
+    #[serde(flatten)]
+    change: RightsChange,
 }
 
 impl std::fmt::Debug for RedisCluster {
@@ -134,8 +153,10 @@ impl RedisCluster {
             conn: Mutex::new(None),
             started_ms: now_ms(),
             open_documents: AtomicUsize::new(0),
+            rights: tokio::sync::broadcast::channel(RIGHTS_BACKLOG).0,
         });
-        tokio::spawn(heartbeat(Arc::clone(&cluster), shutdown));
+        tokio::spawn(heartbeat(Arc::clone(&cluster), shutdown.clone()));
+        tokio::spawn(listen_for_rights(Arc::clone(&cluster), shutdown));
         Ok(cluster)
     }
 
@@ -287,6 +308,50 @@ async fn heartbeat(cluster: Arc<RedisCluster>, mut shutdown: watch::Receiver<boo
     }
 }
 
+/// Receives the rights changes other nodes publish, reconnecting when
+/// Redis goes away, until shutdown.
+async fn listen_for_rights(cluster: Arc<RedisCluster>, mut shutdown: watch::Receiver<bool>) {
+    let channel = format!("{}rights", cluster.config.prefix);
+    loop {
+        let subscribed = async {
+            let mut pubsub = cluster.client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            r = tokio::time::timeout(CALL_TIMEOUT, subscribed) => r.ok().and_then(Result::ok),
+            _ = shutdown.changed() => return,
+        };
+        if let Some(mut pubsub) = pubsub {
+            let mut messages = pubsub.on_message();
+            loop {
+                let msg = tokio::select! {
+                    m = futures_util::StreamExt::next(&mut messages) => m,
+                    _ = shutdown.changed() => return,
+                };
+                let Some(msg) = msg else { break };
+                let Ok(payload) = msg.get_payload::<String>() else {
+                    continue;
+                };
+                match serde_json::from_str::<Published>(&payload) {
+                    Ok(p) if p.from != cluster.config.node_id => {
+                        let _ = cluster.rights.send(p.change);
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "unreadable rights change on Redis"),
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RESUBSCRIBE) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 #[async_trait]
 impl Cluster for RedisCluster {
     fn node(&self) -> &NodeInfo {
@@ -430,5 +495,26 @@ impl Cluster for RedisCluster {
 
     fn set_open_documents(&self, count: usize) {
         self.open_documents.store(count, Ordering::Relaxed);
+    }
+
+    async fn publish(&self, change: &RightsChange) {
+        let published = Published {
+            from: self.config.node_id.clone(),
+            change: change.clone(),
+        };
+        let Ok(json) = serde_json::to_string(&published) else {
+            return;
+        };
+        let channel = format!("{}rights", self.config.prefix);
+        if let Err(e) = self
+            .call::<i64>(redis::cmd("PUBLISH").arg(channel).arg(json))
+            .await
+        {
+            tracing::warn!(document = %change.doc, error = %e, "could not tell the other nodes of a change of rights");
+        }
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RightsChange>> {
+        Some(self.rights.subscribe())
     }
 }

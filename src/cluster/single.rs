@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Acquired, Cluster, ClusterError, Lease, NodeInfo, NodeStatus};
+use super::{Acquired, Cluster, ClusterError, Lease, NodeInfo, NodeStatus, RightsChange};
 use crate::ids::DocId;
 
 /// The single-node [`Cluster`].
@@ -75,4 +75,10 @@ impl Cluster for SingleNode {
     }
 
     fn set_open_documents(&self, _count: usize) {}
+
+    async fn publish(&self, _change: &RightsChange) {}
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RightsChange>> {
+        None
+    }
 }

@@ -15,6 +15,8 @@
 //! link closes its sessions with 4403, a downgrade to `read` refuses their
 //! next op.
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -23,8 +25,10 @@ use super::guard::authorize;
 use super::http::{ApiError, AppState};
 use crate::auth::Permission;
 use crate::auth::policy::{hash_link_token, random_token};
+use crate::cluster::{Change, RightsChange};
 use crate::document::Command;
 use crate::ids::DocId;
+use crate::registry::Registry;
 use crate::store::{ShareLink, now_ms};
 
 /// Longest a share link may live: a year.
@@ -72,10 +76,44 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError>
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
-/// Tells the open document (if it is open here) what changed.
-async fn tell(state: &AppState, doc: &DocId, cmd: Command) {
-    if let Some(handle) = state.registry.get(doc) {
+/// Tells the open document (if it is open here) what changed, and the
+/// other nodes, whose sessions of the document are theirs to close.
+async fn tell(state: &AppState, doc: &DocId, change: Change) {
+    apply(&state.registry, doc, change.clone()).await;
+    let cluster = state.registry.cluster();
+    if !cluster.is_single() {
+        let change = RightsChange {
+            doc: doc.clone(),
+            change,
+        };
+        cluster.publish(&change).await;
+    }
+}
+
+/// Hands a change of rights to the document's task, if it is open here.
+async fn apply(registry: &Registry, doc: &DocId, change: Change) {
+    if let Some(handle) = registry.get(doc) {
+        let cmd = match change {
+            Change::Grant { user, permission } => Command::Permission { user, permission },
+            Change::RevokeLink { link } => Command::RevokeLink { link },
+        };
         let _ = handle.send(cmd).await;
+    }
+}
+
+/// Applies the changes of rights the other nodes publish, until shutdown.
+pub async fn relay_rights(
+    registry: Arc<Registry>,
+    mut changes: tokio::sync::broadcast::Receiver<RightsChange>,
+) {
+    loop {
+        match changes.recv().await {
+            Ok(RightsChange { doc, change }) => apply(&registry, &doc, change).await,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "missed changes of rights from other nodes");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 
@@ -116,7 +154,7 @@ async fn put_grant(
     tell(
         &state,
         &id,
-        Command::Permission {
+        Change::Grant {
             user: user.clone(),
             permission: Some(permission),
         },
@@ -144,7 +182,7 @@ async fn delete_grant(
     }
     // What they keep is the server's default, if any.
     let permission = state.auth.default_permission;
-    tell(&state, &id, Command::Permission { user, permission }).await;
+    tell(&state, &id, Change::Grant { user, permission }).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -227,6 +265,6 @@ async fn delete_link(
             "no such link on this document",
         ));
     }
-    tell(&state, &id, Command::RevokeLink { link }).await;
+    tell(&state, &id, Change::RevokeLink { link }).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -96,6 +96,9 @@ pub async fn run(
         Arc::new(config.settings),
         stop_rx.clone(),
     );
+    if let Some(changes) = registry.cluster().subscribe() {
+        actix_web::rt::spawn(access::relay_rights(Arc::clone(&registry), changes));
+    }
     let connections = connections::Connections::new(registry.settings().limits.max_connections);
     let limiters = limits::Limiters::new(&registry.settings().rate);
     actix_web::rt::spawn(limits::sweep_until(Arc::clone(&limiters), stop_rx.clone()));

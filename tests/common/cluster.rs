@@ -26,12 +26,23 @@ pub struct Nodes {
     pub redis_url: String,
     pub prefix: String,
     pub nodes: Vec<Option<Server>>,
+    /// More flags for every node.
+    pub extra: Vec<String>,
 }
 
 impl Nodes {
     /// `None` when PostgreSQL or Redis is not configured (a skip line says
     /// which).
     pub async fn start(count: usize, redis_url: Option<String>) -> Option<Nodes> {
+        Self::start_with(count, redis_url, &[]).await
+    }
+
+    /// As [`Nodes::start`], each node with `extra` flags too.
+    pub async fn start_with(
+        count: usize,
+        redis_url: Option<String>,
+        extra: &[&str],
+    ) -> Option<Nodes> {
         let redis_url = redis_url.or_else(super::redis::url)?;
         let db = Db::postgres().await?;
         let mut nodes = Nodes {
@@ -39,6 +50,7 @@ impl Nodes {
             redis_url,
             prefix: super::redis::prefix(),
             nodes: Vec::new(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for i in 0..count {
             let server = nodes.spawn(i);
@@ -49,19 +61,18 @@ impl Nodes {
 
     pub fn spawn(&self, i: usize) -> Server {
         let id = format!("n{i}");
-        Server::start_db(
-            &self.db,
-            &[
-                "--redis-url",
-                &self.redis_url,
-                "--redis-prefix",
-                &self.prefix,
-                "--node-id",
-                &id,
-                "--lease-secs",
-                LEASE_SECS,
-            ],
-        )
+        let mut args = vec![
+            "--redis-url",
+            &self.redis_url,
+            "--redis-prefix",
+            &self.prefix,
+            "--node-id",
+            &id,
+            "--lease-secs",
+            LEASE_SECS,
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        Server::start_db(&self.db, &args)
     }
 
     pub fn node(&self, i: usize) -> &Server {
