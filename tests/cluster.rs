@@ -213,3 +213,31 @@ async fn a_revoke_made_on_another_node_closes_the_session_at_once() {
     assert_eq!(refused["code"], "forbidden", "{refused}");
     assert_eq!(b.closed().await, Some(4403));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redirect_a_non_owner_names_the_owner() {
+    let Some(nodes) = Nodes::start_with(2, None, &["--cluster-redirect", "true"]).await else {
+        return;
+    };
+    let doc = "redirected";
+    let join = serde_json::json!({"type": "join", "client": null, "rev": null, "user": null});
+    let mut owner = Socket::connect(&nodes.node(0).ws_url(doc)).await;
+    owner.send(&join).await;
+    owner.recv_type("joined").await;
+    let mut other = Socket::connect(&nodes.node(1).ws_url(doc)).await;
+    other.send(&join).await;
+    let frame = loop {
+        match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut other.ws)).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame)))) => break frame,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    .expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 4409);
+    assert_eq!(
+        frame.reason.as_ref(),
+        format!("moved: http://{}", nodes.node(0).addr),
+        "the reason names the owner's URL"
+    );
+}
