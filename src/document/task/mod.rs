@@ -157,6 +157,10 @@ struct Task {
     epoch: LeaseEpoch,
     /// The renewal in flight, and when the next is due.
     renewal: Option<Renewal>,
+    /// Renewals failed in a row (the coordinator did not answer): only the
+    /// first is logged as a warning, so a Redis outage is not one line per
+    /// document every 250 ms.
+    renew_failures: u32,
     renew_at: Option<Instant>,
     /// The lease was lost: the document is not this node's to write now.
     lease_lost: bool,
@@ -281,6 +285,7 @@ impl Task {
             lease,
             epoch,
             renewal: None,
+            renew_failures: 0,
             renew_at,
             lease_lost: false,
             lease_counted: false,
@@ -477,6 +482,9 @@ impl Task {
     fn on_renewed(&mut self, result: Result<Option<Instant>, ClusterError>) -> bool {
         match result {
             Ok(Some(until)) => {
+                if std::mem::take(&mut self.renew_failures) > 0 {
+                    info!(document = %self.id, "lease renewed again");
+                }
                 self.lease.valid_until = Some(until);
                 self.renew_at = Some(Instant::now() + self.cluster.lease_time() / 3);
                 true
@@ -487,7 +495,12 @@ impl Task {
             }
             Err(e) => {
                 // Still ours until `valid_until`: try again soon.
-                warn!(document = %self.id, error = %e, "lease renewal failed; retrying");
+                self.renew_failures += 1;
+                if self.renew_failures == 1 {
+                    warn!(document = %self.id, error = %e, "lease renewal failed; retrying until it expires");
+                } else {
+                    debug!(document = %self.id, error = %e, "lease renewal failed again");
+                }
                 self.renew_at = Some(Instant::now() + RENEW_RETRY);
                 true
             }
