@@ -420,4 +420,165 @@ mod tests {
             .expect("shutdown did not wait for the crashed task");
         assert_eq!(registry.open_count(), 0);
     }
+
+    /// A coordinator under the test's control: `theirs` is always another
+    /// node's; other documents are leased for [`FAKE_LEASE`], and renewals
+    /// keep them, lose them, or fail, as the test says.
+    struct FakeCluster {
+        node: crate::cluster::NodeInfo,
+        renewals: std::sync::Mutex<Renewals>,
+        released: std::sync::atomic::AtomicUsize,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Renewals {
+        Keep,
+        Lose,
+        Fail,
+    }
+
+    const FAKE_LEASE: Duration = Duration::from_millis(400);
+
+    impl FakeCluster {
+        fn new() -> Arc<Self> {
+            Arc::new(Self {
+                node: crate::cluster::NodeInfo {
+                    id: "me".into(),
+                    url: Some("http://me".into()),
+                },
+                renewals: std::sync::Mutex::new(Renewals::Keep),
+                released: std::sync::atomic::AtomicUsize::new(0),
+            })
+        }
+
+        fn set(&self, r: Renewals) {
+            *self.renewals.lock().expect("lock") = r;
+        }
+
+        fn until(&self) -> tokio::time::Instant {
+            tokio::time::Instant::now() + FAKE_LEASE - crate::cluster::safety_margin(FAKE_LEASE)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl crate::cluster::Cluster for FakeCluster {
+        fn node(&self) -> &crate::cluster::NodeInfo {
+            &self.node
+        }
+        fn is_single(&self) -> bool {
+            false
+        }
+        fn lease_time(&self) -> Duration {
+            FAKE_LEASE
+        }
+        async fn acquire(&self, doc: &DocId) -> Result<Acquired, ClusterError> {
+            if doc.as_str() == "theirs" {
+                return Ok(Acquired::Elsewhere(NodeInfo {
+                    id: "other".into(),
+                    url: Some("http://other".into()),
+                }));
+            }
+            Ok(Acquired::Leased(crate::cluster::Lease {
+                doc: doc.clone(),
+                token: "t".into(),
+                valid_until: Some(self.until()),
+            }))
+        }
+        async fn renew(
+            &self,
+            _lease: &crate::cluster::Lease,
+        ) -> Result<Option<tokio::time::Instant>, ClusterError> {
+            let r = *self.renewals.lock().expect("lock");
+            match r {
+                Renewals::Keep => Ok(Some(self.until())),
+                Renewals::Lose => Ok(None),
+                Renewals::Fail => Err(ClusterError("coordinator down (test)".into())),
+            }
+        }
+        async fn release(&self, _lease: &crate::cluster::Lease) {
+            self.released.fetch_add(1, Ordering::SeqCst);
+        }
+        async fn owner(&self, _doc: &DocId) -> Result<Option<NodeInfo>, ClusterError> {
+            Ok(None)
+        }
+        async fn nodes(&self) -> Result<Vec<crate::cluster::NodeStatus>, ClusterError> {
+            Ok(Vec::new())
+        }
+        async fn ping(&self) -> Result<(), ClusterError> {
+            Ok(())
+        }
+        fn set_open_documents(&self, _count: usize) {}
+        async fn publish(&self, _change: &crate::cluster::RightsChange) {}
+        fn subscribe(
+            &self,
+        ) -> Option<tokio::sync::broadcast::Receiver<crate::cluster::RightsChange>> {
+            None
+        }
+    }
+
+    /// A document another node holds is not opened here: the caller is
+    /// told who holds it.
+    #[tokio::test]
+    async fn a_document_leased_elsewhere_is_not_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: SharedStore =
+            Arc::new(SqliteStore::open(dir.path().join("t.db")).expect("store"));
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let registry = Registry::new(
+            store,
+            FakeCluster::new(),
+            Arc::new(Settings::default()),
+            stop_rx,
+        );
+        match registry.open(&DocId::parse("theirs").expect("id")).await {
+            Err(OpenError::Elsewhere(node)) => assert_eq!(node.id, "other"),
+            other => panic!("expected Elsewhere, got {:?}", other.map(|h| h.id)),
+        }
+        assert_eq!(registry.open_count(), 0);
+    }
+
+    /// Renewed leases keep a document served past its first term; a lease
+    /// another node took (`Lose`), or one that cannot be renewed before it
+    /// runs out (`Fail`), closes its sessions with 4409 and the document.
+    #[tokio::test]
+    async fn a_lost_or_unrenewable_lease_closes_the_document_with_4409() {
+        for (name, how) in [("lost", Renewals::Lose), ("unrenewable", Renewals::Fail)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store: SharedStore =
+                Arc::new(SqliteStore::open(dir.path().join("t.db")).expect("store"));
+            let cluster = FakeCluster::new();
+            let (_stop_tx, stop_rx) = watch::channel(false);
+            let registry = Registry::new(
+                store,
+                Arc::clone(&cluster) as SharedCluster,
+                Arc::new(Settings::default()),
+                stop_rx,
+            );
+            let id = DocId::parse(name).expect("id");
+            let h = registry.open(&id).await.expect("leased here");
+            let mut m = join(&h, 1).await;
+            type_x(&h, &mut m, 1, 0, 0).await;
+            // Three lease terms later it is still served: renewals work.
+            tokio::time::sleep(FAKE_LEASE * 3).await;
+            type_x(&h, &mut m, 1, 1, 1).await;
+            assert_eq!(text(&h).await, "xx");
+
+            cluster.set(how);
+            let code = tokio::time::timeout(WAIT, &mut m.kick)
+                .await
+                .expect("closed in time")
+                .expect("with a code");
+            assert_eq!(code, CloseCode::Moved, "{name}: sessions told to reconnect");
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while registry.open_count() != 0 {
+                assert!(tokio::time::Instant::now() < deadline, "{name}: still open");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(
+                cluster.released.load(Ordering::SeqCst),
+                0,
+                "{name}: a lease that is not ours is not released"
+            );
+        }
+    }
 }
