@@ -43,7 +43,7 @@ fn nginx_binary() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// nginx running on a copy of docs/deploy/nginx.conf; killed on drop.
+/// nginx running on a copy of docs/deploy/nginx.conf; stopped on drop.
 struct Nginx {
     child: Child,
     /// Its prefix: the configuration, pid file and logs.
@@ -117,7 +117,23 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, then waits: the master stops its workers before it exits
+    /// (after a SIGKILL of the master, the workers would go on serving).
     fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
