@@ -441,7 +441,7 @@ async fn websocket(
             upstream: super::proxy::Upstream::from_request(
                 req.uri().path_and_query().map_or("", |p| p.as_str()),
                 req.headers(),
-                req.peer_addr(),
+                state.limiters.client_addr(req.headers(), req.peer_addr()),
             ),
         },
         id,

@@ -59,10 +59,15 @@ pub struct Upstream {
 
 impl Upstream {
     /// Takes what the owner needs from the client's upgrade request.
+    /// `client` is the client's address as this node's limits see it (the
+    /// last `X-Forwarded-For` entry behind a trusted proxy, else the peer):
+    /// it goes last in the chain passed on, which is the entry the owner
+    /// takes when it trusts the header too, so a forwarded client is still
+    /// counted as itself and not as the proxy in front of the nodes.
     pub fn from_request(
         path_and_query: &str,
         headers: &HeaderMap,
-        peer: Option<std::net::SocketAddr>,
+        client: Option<std::net::IpAddr>,
     ) -> Self {
         let header = |name| {
             headers
@@ -73,9 +78,9 @@ impl Upstream {
         let chain = header(actix_web::http::header::HeaderName::from_static(
             "x-forwarded-for",
         ));
-        let forwarded_for = match (chain, peer) {
-            (Some(chain), Some(peer)) => Some(format!("{chain}, {}", peer.ip())),
-            (None, Some(peer)) => Some(peer.ip().to_string()),
+        let forwarded_for = match (chain, client) {
+            (Some(chain), Some(client)) => Some(format!("{chain}, {client}")),
+            (None, Some(client)) => Some(client.to_string()),
             (chain, None) => chain,
         };
         Self {
