@@ -17,10 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{JOIN_TIMEOUT, LEASE_SECS, NextMessage, Nodes, SILENCE};
+use common::cluster::{LEASE_SECS, Member, Nodes, converge_and_check, type_rounds};
 use common::*;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::Message;
 
 /// The shipped configuration.
 const CONF: &str = include_str!("../docs/deploy/nginx.conf");
@@ -175,174 +174,16 @@ fn configure(nodes: &[&str], listen: &str, dir: &Path) -> String {
     conf
 }
 
-/// A client of one document that always goes through nginx, moving to
-/// whatever node nginx picks (with backoff) when its socket closes, fails
-/// or goes silent with edits pending; resumes and resends as PROTOCOL.md
-/// asks.
-struct Client {
-    c: OtClient,
-    rng: Rng,
-}
-
-impl Client {
-    async fn join(url: &str, seed: u64) -> Client {
-        let mut client = Client {
-            c: OtClient {
-                socket: None,
-                url: url.to_owned(),
-                id: None,
-                text: String::new(),
-                rev: 0,
-                inflight: None,
-                buffer: None,
-                next_seq: 1,
-                seen_revs: Vec::new(),
-                name: format!("c{seed}"),
-            },
-            rng: Rng::new(seed),
-        };
-        client.rejoin().await;
-        client
-    }
-
-    async fn rejoin(&mut self) {
-        let deadline = Instant::now() + LONG_WAIT;
-        let mut attempt: u32 = 0;
-        loop {
-            match tokio::time::timeout(JOIN_TIMEOUT, self.c.try_connect()).await {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) if attempt % 10 == 9 => eprintln!("client {}: {e}", self.c.name),
-                Err(_) if attempt % 10 == 9 => {
-                    eprintln!("client {}: no answer in {JOIN_TIMEOUT:?}", self.c.name);
-                }
-                _ => {}
-            }
-            self.c.socket = None;
-            assert!(
-                Instant::now() < deadline,
-                "client {} could not rejoin within {LONG_WAIT:?}",
-                self.c.name
-            );
-            tokio::time::sleep(Duration::from_millis(50 * (1 << attempt.min(4)))).await;
-            attempt += 1;
-        }
-    }
-
-    /// The next message, or `None` when the socket closed or failed.
-    async fn next_msg(&mut self) -> Option<Value> {
-        let s = self.c.socket.as_mut()?;
-        loop {
-            match s.ws.next_message().await {
-                Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).ok(),
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return None,
-                Some(Ok(_)) => {}
-            }
-        }
-    }
-
-    async fn handle(&mut self, m: &Value) {
-        // A node that loses the document says so; the close that follows
-        // moves the client.
-        if m["type"] == "error" && m["code"] == "unavailable" {
-            return;
-        }
-        self.c.handle(m).await;
-    }
-
-    /// Handles what has arrived, without waiting; rejoins if the socket is
-    /// gone.
-    async fn drain(&mut self) {
-        loop {
-            if self.c.socket.is_none() {
-                self.rejoin().await;
-            }
-            match tokio::time::timeout(Duration::from_millis(2), self.next_msg()).await {
-                Ok(Some(m)) => self.handle(&m).await,
-                Ok(None) => self.c.socket = None,
-                Err(_) => return,
-            }
-        }
-    }
-
-    async fn type_something(&mut self) {
-        let len = self.c.text.chars().count();
-        let op = random_op(&mut self.rng, len);
-        self.c.edit(op).await;
-    }
-
-    /// Until nothing is pending and revision `target` is reached.
-    async fn settle(&mut self, target: u64) {
-        let deadline = Instant::now() + LONG_WAIT;
-        while self.c.pending() || self.c.rev < target {
-            assert!(
-                Instant::now() < deadline,
-                "client {} not settled at {target} within {LONG_WAIT:?} (at {}, pending {})",
-                self.c.name,
-                self.c.rev,
-                self.c.pending()
-            );
-            if self.c.socket.is_none() {
-                self.rejoin().await;
-                continue;
-            }
-            match tokio::time::timeout(SILENCE, self.next_msg()).await {
-                Ok(Some(m)) => self.handle(&m).await,
-                Ok(None) | Err(_) => self.c.socket = None,
-            }
-        }
-    }
-}
-
-async fn type_rounds(clients: &mut [Client], rounds: usize) {
-    for _ in 0..rounds {
-        for c in clients.iter_mut() {
-            c.type_something().await;
-        }
-        for c in clients.iter_mut() {
-            c.drain().await;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Settles every client, then checks: one text everywhere (every client,
-/// the document through nginx and as each live node serves it), a log
-/// without gaps, and every client's ops in it exactly once.
-async fn converge_and_check(nodes: &Nodes, nginx: &Nginx, doc: &str, clients: &mut [Client]) {
-    for c in clients.iter_mut() {
-        c.settle(0).await;
-    }
-    let (rev, text) = fetch_doc(&nginx.addr, doc).await;
-    for c in clients.iter_mut() {
-        c.settle(rev).await;
-        assert_eq!(c.c.rev, rev, "client {} revision", c.c.name);
-        assert_eq!(c.c.text, text, "client {} text", c.c.name);
-    }
-    for i in nodes.live() {
-        assert_eq!(
-            fetch_doc(&nodes.node(i).addr, doc).await,
-            (rev, text.clone()),
-            "node n{i} serves the same document"
-        );
-    }
-    let log = nodes.log(nodes.live()[0], doc).await;
-    let revs: Vec<u64> = log.iter().map(|(r, _)| *r).collect();
+/// The cluster checks of [`converge_and_check`], and the document as
+/// nginx serves it is the same too.
+async fn converge_through(nodes: &Nodes, nginx: &Nginx, doc: &str, clients: &mut [Member]) {
+    converge_and_check(nodes, doc, clients).await;
+    let through = fetch_doc(&nginx.addr, doc).await;
     assert_eq!(
-        revs,
-        (1..=rev).collect::<Vec<_>>(),
-        "the log is every revision once"
+        through,
+        (clients[0].c.rev, clients[0].c.text.clone()),
+        "the document through nginx"
     );
-    for c in clients.iter() {
-        let id = c.c.id.as_deref().expect("joined");
-        let mine = log.iter().filter(|(_, client)| client == id).count() as u64;
-        assert_eq!(
-            mine,
-            c.c.sent(),
-            "client {}: its {} acked ops are in the log exactly once",
-            c.c.name,
-            c.c.sent()
-        );
-    }
 }
 
 /// A gauge or counter of node `i`'s `/metrics`, without labels.
@@ -403,21 +244,21 @@ async fn clients_through_nginx_land_on_the_owner_and_survive_its_death() {
     let url = nginx.ws_url(doc);
     let mut clients = Vec::new();
     for k in 0..6 {
-        clients.push(Client::join(&url, 700 + k).await);
+        clients.push(Member::join_via(&nodes, doc, &url, 700 + k).await);
     }
-    type_rounds(&mut clients, 30).await;
-    converge_and_check(&nodes, &nginx, doc, &mut clients).await;
+    type_rounds(&nodes, doc, &mut clients, 30).await;
+    converge_through(&nodes, &nginx, doc, &mut clients).await;
 
     // (b) They all landed on the owner; nobody was forwarded.
     let owner = all_on_the_owner(&nodes, clients.len()).await;
 
     // (c) kill -9 of the owner while they type: they reconnect through
     // nginx, another node takes the document over, nothing is lost.
-    type_rounds(&mut clients, 5).await;
+    type_rounds(&nodes, doc, &mut clients, 5).await;
     let killed_at = Instant::now();
     nodes.nodes[owner].take().expect("running").kill();
-    type_rounds(&mut clients, 30).await;
-    converge_and_check(&nodes, &nginx, doc, &mut clients).await;
+    type_rounds(&nodes, doc, &mut clients, 30).await;
+    converge_through(&nodes, &nginx, doc, &mut clients).await;
     eprintln!(
         "nginx: kill -9 of the owner n{owner}: every client settled {:.1} s after the kill (lease {LEASE_SECS} s)",
         killed_at.elapsed().as_secs_f64()

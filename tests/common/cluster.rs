@@ -128,14 +128,33 @@ pub struct Member {
     pub c: OtClient,
     pub home: usize,
     pub rng: Rng,
+    /// Where it always connects (a load balancer's URL), instead of the
+    /// nodes in turn.
+    pub entry: Option<String>,
 }
 
 impl Member {
     pub async fn join(nodes: &Nodes, doc: &str, home: usize, seed: u64) -> Member {
-        let mut m = Member {
+        let mut m = Member::new(&nodes.node(home).ws_url(doc), home, seed);
+        m.rejoin(nodes, doc).await;
+        m
+    }
+
+    /// A member that always connects through `url` (a load balancer in
+    /// front of the nodes), whichever node is behind it.
+    pub async fn join_via(nodes: &Nodes, doc: &str, url: &str, seed: u64) -> Member {
+        let mut m = Member::new(url, 0, seed);
+        m.entry = Some(url.to_owned());
+        m.rejoin(nodes, doc).await;
+        m
+    }
+
+    /// A member that has not joined yet.
+    fn new(url: &str, home: usize, seed: u64) -> Member {
+        Member {
             c: OtClient {
                 socket: None,
-                url: nodes.node(home).ws_url(doc),
+                url: url.to_owned(),
                 id: None,
                 text: String::new(),
                 rev: 0,
@@ -147,9 +166,8 @@ impl Member {
             },
             home,
             rng: Rng::new(seed),
-        };
-        m.rejoin(nodes, doc).await;
-        m
+            entry: None,
+        }
     }
 
     /// Joins (resuming, resending) through its home node or, failing that,
@@ -160,7 +178,10 @@ impl Member {
         loop {
             let live = nodes.live();
             let i = live[(self.home + attempt as usize) % live.len()];
-            self.c.url = nodes.node(i).ws_url(doc);
+            self.c.url = match &self.entry {
+                Some(url) => url.clone(),
+                None => nodes.node(i).ws_url(doc),
+            };
             match tokio::time::timeout(JOIN_TIMEOUT, self.c.try_connect()).await {
                 Ok(Ok(())) => return,
                 Ok(Err(e)) if attempt % 10 == 9 => {
