@@ -607,10 +607,32 @@ async fn shutdown_signal() {
 /// carries no app of its own.
 const DEV_STATIC_DIR: &str = "client-js/dist";
 
+/// Open files the server needs besides its sockets: the database, its WAL,
+/// PostgreSQL and Redis connections, the web app's files, logs.
+const OTHER_FILES: u64 = 1_024;
+
+/// Raises this process's open-file limit to its hard limit, so that
+/// `--max-connections` sockets fit (each is a file descriptor), and says so
+/// when even the hard limit is too low: connections past it would be
+/// refused by the OS (EMFILE) instead of with a clear 503.
+fn raise_open_files(max_connections: usize) {
+    let needed = max_connections as u64 + OTHER_FILES;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < needed => tracing::warn!(
+            limit,
+            needed,
+            "the open-file limit is below --max-connections plus {OTHER_FILES}; raise it (ulimit -n, LimitNOFILE= in the systemd unit) or lower --max-connections"
+        ),
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "could not read or raise the open-file limit"),
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let origins = net::origin::Origins::parse(&args.allowed_origins)
         .map_err(anyhow::Error::msg)
         .context("--allowed-origins")?;
+    raise_open_files(args.max_connections);
     let listener =
         TcpListener::bind(&args.bind).with_context(|| format!("binding {}", args.bind))?;
     let addr = listener.local_addr()?;
