@@ -190,7 +190,7 @@ async fn open_loop_load_converges() {
     let server = start_server("load");
     let plot = server._dir.join("load.svg");
     let run = run_load(LoadConfig {
-        url: format!("http://{}", server.addr),
+        urls: vec![format!("http://{}", server.addr)],
         docs: 2,
         clients: 5,
         rate: 20.0,
@@ -199,7 +199,7 @@ async fn open_loop_load_converges() {
         doc_size: 2_000,
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
-        pid: Some(server.child.id()),
+        pids: vec![server.child.id()],
         plot: Some(plot.clone()),
         ..LoadConfig::default()
     });
@@ -225,7 +225,7 @@ async fn open_loop_load_converges() {
 async fn closed_loop_load_converges() {
     let server = start_server("closed");
     let run = run_load(LoadConfig {
-        url: format!("http://{}", server.addr),
+        urls: vec![format!("http://{}", server.addr)],
         clients: 4,
         closed_loop: true,
         duration: Duration::from_secs(1),
