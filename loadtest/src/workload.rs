@@ -537,7 +537,16 @@ async fn run_client(
         outages: Vec::new(),
         url_switches: 0,
     };
-    let first = open(&mut ctx.c, ctx.spec.url(), false).await;
+    // A node that cannot be reached at the start: try the others in turn.
+    let mut first = open(&mut ctx.c, ctx.spec.url(), false).await;
+    for _ in 1..ctx.spec.urls.len() {
+        if first.is_ok() {
+            break;
+        }
+        ctx.spec.at = (ctx.spec.at + 1) % ctx.spec.urls.len();
+        ctx.url_switches += 1;
+        first = open(&mut ctx.c, ctx.spec.url(), false).await;
+    }
     if first.is_ok() {
         ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev, ctx.c.text.len_chars() as u64);
     }
@@ -611,7 +620,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     if cfg.doc_size > 0 {
         let text = filler_text(cfg.doc_size);
         for id in &doc_ids {
-            create_document(&addr, id, &text).await?;
+            create_anywhere(&rest_addrs, id, &text).await?;
         }
     }
     let holders = match &cfg.owner_url {
@@ -859,6 +868,18 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
 /// Each server's CPU seconds (`None` for one that is gone).
 fn servers_cpu(pids: &[String]) -> Vec<Option<f64>> {
     pids.iter().map(|p| cpu_seconds(p)).collect()
+}
+
+/// `POST /api/documents` to the first node that answers.
+async fn create_anywhere(addrs: &[String], id: &str, text: &str) -> Result<()> {
+    let mut last = None;
+    for a in addrs {
+        match create_document(a, id, text).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
 }
 
 /// `GET /api/documents/{id}` from the first node that answers.
