@@ -10,12 +10,15 @@
 //! * [`join`]: `--join`, timing fresh joins to one document.
 //! * [`background`]: `--background-joins`, joiners looping (fresh join,
 //!   far resume) beside a load run.
+//! * [`cluster`]: several nodes (`--url` repeated, `--owner-url`) and the
+//!   resume figures after a node fails.
 //! * [`stats`]: histograms, /proc readings, the summary.
 //! * [`plot`]: `--plot`, the latency percentile plot as SVG.
 //! * [`http`]: the REST calls over a raw TCP stream.
 
 pub mod background;
 pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod http;
 pub mod join;

@@ -14,9 +14,16 @@ use tandem_loadtest::{
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// The server, `http://HOST:PORT`.
+    /// The server, `http://HOST:PORT`. Repeat it for the nodes of a
+    /// cluster: load clients are spread over them (the clients of each
+    /// document on different nodes) and move to the next when theirs
+    /// refuses connections; --trace and --join use the first.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
-    url: String,
+    url: Vec<String>,
+    /// Open each document on this node first (a connection held until the
+    /// end), so that it owns them; the documents are created there too.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["join", "trace", "write_history"])]
+    owner_url: Option<String>,
     /// Documents (clients are spread round-robin); trace copies with --trace.
     #[arg(long, default_value_t = 1)]
     docs: usize,
@@ -50,9 +57,10 @@ struct Args {
     /// Seed for positions and text.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// The server's pid: report its CPU time and peak RSS.
+    /// The server's pid: report its CPU time and peak RSS. Repeat it for
+    /// several nodes (load runs sum them; --trace and --join use the first).
     #[arg(long)]
-    pid: Option<u32>,
+    pid: Vec<u32>,
     /// Seconds to wait for quiescence after the load stops.
     #[arg(long, default_value_t = 60.0)]
     quiesce_timeout: f64,
@@ -185,10 +193,10 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         if let Some(doc) = &a.join {
             return run_join(JoinConfig {
-                url: a.url.clone(),
+                url: a.url[0].clone(),
                 doc: doc.clone(),
                 joins: a.joins,
-                pid: a.pid,
+                pid: a.pid.first().copied(),
                 ..JoinConfig::default()
             })
             .await;
@@ -196,7 +204,7 @@ fn main() -> std::process::ExitCode {
         match &a.trace {
             Some(path) => {
                 run_trace(TraceConfig {
-                    url: a.url.clone(),
+                    url: a.url[0].clone(),
                     trace: path.clone(),
                     docs: a.docs,
                     max_speed: a.max_speed,
@@ -204,14 +212,15 @@ fn main() -> std::process::ExitCode {
                     max_gap: a.max_gap,
                     limit: a.limit,
                     seed: a.seed,
-                    pid: a.pid,
+                    pid: a.pid.first().copied(),
                     plot: a.plot.clone(),
                 })
                 .await
             }
             None => {
                 run_load(LoadConfig {
-                    url: a.url.clone(),
+                    urls: a.url.clone(),
+                    owner_url: a.owner_url.clone(),
                     docs: a.docs,
                     clients: a.clients,
                     rate: a.rate,
@@ -223,7 +232,7 @@ fn main() -> std::process::ExitCode {
                     presence_hz: a.presence,
                     doc_size: a.doc_size,
                     seed: a.seed,
-                    pid: a.pid,
+                    pids: a.pid.clone(),
                     quiesce_timeout: secs(a.quiesce_timeout),
                     plot: a.plot.clone(),
                     load_doc: a.load_doc.clone(),

@@ -300,6 +300,20 @@ pub fn print_summary(r: &Value) {
         "errors {} (rate_limited {}), disconnects {}, dropped edits {}",
         r["errors"], r["rate_limited"], r["disconnects"], r["dropped_edits"]
     );
+    let resume = &r["resume"];
+    if resume["outages"].as_u64().unwrap_or(0) > 0 {
+        println!(
+            "resume: {} outages of {} clients ({} not rejoined, {} moves to another --url); from the failed connection:",
+            resume["outages"], resume["clients"], resume["not_rejoined"], resume["url_switches"]
+        );
+        println!("{}", lat_line("  rejoin", &resume["rejoin_ms"]));
+        println!("{}", lat_line("  1st ack", &resume["first_ack_ms"]));
+        println!(
+            "  first failure to the last rejoin {} ms, to the last first ack {} ms",
+            fmt_ms(resume, "first_failure_to_last_rejoin_ms"),
+            fmt_ms(resume, "first_failure_to_last_first_ack_ms")
+        );
+    }
     if let Some(s) = r["error_samples"].as_array().filter(|a| !a.is_empty()) {
         for e in s {
             println!("  error: {}", e.as_str().unwrap_or(""));

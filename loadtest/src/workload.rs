@@ -1,6 +1,9 @@
 //! Workload shapes: writers (open loop at `--rate`, or closed loop), lurkers
 //! and presence, spread round-robin over `--docs` documents; the measured
 //! window after a warmup; then stop, quiescence and the convergence check.
+//! With several `--url`s (nodes of a cluster) the clients of each document
+//! are spread over them, and a client whose node fails reconnects to the
+//! next one (see [`crate::cluster`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -16,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::background::{Background, BackgroundConfig, DocProgress};
 use crate::client::{JoinOutcome, OtClient, Rng, ServerMsg, Ws, connect, insert_op, parse_op};
+use crate::cluster::{Outage, hold, node_for, resume_report, ws_url};
 use crate::http::{addr_of, create_document, fetch_document};
 use crate::plot::{Series, note_in_report, write_svg};
 use crate::stats::{ClientStats, cpu_seconds, peak_rss_mb, record, summary};
@@ -23,8 +27,12 @@ use crate::stats::{ClientStats, cpu_seconds, peak_rss_mb, record, summary};
 /// Everything `tandem-loadtest` (without `--trace`) is told.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// `http://HOST:PORT`.
-    pub url: String,
+    /// `http://HOST:PORT`, one per node; clients are spread over them
+    /// ([`node_for`]). REST calls go to the first that answers.
+    pub urls: Vec<String>,
+    /// Open each document on this node first (a join held until the end),
+    /// so that it owns them; documents are created there too.
+    pub owner_url: Option<String>,
     pub docs: usize,
     pub clients: usize,
     /// Ops per second per writer (open loop).
@@ -40,8 +48,8 @@ pub struct LoadConfig {
     /// Create each document first with this many characters.
     pub doc_size: usize,
     pub seed: u64,
-    /// The server's pid, for CPU and memory.
-    pub pid: Option<u32>,
+    /// The servers' pids, for CPU and memory (summed over them).
+    pub pids: Vec<u32>,
     /// How long to wait for quiescence after the stop.
     pub quiesce_timeout: Duration,
     /// Write the latency plot (SVG) here.
@@ -60,7 +68,8 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
-            url: "http://127.0.0.1:8080".into(),
+            urls: vec!["http://127.0.0.1:8080".into()],
+            owner_url: None,
             docs: 1,
             clients: 10,
             rate: 2.0,
@@ -72,7 +81,7 @@ impl Default for LoadConfig {
             presence_hz: 0.0,
             doc_size: 0,
             seed: 1,
-            pid: None,
+            pids: Vec::new(),
             quiesce_timeout: Duration::from_secs(60),
             plot: None,
             load_doc: None,
@@ -169,15 +178,27 @@ struct Spec {
     ix: usize,
     doc: usize,
     writer: bool,
-    url: String,
+    /// The document's WebSocket URL on each node.
+    urls: Vec<String>,
+    /// Which of them this client uses now.
+    at: usize,
+}
+
+impl Spec {
+    fn url(&self) -> &str {
+        &self.urls[self.at]
+    }
 }
 
 /// How a client ended.
 struct ClientEnd {
+    ix: usize,
     doc: usize,
     text: String,
     stats: ClientStats,
     fatal: Option<String>,
+    outages: Vec<Outage>,
+    url_switches: u64,
 }
 
 /// A client's state besides its socket.
@@ -189,6 +210,10 @@ struct Ctx {
     cfg: Arc<LoadConfig>,
     shared: Arc<Shared>,
     resend_at: Option<Instant>,
+    /// Lost connections, the last possibly still being repaired.
+    outages: Vec<Outage>,
+    /// How often a failed connect moved this client to the next node.
+    url_switches: u64,
 }
 
 enum Next {
@@ -198,7 +223,12 @@ enum Next {
 }
 
 async fn open(c: &mut OtClient, url: &str, reload: bool) -> Result<(Ws, JoinOutcome)> {
-    let mut ws = connect(url).await?;
+    let ws = connect(url).await?;
+    join_on(c, ws, reload).await
+}
+
+/// Sends `join` on a new connection and reads up to `joined`.
+async fn join_on(c: &mut OtClient, mut ws: Ws, reload: bool) -> Result<(Ws, JoinOutcome)> {
     ws.send(Message::Text(c.join_msg(reload))).await?;
     loop {
         match timeout(Duration::from_secs(30), ws.next())
@@ -233,6 +263,11 @@ impl Ctx {
         let now = Instant::now();
         let win = self.window();
         self.st.acked_total += 1;
+        if let Some(o) = self.outages.last_mut()
+            && o.acked.is_none()
+        {
+            o.acked = Some(now);
+        }
         if win.is_some_and(|w| w.contains(inf.sent_at)) {
             self.st.acked += 1;
             self.st.edits_acked += inf.edits;
@@ -307,21 +342,46 @@ impl Ctx {
         Ok(())
     }
 
-    /// Reconnects with backoff and resumes (or reloads).
+    /// The connection broke: counts it, starts an outage, reconnects.
+    async fn lost(&mut self) -> Result<Ws> {
+        self.st.disconnects += 1;
+        self.outages.push(Outage::new(Instant::now()));
+        self.reconnect(false).await
+    }
+
+    /// Reconnects with backoff (50 ms doubling to 2 s, each wait between
+    /// half and all of that) and resumes (or reloads). A node that refuses
+    /// the connection itself is taken for gone: the next `--url` is tried.
     async fn reconnect(&mut self, reload: bool) -> Result<Ws> {
         let mut delay = Duration::from_millis(50);
         let mut last = String::new();
         for _ in 0..30 {
-            sleep(delay).await;
-            match open(&mut self.c, &self.spec.url, reload).await {
+            sleep(delay / 2 + delay.mul_f64(self.rng.unit() / 2.0)).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+            let ws = match connect(self.spec.url()).await {
+                Ok(ws) => ws,
+                Err(e) => {
+                    last = format!("{e:#}");
+                    if self.spec.urls.len() > 1 {
+                        self.spec.at = (self.spec.at + 1) % self.spec.urls.len();
+                        self.url_switches += 1;
+                    }
+                    continue;
+                }
+            };
+            match join_on(&mut self.c, ws, reload).await {
                 Ok((mut ws, out)) => {
+                    if let Some(o) = self.outages.last_mut()
+                        && o.rejoined.is_none()
+                    {
+                        o.rejoined = Some(Instant::now());
+                    }
                     if self.after_join(&mut ws, out).await.is_ok() {
                         return Ok(ws);
                     }
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => last = format!("{e:#}"),
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
         }
         bail!("could not reconnect: {last}")
     }
@@ -351,8 +411,7 @@ async fn send_or_reconnect(ctx: &mut Ctx, ws: &mut Ws, msg: Option<String>) -> R
     if let Some(m) = msg
         && ws.send(Message::Text(m)).await.is_err()
     {
-        ctx.st.disconnects += 1;
-        *ws = ctx.reconnect(false).await?;
+        *ws = ctx.lost().await?;
     }
     Ok(())
 }
@@ -434,8 +493,7 @@ async fn drive(
                     }
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                    ctx.st.disconnects += 1;
-                    ws = ctx.reconnect(false).await?;
+                    ws = ctx.lost().await?;
                 }
                 Some(Ok(_)) => {}
             },
@@ -476,8 +534,19 @@ async fn run_client(
         cfg,
         shared,
         resend_at: None,
+        outages: Vec::new(),
+        url_switches: 0,
     };
-    let first = open(&mut ctx.c, &ctx.spec.url, false).await;
+    // A node that cannot be reached at the start: try the others in turn.
+    let mut first = open(&mut ctx.c, ctx.spec.url(), false).await;
+    for _ in 1..ctx.spec.urls.len() {
+        if first.is_ok() {
+            break;
+        }
+        ctx.spec.at = (ctx.spec.at + 1) % ctx.spec.urls.len();
+        ctx.url_switches += 1;
+        first = open(&mut ctx.c, ctx.spec.url(), false).await;
+    }
     if first.is_ok() {
         ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev, ctx.c.text.len_chars() as u64);
     }
@@ -493,10 +562,13 @@ async fn run_client(
         let _ = idle_tx.send(ix);
     }
     ClientEnd {
+        ix,
         doc: ctx.spec.doc,
         text: ctx.c.text.to_string(),
         stats: ctx.st,
         fatal,
+        outages: ctx.outages,
+        url_switches: ctx.url_switches,
     }
 }
 
@@ -519,7 +591,17 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     if cfg.docs == 0 {
         bail!("--docs must be at least 1");
     }
-    let addr = addr_of(&cfg.url);
+    if cfg.urls.is_empty() {
+        bail!("no --url");
+    }
+    // REST calls: the owner node first, then each node in turn.
+    let rest_addrs: Vec<String> = cfg
+        .owner_url
+        .iter()
+        .chain(&cfg.urls)
+        .map(|u| addr_of(u))
+        .collect();
+    let addr = rest_addrs[0].clone();
     let prefix = run_prefix("load", cfg.seed);
     let doc_ids: Vec<String> = match &cfg.load_doc {
         Some(id) => {
@@ -538,9 +620,21 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     if cfg.doc_size > 0 {
         let text = filler_text(cfg.doc_size);
         for id in &doc_ids {
-            create_document(&addr, id, &text).await?;
+            create_anywhere(&rest_addrs, id, &text).await?;
         }
     }
+    let holders = match &cfg.owner_url {
+        Some(owner) => Some(
+            hold(
+                &doc_ids
+                    .iter()
+                    .map(|id| ws_url(owner, id))
+                    .collect::<Vec<_>>(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let total = cfg.clients + cfg.lurkers;
     let specs: Vec<Spec> = (0..total)
         .map(|ix| {
@@ -549,7 +643,8 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
                 ix,
                 doc,
                 writer: ix < cfg.clients,
-                url: format!("ws://{addr}/api/documents/{}/ws", doc_ids[doc]),
+                urls: cfg.urls.iter().map(|u| ws_url(u, &doc_ids[doc])).collect(),
+                at: node_for(ix, cfg.docs, cfg.urls.len()),
             }
         })
         .collect();
@@ -592,7 +687,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         }
     }
 
-    let pid = cfg.pid.map(|p| p.to_string());
+    let pids: Vec<String> = cfg.pids.iter().map(u32::to_string).collect();
     let t0 = Instant::now();
     let win = Window {
         start: t0 + cfg.warmup,
@@ -618,10 +713,10 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     };
     let _ = phase_tx.send(Phase::Running);
     sleep_until(win.start.into()).await;
-    let server_cpu0 = pid.as_deref().and_then(cpu_seconds);
+    let server_cpu0 = servers_cpu(&pids);
     let self_cpu0 = cpu_seconds("self");
     sleep_until(win.end.into()).await;
-    let server_cpu1 = pid.as_deref().and_then(cpu_seconds);
+    let server_cpu1 = servers_cpu(&pids);
     let self_cpu1 = cpu_seconds("self");
     let measured = win.end.saturating_duration_since(win.start).as_secs_f64();
     let _ = phase_tx.send(Phase::Stopping);
@@ -644,7 +739,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     let quiesced = idle.len() == total;
     let mut server_docs = Vec::with_capacity(cfg.docs);
     for id in &doc_ids {
-        server_docs.push(fetch_document(&addr, id).await?);
+        server_docs.push(fetch_anywhere(&rest_addrs, id).await?);
     }
     let targets = Arc::new(server_docs.iter().map(|d| d.0).collect::<Vec<_>>());
     let _ = phase_tx.send(Phase::Drain(targets));
@@ -653,12 +748,16 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     let mut converged = quiesced;
     let mut fatal = Vec::new();
     let mut mismatched = 0usize;
+    let mut outages = Vec::new();
+    let mut url_switches = 0u64;
     let drain_deadline = Instant::now() + cfg.quiesce_timeout;
     for h in handles {
         let abort = h.abort_handle();
         match tokio::time::timeout_at(drain_deadline.into(), h).await {
             Ok(Ok(end)) => {
                 total_stats.merge(&end.stats);
+                outages.extend(end.outages.iter().map(|o| (end.ix, *o)));
+                url_switches += end.url_switches;
                 if let Some(f) = end.fatal {
                     converged = false;
                     fatal.push(f);
@@ -681,14 +780,21 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
     for f in fatal.iter().take(5) {
         eprintln!("fatal: {f}");
     }
+    drop(holders);
     let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
-    let server_cpu = diff(server_cpu0, server_cpu1);
+    let server_cpu = server_cpu0
+        .iter()
+        .zip(&server_cpu1)
+        .filter_map(|(a, b)| diff(*a, *b))
+        .reduce(|a, b| a + b);
     let s = &total_stats;
     let mut errors: Vec<Value> = s.error_samples.iter().map(|e| json!(e)).collect();
     errors.extend(fatal.iter().take(5).map(|f| json!(f)));
     let mut report = json!({
         "mode": "load",
-        "url": cfg.url,
+        "url": cfg.urls[0],
+        "urls": cfg.urls,
+        "owner_url": cfg.owner_url,
         "clients": cfg.clients,
         "lurkers": cfg.lurkers,
         "docs": cfg.docs,
@@ -720,7 +826,16 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         "error_samples": errors,
         "server_cpu_s": server_cpu,
         "server_cpu_pct": server_cpu.map(|c| 100.0 * c / measured),
-        "server_peak_rss_mb": pid.as_deref().and_then(peak_rss_mb),
+        "server_peak_rss_mb": pids
+            .iter()
+            .filter_map(|p| peak_rss_mb(p))
+            .reduce(|a, b| a + b),
+        "server_cpu_s_each": server_cpu0
+            .iter()
+            .zip(&server_cpu1)
+            .map(|(a, b)| diff(*a, *b))
+            .collect::<Vec<_>>(),
+        "resume": resume_report(&outages, url_switches),
         "loadgen_cpu_s": diff(self_cpu0, self_cpu1),
         "final_revs": server_docs.iter().map(|d| d.0).collect::<Vec<_>>(),
     });
@@ -748,6 +863,35 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         );
     }
     Ok(report)
+}
+
+/// Each server's CPU seconds (`None` for one that is gone).
+fn servers_cpu(pids: &[String]) -> Vec<Option<f64>> {
+    pids.iter().map(|p| cpu_seconds(p)).collect()
+}
+
+/// `POST /api/documents` to the first node that answers.
+async fn create_anywhere(addrs: &[String], id: &str, text: &str) -> Result<()> {
+    let mut last = None;
+    for a in addrs {
+        match create_document(a, id, text).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
+}
+
+/// `GET /api/documents/{id}` from the first node that answers.
+async fn fetch_anywhere(addrs: &[String], id: &str) -> Result<(u64, String)> {
+    let mut last = None;
+    for a in addrs {
+        match fetch_document(a, id).await {
+            Ok(d) => return Ok(d),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no node to ask")))
 }
 
 /// The plot's title: the workload's shape.

@@ -190,7 +190,7 @@ async fn open_loop_load_converges() {
     let server = start_server("load");
     let plot = server._dir.join("load.svg");
     let run = run_load(LoadConfig {
-        url: format!("http://{}", server.addr),
+        urls: vec![format!("http://{}", server.addr)],
         docs: 2,
         clients: 5,
         rate: 20.0,
@@ -199,7 +199,7 @@ async fn open_loop_load_converges() {
         doc_size: 2_000,
         duration: Duration::from_secs(2),
         warmup: Duration::from_millis(500),
-        pid: Some(server.child.id()),
+        pids: vec![server.child.id()],
         plot: Some(plot.clone()),
         ..LoadConfig::default()
     });
@@ -225,7 +225,7 @@ async fn open_loop_load_converges() {
 async fn closed_loop_load_converges() {
     let server = start_server("closed");
     let run = run_load(LoadConfig {
-        url: format!("http://{}", server.addr),
+        urls: vec![format!("http://{}", server.addr)],
         clients: 4,
         closed_loop: true,
         duration: Duration::from_secs(1),
@@ -237,6 +237,35 @@ async fn closed_loop_load_converges() {
         .expect("load run");
     assert_eq!(report["converged"], true, "{report:#}");
     assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
+}
+
+/// Several `--url`s: the first refuses connections (nothing listens on
+/// port 1), so the clients given it move to the next, and the REST calls
+/// too; `--owner-url` holds the documents open first. Converges, with the
+/// moves counted and no outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_urls_move_past_a_dead_node() {
+    let server = start_server("urls");
+    let url = format!("http://{}", server.addr);
+    let run = run_load(LoadConfig {
+        urls: vec!["http://127.0.0.1:1".into(), url.clone()],
+        owner_url: Some(url),
+        docs: 2,
+        clients: 4,
+        rate: 10.0,
+        doc_size: 100,
+        duration: Duration::from_secs(1),
+        warmup: Duration::from_millis(200),
+        ..LoadConfig::default()
+    });
+    let report = within("the several-urls run", run).await.expect("load run");
+    assert_eq!(report["converged"], true, "{report:#}");
+    assert!(report["ops_acked"].as_u64().unwrap() > 0, "{report:#}");
+    assert_eq!(report["urls"].as_array().map(Vec::len), Some(2));
+    // Clients 0 and 3 start on the dead node ((doc + k) % 2 == 0).
+    assert_eq!(report["resume"]["url_switches"], 2, "{report:#}");
+    assert_eq!(report["resume"]["outages"], 0, "{report:#}");
+    assert_eq!(report["errors"], 0, "{report:#}");
 }
 
 /// A small hand-made trace: the replay must end at `endContent`.
