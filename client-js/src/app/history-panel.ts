@@ -13,6 +13,7 @@
 
 import * as monaco from "monaco-editor";
 import { withCredentials, type Credentials } from "./credentials.js";
+import { DiffView } from "./diff-view.js";
 import { h } from "./dom.js";
 
 /** One group of `GET /api/documents/{id}/revisions`. */
@@ -72,11 +73,10 @@ async function errorText(res: Response): Promise<string> {
 /** The open panel; `close()` removes it and disposes the diff editor. */
 export class HistoryPanel {
   readonly element: HTMLElement;
-  readonly diffEditor: monaco.editor.IStandaloneDiffEditor;
   /** The revision whose text the diff's left side shows (null while loading). */
   shownRev: number | null = null;
-  private readonly original: monaco.editor.ITextModel;
-  private readonly modified: monaco.editor.ITextModel;
+  /** The diff (its texts are replaced with new models, never edited: `diff-view.ts`). */
+  private readonly diff: DiffView;
   private readonly slider: HTMLInputElement;
   private readonly revLabel: HTMLElement;
   private readonly play: HTMLButtonElement;
@@ -151,20 +151,11 @@ export class HistoryPanel {
       h("div", { class: "history-body" }, this.list, diffHost),
     );
 
-    const language = live.model.getLanguageId();
-    this.original = monaco.editor.createModel("", language);
-    this.modified = monaco.editor.createModel(live.model.getValue(), language);
-    this.diffEditor = monaco.editor.createDiffEditor(diffHost, {
-      readOnly: true,
-      originalEditable: false,
-      automaticLayout: true,
-      renderSideBySide: true,
-      useInlineViewWhenSpaceIsLimited: true,
-      scrollBeyondLastLine: false,
-      fontSize: 13,
-      theme: live.dark ? "vs-dark" : "vs",
-    });
-    this.diffEditor.setModel({ original: this.original, modified: this.modified });
+    this.diff = new DiffView(
+      diffHost,
+      { original: "", modified: live.model.getValue() },
+      { language: () => live.model.getLanguageId(), dark: live.dark },
+    );
     this.refreshRestore();
 
     this.slider.addEventListener("input", () => this.onSlider());
@@ -181,7 +172,7 @@ export class HistoryPanel {
         if (this.liveTimer !== null) window.clearTimeout(this.liveTimer);
         this.liveTimer = window.setTimeout(() => {
           this.liveTimer = null;
-          if (this.compare.value === "current") this.modified.setValue(live.model.getValue());
+          if (this.compare.value === "current") this.diff.show({ modified: live.model.getValue() });
           void this.loadRevisions(false);
         }, 500);
       }),
@@ -199,6 +190,11 @@ export class HistoryPanel {
   /** Loads the revisions and shows the current revision. */
   async start(): Promise<void> {
     await this.loadRevisions(true);
+  }
+
+  /** The diff editor (the tests read its two sides). */
+  get diffEditor(): monaco.editor.IStandaloneDiffEditor {
+    return this.diff.editor;
   }
 
   get revision(): number {
@@ -233,7 +229,7 @@ export class HistoryPanel {
     try {
       const text = await this.fetchText(rev);
       if (this.closed || seq !== this.fetchSeq) return;
-      this.original.setValue(text);
+      this.diff.show({ original: text });
       this.shownRev = rev;
       this.element.dataset["shownRev"] = String(rev);
       this.setMessage("");
@@ -246,12 +242,12 @@ export class HistoryPanel {
     const seq = ++this.compareSeq;
     const value = this.compare.value;
     if (value === "current") {
-      this.modified.setValue(this.live.model.getValue());
+      this.diff.show({ modified: this.live.model.getValue() });
       return;
     }
     try {
       const text = await this.fetchText(Number(value));
-      if (!this.closed && seq === this.compareSeq) this.modified.setValue(text);
+      if (!this.closed && seq === this.compareSeq) this.diff.show({ modified: text });
     } catch (e) {
       if (!this.closed) this.setMessage(`Could not load: ${String(e)}`);
     }
@@ -407,9 +403,7 @@ export class HistoryPanel {
     this.stopPlay();
     for (const t of [this.sliderTimer, this.liveTimer]) if (t !== null) window.clearTimeout(t);
     for (const d of this.disposables) d.dispose();
-    this.diffEditor.dispose();
-    this.original.dispose();
-    this.modified.dispose();
+    this.diff.dispose();
     this.element.remove();
     this.onClose();
   }
