@@ -271,8 +271,8 @@ impl ClusterArgs {
             None => format!("http://{addr}"),
         };
         anyhow::ensure!(
-            advertise_url.starts_with("http://") || advertise_url.starts_with("https://"),
-            "--advertise-url must start with http:// or https://"
+            advertise_url.starts_with("http://"),
+            "--advertise-url must be an http:// URL: the nodes talk plain HTTP to each other, so keep them on a private network and end TLS at the load balancer"
         );
         let node_id = match &self.node_id {
             Some(id) => {
