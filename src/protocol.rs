@@ -313,14 +313,3 @@ pub fn error_frame(code: ErrorCode, message: &str, seq: Option<Seq>) -> ByteStri
     }
     ServerMsg::Error { code, message, seq }.to_frame()
 }
-
-/// A colour for a user who did not pick one, stable per client.
-pub fn default_color(seed: &str) -> String {
-    const PALETTE: [&str; 8] = [
-        "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#9a6324",
-    ];
-    let h = seed
-        .bytes()
-        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
-    PALETTE[h % PALETTE.len()].to_owned()
-}
