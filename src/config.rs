@@ -154,17 +154,19 @@ pub const MAX_LIMITER_KEYS: usize = 100_000;
 /// positions replace older unsent ones, so a chatty client costs the others
 /// at most 20 presence messages a second.
 pub const PRESENCE_INTERVAL: Duration = Duration::from_millis(50);
-/// When news of other clients (their ops, cursors, arrivals) comes faster
-/// than this, a document holds it and sends it to each session in one burst
-/// per interval; answers to a client (`ack`, `error`) are never held. A lone
-/// typist's peers see each op at once; a document with hundreds of typists
-/// costs one wake-up and socket write per peer per interval instead of one
-/// per op, for a few milliseconds of delay well under what a person notices.
+/// The depth of a document's budget of socket writes, in time at
+/// [`DOCUMENT_WRITES_PER_SEC`] (5 ms: 200 writes). News of other clients
+/// (their ops, cursors, arrivals) goes out at once while the budget allows,
+/// and is held and sent to each session in one burst only when the document
+/// would write faster; answers to a client (`ack`, `error`) are never held.
+/// 50 typists at 10 ops/s each (25,000 writes a second) are never held; a
+/// document with hundreds of typists costs one wake-up and socket write per
+/// peer per burst instead of one per op, for a few milliseconds of delay
+/// well under what a person notices.
 pub const OUTBOUND_COALESCE: Duration = Duration::from_millis(5);
-/// Socket writes per second a document's fan-out may cost when it is busy:
-/// with more peers than this × [`OUTBOUND_COALESCE`], the document holds
-/// news for `peers / this` instead (1,000 peers: 25 ms), up to
-/// [`MAX_OUTBOUND_COALESCE`]. Writes, not bytes, are what a busy document
+/// Socket writes per second a document's fan-out may cost on average: past
+/// it, news is held so that bursts go `peers / this` apart (1,000 peers:
+/// 25 ms), up to [`MAX_OUTBOUND_COALESCE`]. Writes, not bytes, are what a busy document
 /// pays for, and a class of a thousand does not notice 25 ms.
 pub const DOCUMENT_WRITES_PER_SEC: u32 = 40_000;
 /// The longest a document holds news, however many peers it has.

@@ -492,9 +492,11 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_MAX_CONNECTIONS", default_value_t = config::MAX_CONNECTIONS)]
     max_connections: usize,
 
-    /// Milliseconds a document may hold news of other clients to send it
-    /// to each connection together, when it comes faster than this
-    /// (stretched on crowded documents; 0: never hold).
+    /// Burst of socket writes a document may make at once, in milliseconds
+    /// of its budget of 40,000 writes a second: news of other clients goes
+    /// out at once while the document stays within that budget, and is
+    /// held and sent to each connection together only when it would not
+    /// (0: never hold).
     #[arg(long, env = "TANDEM_OUTBOUND_COALESCE_MS", default_value_t = config::OUTBOUND_COALESCE.as_millis() as u64)]
     outbound_coalesce_ms: u64,
 

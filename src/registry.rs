@@ -278,9 +278,12 @@ mod tests {
             kick: kick_tx,
             origin: Default::default(),
         };
-        h.send(Command::Join { req, reply })
-            .await
-            .expect("send join");
+        h.send(Command::Join {
+            req: Box::new(req),
+            reply,
+        })
+        .await
+        .expect("send join");
         let joined = tokio::time::timeout(WAIT, answer)
             .await
             .expect("join answered in time")

@@ -1,14 +1,15 @@
 //! Who is connected to a document, and what each has been sent.
 //!
 //! Answers to a client (`ack`, `error`) go out at once. News of other
-//! clients (their ops, cursors, arrivals) is coalesced: when it comes faster
-//! than [`coalesce_interval`], it waits and goes to every session in one
-//! burst, so a busy document costs one wake-up and one socket write per peer
-//! per interval instead of one per op, and a lone typist's peers still see
-//! each keystroke at once. Order is kept per session: before an answer, the
-//! session is sent the news queued before it (an `ack` must follow the ops
-//! it was transformed over), and a session that joins does not get news
-//! from before its `joined`.
+//! clients (their ops, cursors, arrivals) goes out as soon as the
+//! document's budget of socket writes allows ([`WriteBudget`]): at light
+//! load that is at once, and only a document whose fan-out would cost more
+//! than [`config::DOCUMENT_WRITES_PER_SEC`] holds news, so that it goes to
+//! every session in one burst (one wake-up and one socket write per peer
+//! per burst instead of one per op). Order is kept per session: before an
+//! answer, the session is sent the news queued before it (an `ack` must
+//! follow the ops it was transformed over), and a session that joins does
+//! not get news from before its `joined`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -71,30 +72,83 @@ pub(super) struct Fanout {
     sessions: HashMap<ClientId, SessionEntry>,
     /// Frames for everyone but their `except`, oldest first.
     news: Vec<(ByteString, Option<ClientId>)>,
-    last_burst: Instant,
-    base: Duration,
+    budget: WriteBudget,
 }
 
-/// How long news may wait for company on a document with `peers` sessions:
-/// `base`, stretched on a crowded document so its fan-out stays within
-/// [`config::DOCUMENT_WRITES_PER_SEC`], and at most
-/// [`config::MAX_OUTBOUND_COALESCE`]. Zero stays zero (never hold).
-pub fn coalesce_interval(base: Duration, peers: usize) -> Duration {
-    if base.is_zero() {
-        return base;
+/// A token bucket of socket writes: it fills at `per_sec` up to `depth`
+/// writes and a burst to `n` sessions takes `n`. With `depth` set by the
+/// coalescing interval (`per_sec` × interval, 200 writes at 5 ms), news is
+/// held only while the document writes faster than `per_sec` on average;
+/// a burst to more peers than `depth` waits until the bucket holds that
+/// many, which spreads a crowded document's bursts `peers / per_sec` apart
+/// (1,000 peers: 25 ms). An interval of zero never holds anything.
+#[derive(Debug)]
+pub struct WriteBudget {
+    per_sec: f64,
+    depth: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl WriteBudget {
+    pub fn new(interval: Duration, per_sec: u32) -> Self {
+        let per_sec = f64::from(per_sec.max(1));
+        let depth = per_sec * interval.as_secs_f64();
+        Self {
+            per_sec,
+            depth,
+            tokens: depth,
+            at: Instant::now(),
+        }
     }
-    let spread = Duration::from_secs_f64(peers as f64 / f64::from(config::DOCUMENT_WRITES_PER_SEC));
-    base.max(spread)
-        .min(config::MAX_OUTBOUND_COALESCE.max(base))
+
+    fn unlimited(&self) -> bool {
+        self.depth <= 0.0
+    }
+
+    /// How full the bucket is at `now`, for a burst to `peers` sessions.
+    fn refill(&mut self, now: Instant, peers: usize) {
+        let cap = self.depth.max(peers as f64);
+        let gained = now.saturating_duration_since(self.at).as_secs_f64() * self.per_sec;
+        self.tokens = (self.tokens + gained).min(cap);
+        self.at = now;
+    }
+
+    /// When a burst to `peers` sessions may go: `now` or later, and never
+    /// later than [`config::MAX_OUTBOUND_COALESCE`] from now.
+    pub fn ready_at(&mut self, now: Instant, peers: usize) -> Instant {
+        if self.unlimited() {
+            return now;
+        }
+        self.refill(now, peers);
+        let missing = peers as f64 - self.tokens;
+        if missing <= 0.0 {
+            return now;
+        }
+        let wait = Duration::from_secs_f64(missing / self.per_sec);
+        now + wait.min(config::MAX_OUTBOUND_COALESCE)
+    }
+
+    /// Takes a burst to `peers` sessions. The bucket goes below zero when
+    /// [`config::MAX_OUTBOUND_COALESCE`] cut the wait short, by at most one
+    /// burst, so a crowd too big for the budget bursts every
+    /// `MAX_OUTBOUND_COALESCE` and a quiet spell soon pays the debt back.
+    pub fn spend(&mut self, now: Instant, peers: usize) {
+        if self.unlimited() {
+            return;
+        }
+        self.refill(now, peers);
+        let peers = peers as f64;
+        self.tokens = (self.tokens - peers).max(-peers);
+    }
 }
 
 impl Fanout {
-    pub fn new(base: Duration) -> Self {
+    pub fn new(interval: Duration) -> Self {
         Self {
             sessions: HashMap::new(),
             news: Vec::new(),
-            last_burst: Instant::now() - config::MAX_OUTBOUND_COALESCE.max(base),
-            base,
+            budget: WriteBudget::new(interval, config::DOCUMENT_WRITES_PER_SEC),
         }
     }
 
@@ -143,25 +197,22 @@ impl Fanout {
         self.sessions.drain().map(|(_, s)| s).collect()
     }
 
-    /// When the pending news must go out, if there is any.
-    pub fn due(&self) -> Option<Instant> {
-        (!self.news.is_empty()).then(|| self.last_burst + self.hold())
-    }
-
-    fn hold(&self) -> Duration {
-        coalesce_interval(self.base, self.sessions.len())
-    }
-
-    /// Queues `frame` for every session but `except`'s, sending at once if
-    /// the last burst was long enough ago. Returns the sessions whose queue
-    /// is full (the caller drops them).
-    pub fn news(&mut self, frame: ByteString, except: Option<&ClientId>) -> Vec<ClientId> {
-        self.news.push((frame, except.cloned()));
-        if self.last_burst.elapsed() >= self.hold() {
-            self.burst()
-        } else {
-            Vec::new()
+    /// When the pending news may go out, if there is any: now, unless the
+    /// document's write budget is spent.
+    pub fn due(&mut self) -> Option<Instant> {
+        if self.news.is_empty() {
+            return None;
         }
+        let peers = self.sessions.len();
+        Some(self.budget.ready_at(Instant::now(), peers))
+    }
+
+    /// Queues `frame` for every session but `except`'s. It goes out at the
+    /// next [`Fanout::burst`] (the document bursts once it has handled what
+    /// it was woken for, so the ops of one commit go in one burst) or before
+    /// an answer to a session.
+    pub fn news(&mut self, frame: ByteString, except: Option<&ClientId>) {
+        self.news.push((frame, except.cloned()));
     }
 
     /// Sends `frame` to `client` now, after the news queued before it.
@@ -177,11 +228,11 @@ impl Fanout {
     /// Sends the pending news to every session. Returns the sessions whose
     /// queue is full.
     pub fn burst(&mut self) -> Vec<ClientId> {
-        self.last_burst = Instant::now();
         let mut full = Vec::new();
         if self.news.is_empty() {
             return full;
         }
+        self.budget.spend(Instant::now(), self.sessions.len());
         for (client, s) in &mut self.sessions {
             if !send_news(client, s, &self.news) {
                 full.push(client.clone());
@@ -218,16 +269,42 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn coalescing_stretches_with_the_crowd() {
-        assert_eq!(coalesce_interval(ms(5), 10), ms(5));
-        assert_eq!(coalesce_interval(ms(5), 200), ms(5));
-        assert_eq!(coalesce_interval(ms(5), 1_000), ms(25));
+    #[tokio::test(start_paused = true)]
+    async fn light_load_never_waits() {
+        // 50 peers at 500 ops/s is 25,000 writes/s: inside 40,000.
+        let mut b = WriteBudget::new(ms(5), 40_000);
+        for _ in 0..1_000 {
+            let now = Instant::now();
+            assert_eq!(b.ready_at(now, 50), now);
+            b.spend(now, 50);
+            tokio::time::advance(ms(2)).await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_document_is_held_to_its_budget() {
+        let mut b = WriteBudget::new(ms(5), 40_000);
+        // 200 peers: the bucket holds one burst; the next waits 5 ms.
+        let now = Instant::now();
+        assert_eq!(b.ready_at(now, 200), now);
+        b.spend(now, 200);
+        assert_eq!(b.ready_at(now, 200), now + ms(5));
+        // 1,000 peers wait for 1,000 writes: 25 ms apart.
+        tokio::time::advance(ms(5)).await;
+        let now = Instant::now();
+        assert_eq!(b.ready_at(now, 1_000), now + ms(20));
+        // A crowd past the budget is never held more than the maximum.
+        let mut b = WriteBudget::new(ms(5), 40_000);
+        let now = Instant::now();
+        b.spend(now, 100_000);
         assert_eq!(
-            coalesce_interval(ms(5), 100_000),
-            config::MAX_OUTBOUND_COALESCE
+            b.ready_at(now, 100_000),
+            now + config::MAX_OUTBOUND_COALESCE
         );
-        assert_eq!(coalesce_interval(ms(0), 1_000), ms(0));
+        // Zero never holds.
+        let mut b = WriteBudget::new(ms(0), 40_000);
+        b.spend(now, 1_000_000);
+        assert_eq!(b.ready_at(now, 1_000_000), now);
     }
 
     fn user(id: &str) -> User {
@@ -255,16 +332,18 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn news_is_held_within_an_interval_and_answers_keep_order() {
+    async fn news_waits_for_the_burst_and_answers_keep_order() {
         let mut f = Fanout::new(ms(5));
         let (a, mut ra) = join(&mut f, "alice");
         let (_b, mut rb) = join(&mut f, "bob");
-        // The first news after a quiet spell goes at once.
-        assert!(f.news("op1".into(), Some(&a)).is_empty());
+        // News is due at once at light load, and goes at the burst.
+        f.news("op1".into(), Some(&a));
+        assert_eq!(f.due(), Some(Instant::now()));
+        assert!(f.burst().is_empty());
         assert_eq!(drain(&mut rb), ["op1"]);
         assert!(drain(&mut ra).is_empty(), "not to its author");
-        // The next, within the interval, waits.
-        let _ = f.news("op2".into(), None);
+        // Queued news waits for the burst.
+        f.news("op2".into(), None);
         assert!(drain(&mut rb).is_empty());
         assert!(f.due().is_some());
         // An answer to alice brings her the news queued before it, first.

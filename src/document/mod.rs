@@ -216,8 +216,9 @@ impl Greeting {
 pub enum Command {
     /// Join or resume; `joined` is sent on the outbound queue.
     Join {
-        /// The request.
-        req: JoinRequest,
+        /// The request (boxed: it is the biggest command by far, and every
+        /// document's queue allocates slots of the biggest).
+        req: Box<JoinRequest>,
         /// The outcome.
         reply: oneshot::Sender<Result<Joined, Refusal>>,
     },

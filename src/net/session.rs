@@ -300,8 +300,11 @@ pub async fn run(
                         format!("not a protocol message: {e}"),
                         None,
                     )),
+                    // Boxed, like the other rare awaits below: inline,
+                    // their states would make every idle connection's
+                    // future as big as the biggest of them (17 KB).
                     Ok(msg) => {
-                        handle_message(
+                        Box::pin(handle_message(
                             msg,
                             &door,
                             &registry,
@@ -311,7 +314,7 @@ pub async fn run(
                             &out_tx,
                             &op_limits,
                             &mut presence,
-                        )
+                        ))
                         .await
                     }
                 };
@@ -467,7 +470,10 @@ pub async fn run(
         }
         let mut upstream = caller.upstream;
         upstream.via = registry.cluster().node().id.clone();
-        super::proxy::forward(owner, join, upstream, &settings, ws, stream, shutdown).await;
+        Box::pin(super::proxy::forward(
+            owner, join, upstream, &settings, ws, stream, shutdown,
+        ))
+        .await;
         return;
     }
     if let End::Close(code, mut reason) = end {
@@ -715,7 +721,7 @@ async fn handle_message(
                 };
                 if handle
                     .send(Command::Join {
-                        req,
+                        req: Box::new(req),
                         reply: reply_tx,
                     })
                     .await

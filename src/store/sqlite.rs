@@ -41,6 +41,11 @@ use crate::ids::{ClientId, DocId, LeaseEpoch, Revision, Seq};
 const MAX_JOBS_PER_COMMIT: usize = 4_096;
 /// Idle reader connections kept open.
 const READER_POOL: usize = 8;
+/// Reads running at once. Each holds a connection with its own page cache
+/// and a blocking thread: unbounded, a crowd of documents opening together
+/// (a server restart with thousands of clients reconnecting) opened
+/// hundreds of connections at once, and the memory stayed with the process.
+const READERS_AT_ONCE: usize = 2 * READER_POOL;
 /// How long a connection waits on a lock held by another process.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
@@ -131,6 +136,8 @@ pub struct SqliteStore {
     writer: Mutex<std_mpsc::Sender<Job>>,
     /// Idle read connections; a read takes one or opens a new one.
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// See [`READERS_AT_ONCE`].
+    reading: Arc<tokio::sync::Semaphore>,
     /// Shared with the writer thread.
     stats: Arc<CommitStats>,
 }
@@ -197,6 +204,7 @@ impl SqliteStore {
             path,
             writer: Mutex::new(tx),
             readers: Arc::new(Mutex::new(Vec::new())),
+            reading: Arc::new(tokio::sync::Semaphore::new(READERS_AT_ONCE)),
             stats,
         })
     }
@@ -231,7 +239,12 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let readers = Arc::clone(&self.readers);
         let path = self.path.clone();
+        let permit = Arc::clone(&self.reading)
+            .acquire_owned()
+            .await
+            .map_err(unavailable)?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
             let conn = match pooled {
                 Some(c) => c,

@@ -510,7 +510,7 @@ async fn edit(
     let (reply, joined) = oneshot::channel();
     handle
         .send(Command::Join {
-            req: JoinRequest {
+            req: Box::new(JoinRequest {
                 session,
                 client: None,
                 rev: None,
@@ -521,7 +521,7 @@ async fn edit(
                 outbound,
                 kick,
                 origin: Default::default(),
-            },
+            }),
             reply,
         })
         .await

@@ -162,7 +162,7 @@ async fn rebase_from_store(
 
 impl Task {
     /// The channel results come back on, for a new piece of work.
-    fn done_tx(&self) -> mpsc::UnboundedSender<Done> {
+    fn done_tx(&self) -> mpsc::UnboundedSender<Box<Done>> {
         self.done_tx.clone()
     }
 
@@ -228,13 +228,13 @@ impl Task {
                 },
                 None => None,
             };
-            let _ = tx.send(Done::Join {
+            let _ = tx.send(Box::new(Done::Join {
                 req,
                 reply,
                 last_seq,
                 owner,
                 older,
-            });
+            }));
         });
     }
 
@@ -253,12 +253,12 @@ impl Task {
         let (store, id, tx) = (Arc::clone(&self.store), self.id.clone(), self.done_tx());
         tokio::spawn(async move {
             let result = rebase_from_store(&store, &id, after, upto, op, selection).await;
-            let _ = tx.send(Done::Rebased {
+            let _ = tx.send(Box::new(Done::Rebased {
                 session,
                 client,
                 seq,
                 result,
-            });
+            }));
         });
     }
 
@@ -275,13 +275,13 @@ impl Task {
         let (store, id, tx) = (Arc::clone(&self.store), self.id.clone(), self.done_tx());
         tokio::spawn(async move {
             let result = store.find_op(&id, &client, seq).await;
-            let _ = tx.send(Done::Found {
+            let _ = tx.send(Box::new(Done::Found {
                 session,
                 client,
                 seq,
                 result,
                 if_new,
-            });
+            }));
         });
     }
 
@@ -300,12 +300,12 @@ impl Task {
         tokio::spawn(async move {
             let _turn = order.lock().await;
             let result = store.set_language(&id, &language, epoch).await;
-            let _ = tx.send(Done::Language {
+            let _ = tx.send(Box::new(Done::Language {
                 session,
                 client,
                 language,
                 result,
-            });
+            }));
         });
     }
 
@@ -318,12 +318,12 @@ impl Task {
         tokio::task::spawn_blocking(move || {
             let current = text.to_string();
             let op = crate::history::diff_op(&current, &target);
-            let _ = tx.send(Done::Restore {
+            let _ = tx.send(Box::new(Done::Restore {
                 base,
                 op,
                 author,
                 reply,
-            });
+            }));
         });
     }
 

@@ -236,7 +236,7 @@ impl Task {
                 op: &op.op,
             }
             .to_frame();
-            full.extend(self.fanout.news(frame, Some(&op.client)));
+            self.fanout.news(frame, Some(&op.client));
             let due = self.acks_due.remove(&op.rev);
             let author = self.fanout.get(&op.client).map(|s| s.session);
             if author.is_some() && author == due && !self.ack(&op.client, op.seq, op.rev) {

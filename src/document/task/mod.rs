@@ -191,8 +191,9 @@ struct Task {
     /// they sent meanwhile (see `aside`).
     parked: HashMap<SessionId, VecDeque<Command>>,
     /// Results of that work come back here.
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    // Boxed: a channel allocates slots of its biggest message, per document.
+    done_tx: mpsc::UnboundedSender<Box<Done>>,
+    done_rx: mpsc::UnboundedReceiver<Box<Done>>,
     /// Language writes take turns on this, so they land in the order asked.
     language_writes: Arc<tokio::sync::Mutex<()>>,
     /// Admin deletes waiting for this task to stop (see `Command::Delete`).
@@ -337,6 +338,14 @@ impl Task {
                 .idle_since
                 .filter(|_| settled && self.parked.is_empty())
                 .map(|t| t + self.settings.timing.document_idle_close);
+            // News goes out once the document has handled what woke it (so
+            // the ops of one commit share a burst), unless its write budget
+            // says wait.
+            let mut burst_at = self.fanout.due();
+            if burst_at.is_some_and(|at| at <= Instant::now()) {
+                self.burst();
+                burst_at = None;
+            }
             let flight = &mut self.in_flight;
             let written = async move {
                 match flight {
@@ -351,7 +360,6 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
-            let burst_at = self.fanout.due();
             let renew_at = self.renew_at.filter(|_| self.renewal.is_none());
             let renewal = &mut self.renewal;
             let renewed = async move {
@@ -374,7 +382,7 @@ impl Task {
                 result = written => Event::Written(result),
                 // Held news must not wait behind a busy command queue.
                 () = sleep_until(burst_at.unwrap_or_else(Instant::now)), if burst_at.is_some() => Event::Burst,
-                Some(done) = done_rx.recv() => Event::Done(done),
+                Some(done) = done_rx.recv() => Event::Done(*done),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Event::Command(cmd),
                     None => Event::Stop,
@@ -556,7 +564,7 @@ impl Task {
             _ => None,
         };
         match cmd {
-            Command::Join { req, reply } => self.join(req, reply),
+            Command::Join { req, reply } => self.join(*req, reply),
             Command::Op {
                 session,
                 client,
@@ -1127,24 +1135,18 @@ impl Task {
         }
     }
 
-    /// Removes sessions, tells them to close, and tells the rest they left.
-    /// Anyone whose queue overflows while being told is dropped in turn.
-    fn drop_sessions(&mut self, mut gone: Vec<ClientId>, code: CloseCode) {
-        while !gone.is_empty() {
-            let mut next = Vec::new();
-            for client in gone {
-                if let Some(mut s) = self.fanout.remove(&client) {
-                    if let Some(kick) = s.kick.take() {
-                        let _ = kick.send(code);
-                    }
-                    self.state.clear_presence(&client);
-                    let frame = ServerMsg::Leave { client: &client }.to_frame();
-                    next.extend(self.fanout.news(frame, None));
+    /// Removes sessions, tells them to close, and tells the rest they left
+    /// (at the next burst, which drops in turn anyone who cannot take it).
+    fn drop_sessions(&mut self, gone: Vec<ClientId>, code: CloseCode) {
+        for client in gone {
+            if let Some(mut s) = self.fanout.remove(&client) {
+                if let Some(kick) = s.kick.take() {
+                    let _ = kick.send(code);
                 }
+                self.state.clear_presence(&client);
+                let frame = ServerMsg::Leave { client: &client }.to_frame();
+                self.fanout.news(frame, None);
             }
-            next.sort();
-            next.dedup();
-            gone = next;
         }
         if self.fanout.is_empty() && self.idle_since.is_none() {
             self.idle_since = Some(Instant::now());
@@ -1154,8 +1156,7 @@ impl Task {
     /// Queues one frame for every session but `except` (see [`Fanout`]);
     /// drops the ones that cannot take it.
     fn broadcast(&mut self, frame: &ByteString, except: Option<&ClientId>) {
-        let full = self.fanout.news(frame.clone(), except);
-        self.drop_slow(full);
+        self.fanout.news(frame.clone(), except);
     }
 
     /// Sends the news held back for coalescing.
