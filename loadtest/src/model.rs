@@ -149,7 +149,7 @@ impl Model {
     }
 
     /// The document's length as this client sees it.
-    pub fn len(&self) -> usize {
+    pub fn doc_len(&self) -> usize {
         match self {
             Model::Full(c) => c.text.len_chars(),
             Model::Lean(c) => c.len,

@@ -499,7 +499,7 @@ async fn run_client(
         first = open(&mut ctx.c, ctx.spec.url(), false, batch).await;
     }
     if first.is_ok() {
-        ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev(), ctx.c.len() as u64);
+        ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev(), ctx.c.doc_len() as u64);
     }
     let _ = ready_tx.send(ix);
     let fatal = match first {
