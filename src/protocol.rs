@@ -59,6 +59,10 @@ pub enum ClientMsg {
         /// Who the user is.
         #[serde(default)]
         user: Option<UserIn>,
+        /// Extension: the client reads batched frames (a JSON array of
+        /// messages in one frame), see `net::batch`.
+        #[serde(default)]
+        batch: bool,
     },
     /// An edit based on revision `rev`.
     Op {

@@ -992,3 +992,65 @@ async fn a_joined_bigger_than_the_queued_bytes_cap_is_still_sent() {
     assert_eq!(writer.recv_type("ack").await["rev"], 4);
     assert_eq!(back.recv_type("op").await["rev"], 4);
 }
+
+/// Reads frames until `count` ops have come; returns their revisions in
+/// order and how many frames were arrays (batches).
+async fn ops_by_frame(s: &mut Socket, count: usize) -> (Vec<u64>, usize) {
+    let (mut revs, mut arrays) = (Vec::new(), 0);
+    while revs.len() < count {
+        let frame = s.recv().await;
+        let msgs = match frame {
+            Value::Array(msgs) => {
+                arrays += 1;
+                assert!(msgs.len() > 1, "a batch holds several messages");
+                msgs
+            }
+            m => vec![m],
+        };
+        for m in msgs {
+            assert_ne!(m["type"], "joined", "joined never comes in a batch");
+            if m["type"] == "op" {
+                revs.push(m["rev"].as_u64().expect("rev"));
+            }
+        }
+    }
+    (revs, arrays)
+}
+
+#[tokio::test]
+async fn a_batching_client_gets_arrays_and_a_plain_client_does_not() {
+    let dir = tmp();
+    // News waits up to 300 ms for company, so the writer's ops pile up.
+    let server = Server::start(&dir.path().join("t.db"), &["--outbound-coalesce-ms", "300"]);
+    let url = server.ws_url("batched");
+    let (mut plain, _) = joined(&url).await;
+    let mut batched = Socket::connect(&url).await;
+    batched
+        .send(&json!({"type": "join", "client": null, "rev": null, "batch": true}))
+        .await;
+    assert_eq!(
+        batched.recv().await["type"],
+        "joined",
+        "joined comes first, alone"
+    );
+    let (mut writer, _) = joined(&url).await;
+    const OPS: u64 = 12;
+    for i in 0..OPS {
+        let op = if i == 0 {
+            json!(["x"])
+        } else {
+            json!([i, "x"])
+        };
+        writer
+            .send(&json!({"type": "op", "rev": i, "seq": i + 1, "op": op}))
+            .await;
+        assert_eq!(writer.recv_type("ack").await["rev"], i + 1);
+    }
+    let want: Vec<u64> = (1..=OPS).collect();
+    let (revs, arrays) = ops_by_frame(&mut batched, OPS as usize).await;
+    assert_eq!(revs, want, "every op once, in order");
+    assert!(arrays > 0, "the batching client got no array");
+    let (revs, arrays) = ops_by_frame(&mut plain, OPS as usize).await;
+    assert_eq!(revs, want);
+    assert_eq!(arrays, 0, "a plain client gets one message per frame");
+}

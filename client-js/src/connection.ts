@@ -68,7 +68,7 @@ import {
   CloseCode,
   DEFAULT_LIMITS,
   encodeClientMessage,
-  parseServerMessage,
+  parseServerFrame,
   ProtocolError,
   type ClientMessage,
   type ErrorCode,
@@ -562,6 +562,7 @@ export class Connection {
       client: this.id,
       rev: this.machine ? joinRevision(this.machine) : null,
       user: this.opts.user,
+      batch: true,
     });
   }
 
@@ -701,10 +702,14 @@ export class Connection {
   // ---- messages ------------------------------------------------------------
 
   private onMessage(data: string): void {
-    let msg: ServerMessage | null;
+    const gen = this.generation;
     try {
-      msg = parseServerMessage(data);
-      if (msg) this.handle(msg);
+      // A batched frame's messages are handled in order, as separate frames
+      // would be; one that drops the socket ends the rest.
+      for (const msg of parseServerFrame(data)) {
+        if (gen !== this.generation || this.disposed) return;
+        if (msg) this.handle(msg);
+      }
     } catch (e) {
       if (
         e instanceof ProtocolError ||

@@ -120,6 +120,11 @@ export interface JoinMessage {
   /** The last revision we applied when resuming; null asks for the full text. */
   readonly rev: number | null;
   readonly user: JoinUser | null;
+  /**
+   * Extension: we read batched frames, a JSON array of messages in one
+   * frame ({@link parseServerFrame}). A server that does not batch ignores it.
+   */
+  readonly batch?: boolean;
 }
 
 /** `op`: submit an operation based on revision `rev`. */
@@ -270,12 +275,38 @@ export class ProtocolError extends Error {
  * known type with a missing or malformed field.
  */
 export function parseServerMessage(data: string): ServerMessage | null {
-  let json: unknown;
+  const json = parseJson(data);
+  if (Array.isArray(json)) throw new ProtocolError("frame is not a JSON object");
+  return parseServerValue(json);
+}
+
+/**
+ * Parses and validates one server frame that may be batched: a JSON array of
+ * messages (sent to a client that joined with `batch: true`) or one message.
+ *
+ * # Returns
+ * The messages in order; `null` entries are types this client does not know.
+ *
+ * # Errors
+ * Throws {@link ProtocolError} as {@link parseServerMessage} does, for the
+ * frame or any message in it, and for an empty array.
+ */
+export function parseServerFrame(data: string): (ServerMessage | null)[] {
+  const json = parseJson(data);
+  if (!Array.isArray(json)) return [parseServerValue(json)];
+  if (json.length === 0) throw new ProtocolError("batched frame is empty");
+  return json.map((m: unknown) => parseServerValue(m));
+}
+
+function parseJson(data: string): unknown {
   try {
-    json = JSON.parse(data);
+    return JSON.parse(data) as unknown;
   } catch {
     throw new ProtocolError("frame is not JSON");
   }
+}
+
+function parseServerValue(json: unknown): ServerMessage | null {
   if (typeof json !== "object" || json === null || Array.isArray(json)) {
     throw new ProtocolError("frame is not a JSON object");
   }

@@ -64,7 +64,7 @@ test("first join: fresh client, full text, connected", () => {
   assert.equal(sockets.last.url, "ws://test/api/documents/d1/ws");
   sockets.last.open();
   assert.deepEqual(sockets.last.take(), [
-    { type: "join", client: null, rev: null, user: { name: "Ada", color: "#c33" } },
+    { type: "join", client: null, rev: null, user: { name: "Ada", color: "#c33" }, batch: true },
   ]);
   sockets.last.receive(joined(7, { text: "hello" }));
   assert.equal(editor.text, "hello");
@@ -76,6 +76,38 @@ test("first join: fresh client, full text, connected", () => {
   assert.equal(conn.clientId, "c1");
   assert.equal(conn.revision, 7);
   assert.equal(conn.permission, "write");
+});
+
+test("a batched frame is taken as its messages, in order", () => {
+  const { sockets, conn, editor, type, joined } = setup();
+  conn.start();
+  const s = sockets.last;
+  s.open();
+  s.take();
+  s.receive(joined(0, { text: "ab" }));
+  type([2, "c"]);
+  type([3, "d"]);
+  s.take();
+  // Another's op, then our ack (transformed over it), then another op: each
+  // is handled as if it came alone, so the buffer leaves on the ack, based
+  // on its revision, and the last op is transformed over it.
+  s.receive([
+    { type: "op", rev: 1, client: "c2", op: ["X", 2] },
+    { type: "ack", seq: 1, rev: 2 },
+    { type: "op", rev: 3, client: "c2", op: [4, "Y"] },
+  ]);
+  assert.equal(editor.text, "XabcdY");
+  assert.equal(conn.revision, 3);
+  assert.deepEqual(s.take(), [{ type: "op", rev: 2, seq: 2, op: [4, "d"] }]);
+  // A gap inside a batch is a protocol error like anywhere else: reload.
+  let errors = 0;
+  conn.on("protocolError", () => errors++);
+  s.receive([
+    { type: "ack", seq: 2, rev: 4 },
+    { type: "op", rev: 6, client: "c2", op: [6, "Z"] },
+  ]);
+  assert.equal(errors, 1);
+  assert.notEqual(s.closedWith, null);
 });
 
 test("one op in flight; the buffer goes out on ack; remote ops reach the editor", () => {
@@ -115,7 +147,7 @@ test("reconnect: resume from our revision and resend the op in flight with the s
   const s = sockets.last;
   s.open();
   assert.deepEqual(s.take(), [
-    { type: "join", client: "c1", rev: 3, user: { name: "Ada", color: "#c33" } },
+    { type: "join", client: "c1", rev: 3, user: { name: "Ada", color: "#c33" }, batch: true },
   ]);
   s.receive(joined(4, { ops: [{ rev: 4, client: "c2", op: [3, "?"] }] }));
   assert.equal(editor.text, "<abc!?");
@@ -140,7 +172,7 @@ test("a new name rejoins at once under the same id and resends the op in flight"
   const s = sockets.last;
   s.open();
   assert.deepEqual(s.take(), [
-    { type: "join", client: "c1", rev: 3, user: { name: "Ada L.", color: "#c33" } },
+    { type: "join", client: "c1", rev: 3, user: { name: "Ada L.", color: "#c33" }, batch: true },
   ]);
   s.receive(joined(3, { ops: [] }));
   assert.deepEqual(s.take(), [{ type: "op", rev: 3, seq: 1, op: [3, "!"] }]);
@@ -241,7 +273,7 @@ test("unknown_rev on our op: reload with rev null and rebase the unsent text", (
   const s = sockets.last;
   s.open();
   assert.deepEqual(s.take(), [
-    { type: "join", client: "c1", rev: null, user: { name: "Ada", color: "#c33" } },
+    { type: "join", client: "c1", rev: null, user: { name: "Ada", color: "#c33" }, batch: true },
   ]);
   s.receive(joined(9, { text: "ONE\none\ntwo\n" }));
   assert.equal(editor.text, "ONE\none\n2two!\n");
@@ -261,7 +293,7 @@ test("unknown_rev at join: reload", () => {
   clock.runNext();
   sockets.last.open();
   assert.deepEqual(sockets.last.take(), [
-    { type: "join", client: "c1", rev: null, user: { name: "Ada", color: "#c33" } },
+    { type: "join", client: "c1", rev: null, user: { name: "Ada", color: "#c33" }, batch: true },
   ]);
 });
 
@@ -278,7 +310,7 @@ test("a malformed frame closes with 4400 and reloads", () => {
   clock.runNext();
   sockets.last.open();
   assert.deepEqual(sockets.last.take(), [
-    { type: "join", client: "c1", rev: null, user: { name: "Ada", color: "#c33" } },
+    { type: "join", client: "c1", rev: null, user: { name: "Ada", color: "#c33" }, batch: true },
   ]);
   // A gap in revisions is a protocol error too.
   sockets.last.receive(joined(3, { text: "abc" }));

@@ -251,7 +251,7 @@ test("close 1009: the limit the reason names; the op goes again in parts, never 
   clock.runNext();
   sockets.last.open();
   assert.deepEqual(sockets.last.take(), [
-    { type: "join", client: "c1", rev: 0, user: { name: "Ada", color: "#c33" } },
+    { type: "join", client: "c1", rev: 0, user: { name: "Ada", color: "#c33" }, batch: true },
   ]);
   sockets.last.receive(joined(0, { ops: [] }));
   const frames = ackAll(0);

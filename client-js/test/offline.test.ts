@@ -167,7 +167,7 @@ test("submit before joined queues (never throws) and is rebased onto the first t
   assert.equal(conn.waitingEdits, 1);
   const s = sockets.last;
   s.open();
-  assert.deepEqual(s.take(), [{ type: "join", client: null, rev: null, user: null }]);
+  assert.deepEqual(s.take(), [{ type: "join", client: null, rev: null, user: null, batch: true }]);
   s.receive({
     type: "joined",
     client: "c9",
@@ -192,7 +192,9 @@ test("a restored session loads its text, resumes its id and rev, and its op land
   assert.equal(a.editor.loads, 1);
   assert.equal(a.editor.text, "abcde");
   a.sockets.last.open();
-  assert.deepEqual(a.sockets.last.take(), [{ type: "join", client: "c1", rev: 3, user: null }]);
+  assert.deepEqual(a.sockets.last.take(), [
+    { type: "join", client: "c1", rev: 3, user: null, batch: true },
+  ]);
   a.sockets.last.receive({
     type: "joined",
     client: "c1",

@@ -1,7 +1,12 @@
 /** Typed messages: encoding, and validation of everything the server sends. */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { ProtocolError, encodeClientMessage, parseServerMessage } from "../src/index.js";
+import {
+  ProtocolError,
+  encodeClientMessage,
+  parseServerFrame,
+  parseServerMessage,
+} from "../src/index.js";
 
 const parse = (m: unknown) => parseServerMessage(JSON.stringify(m));
 
@@ -162,4 +167,26 @@ for (const [name, message] of bad) {
 test("rejected: not JSON", () => {
   assert.throws(() => parseServerMessage("{"), ProtocolError);
   assert.throws(() => parseServerMessage(""), ProtocolError);
+});
+
+test("a batched frame is an array of messages; a single frame is one", () => {
+  const ack = { type: "ack", seq: 1, rev: 2 };
+  const op = { type: "op", rev: 3, client: "c2", op: [2, "x"] };
+  const batch = parseServerFrame(JSON.stringify([ack, { type: "future" }, op]));
+  assert.deepEqual(
+    batch.map((m) => m?.type ?? null),
+    ["ack", null, "op"],
+  );
+  assert.deepEqual(
+    parseServerFrame(JSON.stringify(ack)).map((m) => m?.type),
+    ["ack"],
+  );
+  assert.throws(() => parseServerFrame("[]"), ProtocolError);
+  assert.throws(() => parseServerFrame(JSON.stringify([ack, 5])), ProtocolError);
+  assert.throws(
+    () => parseServerFrame(JSON.stringify([ack, { type: "ack", seq: 1 }])),
+    ProtocolError,
+  );
+  // One message per frame stays the rule for parseServerMessage.
+  assert.throws(() => parseServerMessage(JSON.stringify([ack])), ProtocolError);
 });

@@ -2,6 +2,11 @@
 //!
 //! * [`client`]: the OT client state machine (one op in flight, buffer,
 //!   resume), as the browser client behaves.
+//! * [`delivery`]: delivery latency, matching receipts to send instants.
+//! * [`lean`]: the lean client of `--full-clients` (the document's length,
+//!   not its text), and its message parser.
+//! * [`model`]: a load client's document, full or lean, and frames (single
+//!   or batched) read into it.
 //! * [`workload`]: writers, lurkers, presence over documents; measured
 //!   window; quiescence and the convergence check.
 //! * [`trace`]: sequential editing-trace replay.
@@ -19,9 +24,12 @@
 pub mod background;
 pub mod client;
 pub mod cluster;
+pub mod delivery;
 pub mod history;
 pub mod http;
 pub mod join;
+pub mod lean;
+pub mod model;
 pub mod plot;
 pub mod stats;
 pub mod trace;

@@ -135,6 +135,16 @@ struct Args {
     /// --background-joins: milliseconds each joiner waits between joins.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     background_pause_ms: u64,
+    /// Only the first N clients (writers, then lurkers) keep the text and
+    /// transform ops; the others are lean: they track the document's length
+    /// and check revision order and lengths, so that a crowd on one document
+    /// does not make the load generator the bottleneck (default: all full).
+    #[arg(long, value_name = "N", conflicts_with_all = ["join", "trace", "write_history"])]
+    full_clients: Option<usize>,
+    /// Ask the server for batched frames (`"batch": true` in `join`): each
+    /// frame may then hold a JSON array of messages.
+    #[arg(long, conflicts_with_all = ["join", "trace", "write_history"])]
+    batch: bool,
 }
 
 fn secs(s: f64) -> Duration {
@@ -239,6 +249,8 @@ fn main() -> std::process::ExitCode {
                     background_joins: a.background_joins,
                     resume_behind: a.resume_behind,
                     background_pause: Duration::from_millis(a.background_pause_ms),
+                    full_clients: a.full_clients,
+                    batch: a.batch,
                 })
                 .await
             }

@@ -279,6 +279,13 @@ pub fn print_summary(r: &Value) {
             r["duration_s"],
             r["warmup_s"]
         );
+        let total = r["clients"].as_u64().unwrap_or(0) + r["lurkers"].as_u64().unwrap_or(0);
+        if r["full_clients"].as_u64().is_some_and(|f| f < total) || r["batch"] == true {
+            println!(
+                "{} full clients (the rest lean: length only), batched frames {}",
+                r["full_clients"], r["batch"]
+            );
+        }
         println!(
             "throughput {:.1} acked ops/s ({} ops, {} edits acked in window; {} edits made in all)",
             r["ops_per_sec"].as_f64().unwrap_or(0.0),

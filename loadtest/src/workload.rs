@@ -5,22 +5,22 @@
 //! are spread over them, and a client whose node fails reconnects to the
 //! next one (see [`crate::cluster`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{MissedTickBehavior, interval_at, sleep, sleep_until, timeout};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::background::{Background, BackgroundConfig, DocProgress};
-use crate::client::{JoinOutcome, OtClient, Rng, ServerMsg, Ws, connect, insert_op, parse_op};
+use crate::client::{Rng, ServerMsg, Ws, connect};
 use crate::cluster::{Outage, hold, node_for, resume_report, ws_url};
+use crate::delivery::{DocTrack, Window};
 use crate::http::{addr_of, create_document, fetch_document};
+use crate::model::{Acked, EndState, Event, Model};
 use crate::plot::{Series, note_in_report, write_svg};
 use crate::stats::{ClientStats, cpu_seconds, peak_rss_mb, record, summary};
 
@@ -63,6 +63,11 @@ pub struct LoadConfig {
     pub resume_behind: u64,
     /// Pause between one background join and the next.
     pub background_pause: Duration,
+    /// How many clients (the first ones: writers, then lurkers) keep the
+    /// text; the others are lean ([`crate::lean`]). `None`: all.
+    pub full_clients: Option<usize>,
+    /// Ask the server for batched frames (`"batch": true` in `join`).
+    pub batch: bool,
 }
 
 impl Default for LoadConfig {
@@ -88,6 +93,8 @@ impl Default for LoadConfig {
             background_joins: 0,
             resume_behind: 20_000,
             background_pause: Duration::ZERO,
+            full_clients: None,
+            batch: false,
         }
     }
 }
@@ -100,71 +107,6 @@ enum Phase {
     Stopping,
     /// Read until each document's revision (by index) is reached, then end.
     Drain(Arc<Vec<u64>>),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Window {
-    start: Instant,
-    end: Instant,
-}
-
-impl Window {
-    fn contains(&self, t: Instant) -> bool {
-        t >= self.start && t < self.end
-    }
-}
-
-/// Delivery latency bookkeeping for one document: revision → when its
-/// sender sent it (known once the sender has its ack) and the receipts that
-/// came before that.
-struct DocTrack {
-    map: Mutex<HashMap<u64, RevEntry>>,
-    /// How many clients besides the sender receive each op.
-    receivers: usize,
-}
-
-#[derive(Default)]
-struct RevEntry {
-    sent: Option<Instant>,
-    waiting: Vec<Instant>,
-    seen: usize,
-}
-
-impl DocTrack {
-    fn on_ack(&self, rev: u64, sent: Instant, win: Option<Window>, hist: &mut Histogram<u64>) {
-        if self.receivers == 0 {
-            return;
-        }
-        let mut map = self.map.lock().expect("lock");
-        let e = map.entry(rev).or_default();
-        e.sent = Some(sent);
-        let measured = win.is_some_and(|w| w.contains(sent));
-        for w in e.waiting.drain(..) {
-            if measured {
-                record(hist, w.saturating_duration_since(sent));
-            }
-        }
-        if e.seen >= self.receivers {
-            map.remove(&rev);
-        }
-    }
-
-    fn on_receive(&self, rev: u64, now: Instant, win: Option<Window>, hist: &mut Histogram<u64>) {
-        let mut map = self.map.lock().expect("lock");
-        let e = map.entry(rev).or_default();
-        e.seen += 1;
-        match e.sent {
-            Some(s) => {
-                if win.is_some_and(|w| w.contains(s)) {
-                    record(hist, now.saturating_duration_since(s));
-                }
-                if e.seen >= self.receivers {
-                    map.remove(&rev);
-                }
-            }
-            None => e.waiting.push(now),
-        }
-    }
 }
 
 struct Shared {
@@ -194,7 +136,7 @@ impl Spec {
 struct ClientEnd {
     ix: usize,
     doc: usize,
-    text: String,
+    end: EndState,
     stats: ClientStats,
     fatal: Option<String>,
     outages: Vec<Outage>,
@@ -203,7 +145,10 @@ struct ClientEnd {
 
 /// A client's state besides its socket.
 struct Ctx {
-    c: OtClient,
+    c: Model,
+    /// Ops received and not yet given to the document's delivery tracking
+    /// (they carry their receipt time, so they can wait).
+    receipts: Vec<(u64, Instant)>,
     st: ClientStats,
     rng: Rng,
     spec: Spec,
@@ -222,14 +167,18 @@ enum Next {
     Reload,
 }
 
-async fn open(c: &mut OtClient, url: &str, reload: bool) -> Result<(Ws, JoinOutcome)> {
+/// What a (re)join found: the in-flight op's ack, edits dropped.
+type Rejoined = (Option<Acked>, u64);
+
+async fn open(c: &mut Model, url: &str, reload: bool, batch: bool) -> Result<(Ws, Rejoined)> {
     let ws = connect(url).await?;
-    join_on(c, ws, reload).await
+    join_on(c, ws, reload, batch).await
 }
 
-/// Sends `join` on a new connection and reads up to `joined`.
-async fn join_on(c: &mut OtClient, mut ws: Ws, reload: bool) -> Result<(Ws, JoinOutcome)> {
-    ws.send(Message::Text(c.join_msg(reload))).await?;
+/// Sends `join` on a new connection and reads up to `joined` (which the
+/// server always sends alone, never in a batch).
+async fn join_on(c: &mut Model, mut ws: Ws, reload: bool, batch: bool) -> Result<(Ws, Rejoined)> {
+    ws.send(Message::Text(c.join_msg(reload, batch))).await?;
     loop {
         match timeout(Duration::from_secs(30), ws.next())
             .await
@@ -259,7 +208,12 @@ impl Ctx {
         self.shared.window.get().copied()
     }
 
-    fn acked(&mut self, rev: u64, inf: crate::client::Inflight) {
+    fn acked(&mut self, a: Acked) {
+        let Acked {
+            rev,
+            sent_at,
+            edits,
+        } = a;
         let now = Instant::now();
         let win = self.window();
         self.st.acked_total += 1;
@@ -268,73 +222,71 @@ impl Ctx {
         {
             o.acked = Some(now);
         }
-        if win.is_some_and(|w| w.contains(inf.sent_at)) {
+        if win.is_some_and(|w| w.contains(sent_at)) {
             self.st.acked += 1;
-            self.st.edits_acked += inf.edits;
-            record(&mut self.st.ack, now.saturating_duration_since(inf.sent_at));
+            self.st.edits_acked += edits;
+            record(&mut self.st.ack, now.saturating_duration_since(sent_at));
         }
-        self.shared.docs[self.spec.doc].on_ack(rev, inf.sent_at, win, &mut self.st.delivery);
+        self.shared.docs[self.spec.doc].on_ack(rev, sent_at, win, &mut self.st.delivery);
     }
 
-    fn handle(&mut self, t: &str) -> Result<Next> {
-        let m: ServerMsg = serde_json::from_str(t).context("server sent bad JSON")?;
-        match m.kind.as_str() {
-            "ack" => {
-                let rev = m.rev.context("ack without rev")?;
-                if self.c.inflight.as_ref().map(|i| i.seq) != m.seq {
-                    self.st
-                        .error(format!("ack for seq {:?} not in flight", m.seq));
-                    return Ok(Next::Nothing);
-                }
-                let inf = self.c.on_ack(rev)?;
-                self.acked(rev, inf);
-                Ok(Next::Flush)
-            }
-            "op" => {
-                let rev = m.rev.context("op without rev")?;
-                let op = parse_op(m.op.as_ref().context("op without op")?)?;
-                self.c.on_remote(rev, &op)?;
-                let win = self.window();
-                self.shared.docs[self.spec.doc].on_receive(
-                    rev,
-                    Instant::now(),
-                    win,
-                    &mut self.st.delivery,
-                );
-                Ok(Next::Nothing)
-            }
-            "error" => {
-                let code = m.code.unwrap_or_default();
-                if code == "rate_limited" {
-                    self.st.rate_limited += 1;
-                    if m.seq.is_some() {
-                        self.resend_at = Some(Instant::now() + Duration::from_millis(50));
-                    }
-                    return Ok(Next::Nothing);
-                }
-                self.st
-                    .error(format!("{code}: {}", m.message.unwrap_or_default()));
-                // A refused op will never be accepted as it stands: reload.
-                Ok(if m.seq.is_some() {
-                    Next::Reload
-                } else {
-                    Next::Nothing
-                })
-            }
-            _ => Ok(Next::Nothing),
+    /// Hands the receipts kept so far to the delivery tracking; `all`
+    /// even when few.
+    fn flush_receipts(&mut self, all: bool) {
+        const KEEP: usize = 64;
+        if self.receipts.is_empty() || (!all && self.receipts.len() < KEEP) {
+            return;
         }
+        let win = self.window();
+        self.shared.docs[self.spec.doc].on_receive(&self.receipts, win, &mut self.st.delivery);
+        self.receipts.clear();
+    }
+
+    /// Takes in a frame: one message, or a batch of them.
+    fn handle(&mut self, t: &str) -> Result<Next> {
+        let mut events = Vec::new();
+        self.c.take_frame(t, &mut events)?;
+        let mut next = Next::Nothing;
+        let now = Instant::now();
+        for e in events {
+            match e {
+                Event::Ack(a) => {
+                    self.acked(a);
+                    next = Next::Flush;
+                }
+                Event::StrayAck(seq) => self.st.error(format!("ack for seq {seq:?} not in flight")),
+                Event::Op(rev) => self.receipts.push((rev, now)),
+                Event::Error { code, message, seq } => {
+                    if code == "rate_limited" {
+                        self.st.rate_limited += 1;
+                        if seq.is_some() {
+                            self.resend_at = Some(Instant::now() + Duration::from_millis(50));
+                        }
+                        continue;
+                    }
+                    self.st.error(format!("{code}: {message}"));
+                    // A refused op will never be accepted as it stands: reload.
+                    if seq.is_some() {
+                        self.flush_receipts(true);
+                        return Ok(Next::Reload);
+                    }
+                }
+            }
+        }
+        self.flush_receipts(false);
+        Ok(next)
     }
 
     /// After (re)joining: take the catch-up ack, then resend or flush.
-    async fn after_join(&mut self, ws: &mut Ws, out: JoinOutcome) -> Result<()> {
-        self.st.dropped_edits += out.dropped_edits;
-        if let Some((rev, inf)) = out.acked {
-            self.acked(rev, inf);
+    async fn after_join(&mut self, ws: &mut Ws, (acked, dropped): Rejoined) -> Result<()> {
+        self.st.dropped_edits += dropped;
+        if let Some(a) = acked {
+            self.acked(a);
         }
-        let msg = if self.c.inflight.is_some() {
+        let msg = if self.c.has_inflight() {
             self.c.resend_msg()
         } else {
-            self.c.take_send(Instant::now())
+            self.c.take_send(Instant::now(), &mut self.rng)
         };
         if let Some(m) = msg {
             ws.send(Message::Text(m)).await?;
@@ -369,7 +321,7 @@ impl Ctx {
                     continue;
                 }
             };
-            match join_on(&mut self.c, ws, reload).await {
+            match join_on(&mut self.c, ws, reload, self.cfg.batch).await {
                 Ok((mut ws, out)) => {
                     if let Some(o) = self.outages.last_mut()
                         && o.rejoined.is_none()
@@ -387,13 +339,7 @@ impl Ctx {
     }
 
     fn make_edit(&mut self) -> Result<()> {
-        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-        let len = self.c.text.len_chars();
-        let pos = self.rng.below(len as u64 + 1) as usize;
-        let s: String = (0..self.cfg.chars)
-            .map(|_| ALPHABET[self.rng.below(ALPHABET.len() as u64) as usize] as char)
-            .collect();
-        self.c.edit(insert_op(len, pos, &s))?;
+        self.c.edit(&mut self.rng, self.cfg.chars)?;
         self.st.edits += 1;
         Ok(())
     }
@@ -402,7 +348,7 @@ impl Ctx {
         let p = self.rng.below(self.c.server_len() as u64 + 1);
         format!(
             r#"{{"type":"presence","rev":{},"selection":{{"ranges":[{{"anchor":{p},"head":{p}}}]}}}}"#,
-            self.c.rev
+            self.c.rev()
         )
     }
 }
@@ -456,19 +402,21 @@ async fn drive(
         let typing = running && ctx.spec.writer;
         if typing && cfg.closed_loop && !ctx.c.pending() {
             ctx.make_edit()?;
-            let m = ctx.c.take_send(Instant::now());
+            let m = ctx.c.take_send(Instant::now(), &mut ctx.rng);
             send_or_reconnect(ctx, &mut ws, m).await?;
             continue;
         }
         let stopped = matches!(phase, Phase::Stopping | Phase::Drain(_));
         if stopped && !ctx.c.pending() && !idle_sent {
             idle_sent = true;
+            ctx.flush_receipts(true);
             let _ = idle_tx.send(ctx.spec.ix);
         }
         if let Phase::Drain(t) = &phase
             && !ctx.c.pending()
-            && ctx.c.rev >= t[ctx.spec.doc]
+            && ctx.c.rev() >= t[ctx.spec.doc]
         {
+            ctx.flush_receipts(true);
             let _ = ws.close(None).await;
             return Ok(());
         }
@@ -485,7 +433,7 @@ async fn drive(
                 Some(Ok(Message::Text(t))) => match ctx.handle(&t)? {
                     Next::Nothing => {}
                     Next::Flush => {
-                        let m = ctx.c.take_send(Instant::now());
+                        let m = ctx.c.take_send(Instant::now(), &mut ctx.rng);
                         send_or_reconnect(ctx, &mut ws, m).await?;
                     }
                     Next::Reload => {
@@ -499,7 +447,7 @@ async fn drive(
             },
             _ = op_timer.tick(), if ticking => {
                 ctx.make_edit()?;
-                let m = ctx.c.take_send(Instant::now());
+                let m = ctx.c.take_send(Instant::now(), &mut ctx.rng);
                 send_or_reconnect(ctx, &mut ws, m).await?;
             }
             _ = pres_timer.tick(), if presencing => {
@@ -526,8 +474,10 @@ async fn run_client(
 ) -> ClientEnd {
     let ix = spec.ix;
     let name = format!("{}-{ix}", if spec.writer { "writer" } else { "lurker" });
+    let lean = cfg.full_clients.is_some_and(|n| ix >= n);
     let mut ctx = Ctx {
-        c: OtClient::new(&name),
+        c: Model::new(lean, &name),
+        receipts: Vec::new(),
         st: ClientStats::default(),
         rng: Rng::new(cfg.seed.wrapping_mul(1_000_003).wrapping_add(ix as u64)),
         spec,
@@ -538,17 +488,18 @@ async fn run_client(
         url_switches: 0,
     };
     // A node that cannot be reached at the start: try the others in turn.
-    let mut first = open(&mut ctx.c, ctx.spec.url(), false).await;
+    let batch = ctx.cfg.batch;
+    let mut first = open(&mut ctx.c, ctx.spec.url(), false, batch).await;
     for _ in 1..ctx.spec.urls.len() {
         if first.is_ok() {
             break;
         }
         ctx.spec.at = (ctx.spec.at + 1) % ctx.spec.urls.len();
         ctx.url_switches += 1;
-        first = open(&mut ctx.c, ctx.spec.url(), false).await;
+        first = open(&mut ctx.c, ctx.spec.url(), false, batch).await;
     }
     if first.is_ok() {
-        ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev, ctx.c.text.len_chars() as u64);
+        ctx.shared.progress[ctx.spec.doc].started(ctx.c.rev(), ctx.c.doc_len() as u64);
     }
     let _ = ready_tx.send(ix);
     let fatal = match first {
@@ -561,10 +512,11 @@ async fn run_client(
     if fatal.is_some() {
         let _ = idle_tx.send(ix);
     }
+    ctx.flush_receipts(true);
     ClientEnd {
         ix,
         doc: ctx.spec.doc,
-        text: ctx.c.text.to_string(),
+        end: ctx.c.end_state(),
         stats: ctx.st,
         fatal,
         outages: ctx.outages,
@@ -656,10 +608,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         window: OnceLock::new(),
         docs: members
             .iter()
-            .map(|&m| DocTrack {
-                map: Mutex::new(HashMap::new()),
-                receivers: m.saturating_sub(1),
-            })
+            .map(|&m| DocTrack::new(m.saturating_sub(1)))
             .collect(),
         progress: (0..cfg.docs).map(|_| Arc::default()).collect(),
     });
@@ -761,7 +710,7 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
                 if let Some(f) = end.fatal {
                     converged = false;
                     fatal.push(f);
-                } else if end.text != server_docs[end.doc].1 {
+                } else if !matches_server(&end.end, &server_docs[end.doc].1) {
                     converged = false;
                     mismatched += 1;
                 }
@@ -839,6 +788,8 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         "loadgen_cpu_s": diff(self_cpu0, self_cpu1),
         "final_revs": server_docs.iter().map(|d| d.0).collect::<Vec<_>>(),
     });
+    report["full_clients"] = cfg.full_clients.map_or(total, |n| n.min(total)).into();
+    report["batch"] = cfg.batch.into();
     if let Some(id) = &cfg.load_doc {
         report["load_doc"] = id.as_str().into();
     }
@@ -863,6 +814,14 @@ pub async fn run_load(cfg: LoadConfig) -> Result<Value> {
         );
     }
     Ok(report)
+}
+
+/// A full client's text equals the server's; a lean client's length does.
+fn matches_server(end: &EndState, text: &str) -> bool {
+    match end {
+        EndState::Text(t) => t == text,
+        EndState::Len(n) => *n == text.chars().count(),
+    }
 }
 
 /// Each server's CPU seconds (`None` for one that is gone).

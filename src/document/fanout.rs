@@ -42,6 +42,12 @@ pub(super) struct SessionEntry {
     outbound: Outbound,
     /// How many entries of the pending news it has been sent already.
     news_sent: usize,
+    /// A frame could not be queued for it: it is being dropped, and must
+    /// get nothing more, or a frame after the lost one would reach it
+    /// through the close's flush (a gap in its revisions). Its queue may
+    /// have room again before the caller has removed it (several sessions
+    /// are dropped one at a time, and each removal broadcasts a `leave`).
+    broken: bool,
 }
 
 impl SessionEntry {
@@ -63,6 +69,7 @@ impl SessionEntry {
             origin,
             outbound,
             news_sent: 0,
+            broken: false,
         }
     }
 }
@@ -222,7 +229,9 @@ impl Fanout {
         let Some(s) = self.sessions.get_mut(client) else {
             return true;
         };
-        send_news(client, s, &self.news) && s.outbound.try_send(frame).is_ok()
+        let sent = send_news(client, s, &self.news) && s.outbound.try_send(frame).is_ok();
+        s.broken = !sent;
+        sent
     }
 
     /// Sends the pending news to every session. Returns the sessions whose
@@ -253,10 +262,13 @@ fn send_news(
 ) -> bool {
     let unsent = news.get(s.news_sent..).unwrap_or_default();
     s.news_sent = news.len();
-    unsent
-        .iter()
-        .filter(|(_, except)| except.as_ref() != Some(client))
-        .all(|(frame, _)| s.outbound.try_send(frame.clone()).is_ok())
+    let sent = !s.broken
+        && unsent
+            .iter()
+            .filter(|(_, except)| except.as_ref() != Some(client))
+            .all(|(frame, _)| s.outbound.try_send(frame.clone()).is_ok());
+    s.broken = !sent;
+    sent
 }
 
 #[cfg(test)]
@@ -356,5 +368,31 @@ mod tests {
         assert!(drain(&mut ra).is_empty(), "alice had it already");
         assert!(drain(&mut rc).is_empty());
         assert!(f.due().is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_that_missed_a_frame_gets_nothing_more() {
+        let mut f = Fanout::new(ms(0));
+        let client = ClientId::parse("slow").expect("id");
+        let (tx, mut rx) = outbound(2, usize::MAX);
+        let (kick, _) = oneshot::channel();
+        let rights = (crate::auth::Permission::Write, Default::default());
+        f.insert(
+            client.clone(),
+            SessionEntry::new(1, user("slow"), rights, tx, kick, Default::default()),
+        );
+        assert!(f.news("op1".into(), None).is_empty());
+        assert!(f.news("op2".into(), None).is_empty());
+        assert_eq!(
+            f.news("op3".into(), None),
+            std::slice::from_ref(&client),
+            "full"
+        );
+        // The session reads on before the document has removed it: what
+        // comes after the lost frame must not reach it.
+        assert_eq!(drain(&mut rx), ["op1", "op2"]);
+        assert_eq!(f.news("op4".into(), None), std::slice::from_ref(&client));
+        assert!(!f.reply(&client, "ack".into()));
+        assert!(drain(&mut rx).is_empty(), "a gap after op2");
     }
 }

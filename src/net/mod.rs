@@ -4,6 +4,7 @@
 pub mod access;
 pub mod access_log;
 pub mod admin;
+pub mod batch;
 pub mod cluster;
 pub mod connections;
 pub mod forward;

@@ -40,6 +40,9 @@ const OPEN_ATTEMPTS: usize = 3;
 const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Frames written per wake-up before the session looks at its input again.
 const WRITE_BATCH: usize = 64;
+/// The same for a session that batches: its burst is a frame or a few
+/// ([`super::batch::BATCH_BYTES`] each), not one per message.
+const WRITE_BATCH_BATCHED: usize = 256;
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved.
 struct RateLimit {
@@ -77,6 +80,8 @@ impl RateLimit {
 struct Attached {
     handle: DocumentHandle,
     joined: Joined,
+    /// The client reads batched frames (it said so at `join`).
+    batch: bool,
     /// The document tells the session to close through this.
     kick: oneshot::Receiver<CloseCode>,
 }
@@ -393,7 +398,12 @@ pub async fn run(
             }
             Event::Outgoing(Some(frame)) => {
                 let mut burst = vec![frame];
-                while burst.len() < WRITE_BATCH {
+                let most = if attached.as_ref().is_some_and(|a| a.batch) {
+                    WRITE_BATCH_BATCHED
+                } else {
+                    WRITE_BATCH
+                };
+                while burst.len() < most {
                     match out_rx.try_recv() {
                         Ok(f) => burst.push(f),
                         Err(_) => break,
@@ -550,7 +560,8 @@ async fn answer(
 /// error that explains the kick is not dropped. Returns why the session
 /// must end, if it must. Each frame's bytes count against the session's
 /// queue until it is written (dropped here), and are added to `sent` once
-/// written.
+/// written. A session that batches gets a burst of several frames as JSON
+/// arrays ([`super::batch`]).
 async fn write_burst(
     ws: &mut Session,
     burst: Vec<impl Into<Queued>>,
@@ -558,8 +569,32 @@ async fn write_burst(
     timing: &config::Timing,
     sent: &mut u64,
 ) -> Option<End> {
-    for f in burst {
-        let f: Queued = f.into();
+    let burst: Vec<Queued> = burst.into_iter().map(Into::into).collect();
+    if burst.len() > 1 && attached.as_ref().is_some_and(|a| a.batch) {
+        // The queued frames keep their bytes counted until the batch that
+        // holds them is written: `burst` lives to the end of this call.
+        let frames = super::batch::batch_frames(burst.iter().map(|f| &***f));
+        return write_frames(
+            ws,
+            frames.into_iter().map(Queued::local),
+            attached,
+            timing,
+            sent,
+        )
+        .await;
+    }
+    write_frames(ws, burst, attached, timing, sent).await
+}
+
+/// Writes `frames` in order (see [`write_burst`]).
+async fn write_frames(
+    ws: &mut Session,
+    frames: impl IntoIterator<Item = Queued>,
+    attached: &mut Option<Attached>,
+    timing: &config::Timing,
+    sent: &mut u64,
+) -> Option<End> {
+    for f in frames {
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
@@ -666,7 +701,12 @@ async fn handle_message(
     presence: &mut Option<(Revision, Option<Selection>)>,
 ) -> Result<Option<NodeInfo>, Refused> {
     match msg {
-        ClientMsg::Join { client, rev, user } => {
+        ClientMsg::Join {
+            client,
+            rev,
+            user,
+            batch,
+        } => {
             if attached.is_some() {
                 return Err(refused(ErrorCode::BadMessage, "already joined"));
             }
@@ -734,6 +774,7 @@ async fn handle_message(
                         *attached = Some(Attached {
                             handle,
                             joined,
+                            batch,
                             kick: kick_rx,
                         });
                         return Ok(None);
