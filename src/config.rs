@@ -291,6 +291,8 @@ pub struct Timing {
     pub presence_interval: Duration,
     /// See [`OUTBOUND_COALESCE`].
     pub outbound_coalesce: Duration,
+    /// See [`DOCUMENT_WRITES_PER_SEC`].
+    pub outbound_writes_per_sec: u32,
     /// See [`STORE_RETRY_LIMIT`].
     pub store_retry_limit: Duration,
 }
@@ -304,6 +306,7 @@ impl Default for Timing {
             client_idle_timeout: CLIENT_IDLE_TIMEOUT,
             presence_interval: PRESENCE_INTERVAL,
             outbound_coalesce: OUTBOUND_COALESCE,
+            outbound_writes_per_sec: DOCUMENT_WRITES_PER_SEC,
             store_retry_limit: STORE_RETRY_LIMIT,
         }
     }

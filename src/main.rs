@@ -500,6 +500,11 @@ struct ServeArgs {
     #[arg(long, env = "TANDEM_OUTBOUND_COALESCE_MS", default_value_t = config::OUTBOUND_COALESCE.as_millis() as u64)]
     outbound_coalesce_ms: u64,
 
+    /// Socket writes a second a document's fan-out may cost on average
+    /// before news is held and sent to each connection together.
+    #[arg(long, env = "TANDEM_OUTBOUND_WRITES_PER_SEC", default_value_t = config::DOCUMENT_WRITES_PER_SEC)]
+    outbound_writes_per_sec: u32,
+
     /// How long appends are retried while the store is unreachable before
     /// clients are told `unavailable` and asked to reconnect.
     #[arg(long, env = "TANDEM_STORE_RETRY_SECS", default_value_t = config::STORE_RETRY_LIMIT.as_secs())]
@@ -568,6 +573,7 @@ impl ServeArgs {
         s.timing.client_idle_timeout = std::time::Duration::from_secs(self.client_idle_secs);
         s.timing.ping_interval = s.timing.client_idle_timeout / 3;
         s.timing.outbound_coalesce = std::time::Duration::from_millis(self.outbound_coalesce_ms);
+        s.timing.outbound_writes_per_sec = self.outbound_writes_per_sec;
         s.rate = config::RateLimits {
             user_ops: self.rate_limit_user_ops,
             ip_connections: self.rate_limit_ip_connections,

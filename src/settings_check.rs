@@ -173,6 +173,12 @@ pub fn check(s: &Settings) -> Result<(), InvalidSettings> {
             "0: presence would never be paced".into(),
         );
     }
+    if t.outbound_writes_per_sec == 0 {
+        fail(
+            "--outbound-writes-per-sec",
+            "0: a document could never send news".into(),
+        );
+    }
     if t.outbound_coalesce > MAX_OUTBOUND_COALESCE {
         fail(
             "--outbound-coalesce-ms",

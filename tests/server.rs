@@ -1020,8 +1020,12 @@ async fn ops_by_frame(s: &mut Socket, count: usize) -> (Vec<u64>, usize) {
 #[tokio::test]
 async fn a_batching_client_gets_arrays_and_a_plain_client_does_not() {
     let dir = tmp();
-    // News waits up to 300 ms for company, so the writer's ops pile up.
-    let server = Server::start(&dir.path().join("t.db"), &["--outbound-coalesce-ms", "300"]);
+    // A budget of one socket write a second: news is held (50 ms at most)
+    // after the first burst, so the writer's ops pile up.
+    let server = Server::start(
+        &dir.path().join("t.db"),
+        &["--outbound-writes-per-sec", "1"],
+    );
     let url = server.ws_url("batched");
     let (mut plain, _) = joined(&url).await;
     let mut batched = Socket::connect(&url).await;

@@ -151,11 +151,13 @@ impl WriteBudget {
 }
 
 impl Fanout {
-    pub fn new(interval: Duration) -> Self {
+    /// A document whose news may cost `per_sec` socket writes a second,
+    /// in bursts of `interval` of that (see [`WriteBudget`]).
+    pub fn new(interval: Duration, per_sec: u32) -> Self {
         Self {
             sessions: HashMap::new(),
             news: Vec::new(),
-            budget: WriteBudget::new(interval, config::DOCUMENT_WRITES_PER_SEC),
+            budget: WriteBudget::new(interval, per_sec),
         }
     }
 
@@ -345,7 +347,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn news_waits_for_the_burst_and_answers_keep_order() {
-        let mut f = Fanout::new(ms(5));
+        let mut f = Fanout::new(ms(5), config::DOCUMENT_WRITES_PER_SEC);
         let (a, mut ra) = join(&mut f, "alice");
         let (_b, mut rb) = join(&mut f, "bob");
         // News is due at once at light load, and goes at the burst.
@@ -372,7 +374,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_session_that_missed_a_frame_gets_nothing_more() {
-        let mut f = Fanout::new(ms(0));
+        let mut f = Fanout::new(ms(0), config::DOCUMENT_WRITES_PER_SEC);
         let client = ClientId::parse("slow").expect("id");
         let (tx, mut rx) = outbound(2, usize::MAX);
         let (kick, _) = oneshot::channel();
@@ -381,17 +383,15 @@ mod tests {
             client.clone(),
             SessionEntry::new(1, user("slow"), rights, tx, kick, Default::default()),
         );
-        assert!(f.news("op1".into(), None).is_empty());
-        assert!(f.news("op2".into(), None).is_empty());
-        assert_eq!(
-            f.news("op3".into(), None),
-            std::slice::from_ref(&client),
-            "full"
-        );
+        for op in ["op1", "op2", "op3"] {
+            f.news(op.into(), None);
+        }
+        assert_eq!(f.burst(), std::slice::from_ref(&client), "full");
         // The session reads on before the document has removed it: what
         // comes after the lost frame must not reach it.
         assert_eq!(drain(&mut rx), ["op1", "op2"]);
-        assert_eq!(f.news("op4".into(), None), std::slice::from_ref(&client));
+        f.news("op4".into(), None);
+        assert_eq!(f.burst(), std::slice::from_ref(&client));
         assert!(!f.reply(&client, "ack".into()));
         assert!(drain(&mut rx).is_empty(), "a gap after op2");
     }

@@ -294,7 +294,10 @@ impl Task {
             shutdown,
             state,
             language: meta.language,
-            fanout: Fanout::new(settings.timing.outbound_coalesce),
+            fanout: Fanout::new(
+                settings.timing.outbound_coalesce,
+                settings.timing.outbound_writes_per_sec,
+            ),
             settings,
             in_flight: None,
             flushing: VecDeque::new(),
