@@ -2,11 +2,14 @@
 //!
 //! Writes go to one writer task that owns a dedicated connection and
 //! group-commits, as the SQLite store does: every job waiting when a
-//! transaction starts goes into it, each under its own savepoint so that one
-//! job's conflict does not undo the others, and nobody is answered `Ok`
-//! before `COMMIT` has returned. One writer means one commit (one WAL flush)
-//! for many documents' appends instead of one per append, and no contention
-//! between this node's own writers. Reads go through a `bb8` pool.
+//! transaction starts goes into it, and nobody is answered `Ok` before
+//! `COMMIT` has returned. Appends take a fast path ([`fast_append`]): one
+//! prepared statement each, all sent in one round trip. Whatever the fast
+//! path leaves runs each job under its own savepoint, so that one job's
+//! conflict does not undo the others. One writer means one commit (one WAL
+//! flush) for many documents' appends instead of one per append, and no
+//! contention between this node's own writers. Reads go through a `bb8`
+//! pool.
 //!
 //! The fence between nodes is the primary key on `ops (document, rev)`: a
 //! node that has lost a document's lease and still appends gets
@@ -35,6 +38,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod fast_append;
 
 use super::job::{Done, Job, Reply, reply};
 pub use super::pg_tls::ConnectOptions;
@@ -246,7 +251,7 @@ impl PostgresStore {
             .spawn(move || {
                 runtime.block_on(async move {
                     let started = async {
-                        let writer = connect(&config).await?;
+                        let writer = open_writer(&config).await?;
                         let manager = PostgresConnectionManager::new(
                             config.config.clone(),
                             config.tls.clone(),
@@ -331,9 +336,23 @@ impl PostgresStore {
     }
 }
 
+/// The writer's connection and the statements prepared on it.
+struct Writer {
+    client: Client,
+    statements: fast_append::Statements,
+}
+
+async fn open_writer(config: &Target) -> Result<Writer, StoreError> {
+    let client = connect(config).await?;
+    let statements = fast_append::Statements::prepare(&client)
+        .await
+        .map_err(pg_error)?;
+    Ok(Writer { client, statements })
+}
+
 async fn writer_loop(
     config: Target,
-    mut client: Option<Client>,
+    mut writer: Option<Writer>,
     mut rx: mpsc::Receiver<Job>,
     stats: &CommitStats,
 ) {
@@ -341,51 +360,91 @@ async fn writer_loop(
     while rx.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
         let batch = std::mem::take(&mut jobs);
         // A broken connection is replaced on the next batch, never for good.
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = match connect(&config).await {
-                Ok(c) => Some(c),
+        if writer.as_ref().is_none_or(|w| w.client.is_closed()) {
+            writer = match open_writer(&config).await {
+                Ok(w) => Some(w),
                 Err(e) => {
                     crate::metrics::store_error("connect");
                     tracing::warn!("PostgreSQL writer cannot connect: {e}");
-                    for job in batch {
-                        reply(job, Err(StoreError::Unavailable(e.to_string())));
-                    }
+                    fail_all(batch, &e);
                     continue;
                 }
             };
         }
-        let Some(conn) = client.as_mut() else {
+        let Some(w) = writer.as_mut() else {
             continue;
         };
-        let started = std::time::Instant::now();
-        match commit_jobs(conn, &batch).await {
-            Ok(outcomes) => {
-                let ops = batch
-                    .iter()
-                    .map(|j| match j {
-                        Job::Append { batch, .. } => batch.ops.len(),
-                        _ => 0,
-                    })
-                    .sum();
+        commit_batch(w, batch, stats).await;
+        if w.client.is_closed() {
+            writer = None;
+        }
+    }
+}
+
+/// Commits a batch and answers every job in it: the appends the fast path
+/// takes in one round trip, then whatever it left, each job under its own
+/// savepoint. Nobody is answered before the commit that holds their job.
+async fn commit_batch(w: &mut Writer, batch: Vec<Job>, stats: &CommitStats) {
+    let started = std::time::Instant::now();
+    let rest = match fast_append::run(&w.client, &w.statements, &batch).await {
+        Ok(fast_append::Outcome::Committed(written)) => {
+            let mut rest = Vec::new();
+            let mut ops = 0;
+            for (job, written) in batch.into_iter().zip(written) {
+                if written {
+                    ops += job_ops(&job);
+                    reply(job, Ok(Done::Written));
+                } else {
+                    rest.push(job);
+                }
+            }
+            if ops > 0 {
                 stats.record(ops);
                 crate::metrics::group_commit(started, ops);
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    reply(job, outcome);
-                }
             }
-            Err(e) => {
-                // Nothing of this transaction is known to be committed; the
-                // callers retry, and a retried append is idempotent.
-                crate::metrics::store_error("commit");
-                tracing::warn!("PostgreSQL group commit failed: {e}");
-                if conn.is_closed() {
-                    client = None;
-                }
-                for job in batch {
-                    reply(job, Err(StoreError::Unavailable(e.to_string())));
-                }
+            rest
+        }
+        Ok(fast_append::Outcome::RolledBack | fast_append::Outcome::NotTried) => batch,
+        Err(e) => {
+            commit_failed(batch, &e);
+            return;
+        }
+    };
+    if rest.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    match commit_jobs(&mut w.client, &rest).await {
+        Ok(outcomes) => {
+            let ops = rest.iter().map(job_ops).sum();
+            stats.record(ops);
+            crate::metrics::group_commit(started, ops);
+            for (job, outcome) in rest.into_iter().zip(outcomes) {
+                reply(job, outcome);
             }
         }
+        Err(e) => commit_failed(rest, &e),
+    }
+}
+
+fn job_ops(job: &Job) -> usize {
+    match job {
+        Job::Append { batch, .. } => batch.ops.len(),
+        _ => 0,
+    }
+}
+
+/// Nothing of the transaction is known to be committed; the callers retry,
+/// and a retried append is idempotent.
+fn commit_failed(jobs: Vec<Job>, e: &tokio_postgres::Error) {
+    crate::metrics::store_error("commit");
+    tracing::warn!("PostgreSQL group commit failed: {e}");
+    fail_all(jobs, e);
+}
+
+fn fail_all(jobs: Vec<Job>, e: &impl std::fmt::Display) {
+    for job in jobs {
+        reply(job, Err(StoreError::Unavailable(e.to_string())));
     }
 }
 
