@@ -51,7 +51,8 @@ macro_rules! conformance_tests {
                     set_language, list_documents,
                     access_grants, access_odd_user_ids, access_creator_is_admin,
                     access_writes_grouped, share_links, share_link_fields,
-                    lease_epoch_fence, delete_document, group_commit_isolates_failures;
+                    lease_epoch_fence, delete_document, group_commit_isolates_failures,
+                    pipelined_appends_keep_order;
                 backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
             );
         }

@@ -1,15 +1,16 @@
 //! The PostgreSQL store, for several nodes sharing one database.
 //!
-//! Writes go to one writer task that owns a dedicated connection and
-//! group-commits, as the SQLite store does: every job waiting when a
-//! transaction starts goes into it, and nobody is answered `Ok` before
-//! `COMMIT` has returned. Appends take a fast path ([`fast_append`]): one
-//! prepared statement each, all sent in one round trip. Whatever the fast
-//! path leaves runs each job under its own savepoint, so that one job's
-//! conflict does not undo the others. One writer means one commit (one WAL
-//! flush) for many documents' appends instead of one per append, and no
-//! contention between this node's own writers. Reads go through a `bb8`
-//! pool.
+//! Writes go to one writer task (`writer`) that owns a dedicated
+//! connection and group-commits, as the SQLite store does: every job
+//! waiting when a transaction starts goes into it, and no write is durable
+//! before `COMMIT` has returned. Appends take a fast path
+//! (`fast_append`): one prepared statement each, sent with `BEGIN` and
+//! `COMMIT` in one round trip, and the next group may be sent while one
+//! `COMMIT` is under way. Whatever the fast path leaves runs each job under
+//! its own savepoint, so that one job's conflict does not undo the others.
+//! One writer means one commit (one WAL flush) for many documents' appends
+//! instead of one per append, and no contention between this node's own
+//! writers. Reads go through a `bb8` pool.
 //!
 //! The fence between nodes is the primary key on `ops (document, rev)`: a
 //! node that has lost a document's lease and still appends gets
@@ -40,8 +41,9 @@ use tokio_postgres::{Client, GenericClient, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod fast_append;
+mod writer;
 
-use super::job::{Done, Job, Reply, reply};
+use super::job::{Done, Job, Reply};
 pub use super::pg_tls::ConnectOptions;
 use super::pg_tls::Target;
 use super::{
@@ -251,7 +253,7 @@ impl PostgresStore {
             .spawn(move || {
                 runtime.block_on(async move {
                     let started = async {
-                        let writer = open_writer(&config).await?;
+                        let writer = writer::Writer::open(&config).await?;
                         let manager = PostgresConnectionManager::new(
                             config.config.clone(),
                             config.tls.clone(),
@@ -273,7 +275,7 @@ impl PostgresStore {
                     match started {
                         Ok((writer, pool)) => {
                             if started_tx.send(Ok(pool)).is_ok() {
-                                writer_loop(config, Some(writer), rx, &writer_stats).await;
+                                writer::writer_loop(config, Some(writer), rx, &writer_stats).await;
                             }
                         }
                         Err(e) => {
@@ -336,137 +338,45 @@ impl PostgresStore {
     }
 }
 
-/// The writer's connection and the statements prepared on it.
-struct Writer {
-    client: Client,
-    statements: fast_append::Statements,
-}
-
-async fn open_writer(config: &Target) -> Result<Writer, StoreError> {
-    let client = connect(config).await?;
-    let statements = fast_append::Statements::prepare(&client)
-        .await
-        .map_err(pg_error)?;
-    Ok(Writer { client, statements })
-}
-
-async fn writer_loop(
-    config: Target,
-    mut writer: Option<Writer>,
-    mut rx: mpsc::Receiver<Job>,
-    stats: &CommitStats,
-) {
-    let mut jobs = Vec::new();
-    while rx.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
-        let batch = std::mem::take(&mut jobs);
-        // A broken connection is replaced on the next batch, never for good.
-        if writer.as_ref().is_none_or(|w| w.client.is_closed()) {
-            writer = match open_writer(&config).await {
-                Ok(w) => Some(w),
-                Err(e) => {
-                    crate::metrics::store_error("connect");
-                    tracing::warn!("PostgreSQL writer cannot connect: {e}");
-                    fail_all(batch, &e);
-                    continue;
-                }
-            };
-        }
-        let Some(w) = writer.as_mut() else {
-            continue;
-        };
-        commit_batch(w, batch, stats).await;
-        if w.client.is_closed() {
-            writer = None;
-        }
-    }
-}
-
-/// Commits a batch and answers every job in it: the appends the fast path
-/// takes in one round trip, then whatever it left, each job under its own
-/// savepoint. Nobody is answered before the commit that holds their job.
-async fn commit_batch(w: &mut Writer, batch: Vec<Job>, stats: &CommitStats) {
-    let started = std::time::Instant::now();
-    let rest = match fast_append::run(&w.client, &w.statements, &batch).await {
-        Ok(fast_append::Outcome::Committed(written)) => {
-            let mut rest = Vec::new();
-            let mut ops = 0;
-            for (job, written) in batch.into_iter().zip(written) {
-                if written {
-                    ops += job_ops(&job);
-                    reply(job, Ok(Done::Written));
-                } else {
-                    rest.push(job);
-                }
-            }
-            if ops > 0 {
-                stats.record(ops);
-                crate::metrics::group_commit(started, ops);
-            }
-            rest
-        }
-        Ok(fast_append::Outcome::RolledBack | fast_append::Outcome::NotTried) => batch,
-        Err(e) => {
-            commit_failed(batch, &e);
-            return;
-        }
-    };
-    if rest.is_empty() {
-        return;
-    }
-    let started = std::time::Instant::now();
-    match commit_jobs(&mut w.client, &rest).await {
-        Ok(outcomes) => {
-            let ops = rest.iter().map(job_ops).sum();
-            stats.record(ops);
-            crate::metrics::group_commit(started, ops);
-            for (job, outcome) in rest.into_iter().zip(outcomes) {
-                reply(job, outcome);
-            }
-        }
-        Err(e) => commit_failed(rest, &e),
-    }
-}
-
-fn job_ops(job: &Job) -> usize {
-    match job {
-        Job::Append { batch, .. } => batch.ops.len(),
-        _ => 0,
-    }
-}
-
-/// Nothing of the transaction is known to be committed; the callers retry,
-/// and a retried append is idempotent.
-fn commit_failed(jobs: Vec<Job>, e: &tokio_postgres::Error) {
-    crate::metrics::store_error("commit");
-    tracing::warn!("PostgreSQL group commit failed: {e}");
-    fail_all(jobs, e);
-}
-
-fn fail_all(jobs: Vec<Job>, e: &impl std::fmt::Display) {
-    for job in jobs {
-        reply(job, Err(StoreError::Unavailable(e.to_string())));
-    }
-}
-
 /// Runs each job under its own savepoint in one transaction and commits
-/// once. The outcomes are only meaningful if this returns `Ok`.
+/// once. The outcomes are only meaningful if this returns `Ok`. Plain
+/// statements rather than a `Transaction`, which would need the client
+/// mutably while the fast path's commits may still be in flight on it.
 async fn commit_jobs(
-    conn: &mut Client,
+    conn: &Client,
     jobs: &[Job],
 ) -> Result<Vec<Result<Done, StoreError>>, tokio_postgres::Error> {
-    let mut tx = conn.transaction().await?;
+    conn.batch_execute("BEGIN").await?;
+    match savepoint_jobs(conn, jobs).await {
+        Ok(outcomes) => {
+            conn.batch_execute("COMMIT").await?;
+            Ok(outcomes)
+        }
+        Err(e) => {
+            // Where this fails too, the connection is broken, and replaced
+            // before the next batch.
+            let _ = conn.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn savepoint_jobs(
+    conn: &Client,
+    jobs: &[Job],
+) -> Result<Vec<Result<Done, StoreError>>, tokio_postgres::Error> {
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let sp = tx.savepoint("job").await?;
-        let outcome = run_job(&sp, job).await;
-        if outcome.is_ok() {
-            sp.commit().await?;
+        conn.batch_execute("SAVEPOINT job").await?;
+        let outcome = run_job(conn, job).await;
+        conn.batch_execute(if outcome.is_ok() {
+            "RELEASE SAVEPOINT job"
         } else {
-            sp.rollback().await?;
-        }
+            "ROLLBACK TO SAVEPOINT job"
+        })
+        .await?;
         outcomes.push(outcome);
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 

@@ -1,5 +1,6 @@
 //! Group commit: appends that wait together for the writer share one
-//! transaction, and each is answered as if it had run alone.
+//! transaction, and each is answered as if it had run alone; appends sent
+//! before the last one is durable keep their order.
 
 use futures_util::future::join_all;
 use ropey::Rope;
@@ -90,4 +91,45 @@ pub async fn group_commit_isolates_failures(store: &dyn Store) {
         "the snapshot written with its append"
     );
     assert_eq!(store.document(&doc("missing")).await.expect("read"), None);
+}
+
+/// A writer that starts each append as soon as the last one is in order
+/// ([`Store::append_ordered`]), without waiting for it to be durable, gets
+/// every append into the log in revision order, on each of several
+/// documents at once; every `Durable` resolves `Ok`, and then the ops are
+/// there.
+pub async fn pipelined_appends_keep_order(store: &dyn Store) {
+    const DOCUMENTS: usize = 3;
+    const OPS: u64 = 150;
+    let alice = client("alice");
+    let ids: Vec<_> = (0..DOCUMENTS).map(|d| doc(&format!("piped-{d}"))).collect();
+    for id in &ids {
+        store.create_document(id, "rust", "").await.expect("create");
+    }
+    let mut durables = Vec::new();
+    let mut rev = 1;
+    while rev <= OPS {
+        // One op, then two, then three: groups of several sizes.
+        let last = (rev + rev % 3).min(OPS);
+        for id in &ids {
+            let written = store
+                .append_ordered(batch(id, records(rev..=last, &alice)))
+                .await
+                .expect("in order");
+            durables.push(written);
+        }
+        rev = last + 1;
+    }
+    for durable in join_all(durables).await {
+        durable.expect("durable");
+    }
+    for id in &ids {
+        let meta = store.document(id).await.expect("read").expect("exists");
+        assert_eq!(meta.rev, Revision(OPS), "{id}");
+        let stored = store
+            .ops(id, Revision(0), Revision(OPS), usize::MAX)
+            .await
+            .expect("ops");
+        assert_eq!(stored, owned(&records(1..=OPS, &alice)), "{id}");
+    }
 }

@@ -1,41 +1,40 @@
-//! The append fast path: one prepared statement per append, and a group
-//! commit of many appends sent in one round trip.
+//! The append fast path: one prepared statement per append, and a group of
+//! appends sent with its `BEGIN` and `COMMIT` in one round trip.
 //!
 //! The general path ([`super::commit_jobs`]) runs each job under its own
 //! savepoint, one statement per round trip: about ten round trips per
 //! append. Here each append is a single statement, prepared once per
 //! connection, that moves the fence (`documents.rev`) only if the document
 //! is at the revision before the batch and the writer's epoch is current,
-//! and inserts the ops and the snapshot only if the fence moved. A job is
-//! therefore either fully written or untouched, and an untouched job is
+//! and inserts the ops and the snapshot only if the fence moved. An append
+//! is therefore either fully written or untouched, and an untouched one is
 //! handed to the general path, which finds out why (a retry of what is
 //! stored, a conflict, a missing document) and answers exactly as before.
 //!
-//! Every statement of a group, with `BEGIN` before and `COMMIT` after, is
-//! sent at once (tokio-postgres pipelines requests made on one connection):
-//! one round trip and one WAL flush for the lot. A statement that fails
-//! aborts the transaction, so nothing of the group is committed and the
-//! whole group goes to the general path. A lone append needs no `BEGIN`: a
-//! single statement is its own transaction, and its reply comes after
-//! `ReadyForQuery`, that is after the commit.
+//! `BEGIN`, the statements and `COMMIT` are sent at once: tokio-postgres
+//! sends a request when its future is first polled, and PostgreSQL answers
+//! a connection's requests in order. The statements are answered before the
+//! `COMMIT` runs. A statement that fails aborts the transaction, so the
+//! `COMMIT` rolls it back and nothing of the group is written.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures_util::future::{MaybeDone, maybe_done, poll_fn};
+use futures_util::future::{MaybeDone, maybe_done};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Statement};
 
 use super::{Job, to_sql};
-use crate::store::{AppendBatch, now_ms};
+use crate::store::{AppendBatch, StoreError, now_ms};
 
 /// Moves the fence and writes the ops and the snapshot, or does nothing.
 /// The `UPDATE` takes the document's row lock: a writer of the same
 /// document on another connection waits, and then re-checks `rev` against
-/// the row this one committed. `ins` and `snap` read from `upd`, so they
-/// write only when the fence moved. Returns the number of ops inserted:
-/// all of them, or none.
+/// the row that one committed. `snap` and the insert read from `upd`, so
+/// they write only when the fence moved. Returns the number of ops
+/// inserted: all of them, or none.
 const APPEND: &str = "
     WITH upd AS (
         UPDATE documents SET rev = $3, updated_ms = $4
@@ -145,110 +144,118 @@ impl Params {
     }
 }
 
-/// What the fast path did with a group of jobs.
+type Pinned<T> = Pin<Box<dyn Future<Output = T>>>;
+type Request<T> = MaybeDone<Pinned<Result<T, tokio_postgres::Error>>>;
+
+/// A request's reply once it has come, kept until taken.
+pub(super) type Commit = Request<()>;
+
+/// A group of appends on its way: `BEGIN`, a statement per append, and
+/// `COMMIT`. Poll it ([`Group::poll_statements`]) to send it.
+pub(super) struct Group {
+    begin: Request<()>,
+    appends: Vec<Request<u64>>,
+    sizes: Vec<u64>,
+    commit: Commit,
+}
+
+/// What the statements of a group did.
 pub(super) enum Outcome {
-    /// Committed. `true` for each job that was written; the others were
-    /// left untouched, for the general path to run.
-    Committed(Vec<bool>),
-    /// Nothing was committed (a statement failed and the transaction was
-    /// rolled back): the general path runs every job.
+    /// Every statement ran: `true` for each append written, `false` for
+    /// each one left untouched. The group's `COMMIT` decides whether the
+    /// written ones are durable.
+    Ran(Vec<bool>),
+    /// A statement was refused: the transaction was aborted and its
+    /// `COMMIT` rolls it back. Nothing of the group is written.
     RolledBack,
-    /// The group does not qualify (a job other than an append, or an
-    /// append the general path must judge): nothing was sent.
-    NotTried,
 }
 
-/// Runs `jobs` on the fast path if every one is an append it can take.
-///
-/// # Errors
-///
-/// When it is unknown whether the group committed (the connection failed,
-/// or `COMMIT` did): the jobs must be answered `Unavailable`, and retried.
-pub(super) async fn run(
-    conn: &Client,
-    statements: &Statements,
-    jobs: &[Job],
-) -> Result<Outcome, tokio_postgres::Error> {
-    let now = now_ms();
-    let Some(params) = jobs
-        .iter()
-        .map(|job| match job {
-            Job::Append { batch, .. } => Params::of(batch, now),
-            _ => None,
+impl Group {
+    /// `None` unless every job is an append the fast path can take.
+    pub(super) fn new(client: &Arc<Client>, statements: &Statements, jobs: &[Job]) -> Option<Self> {
+        let now = now_ms();
+        let params = jobs
+            .iter()
+            .map(|job| match job {
+                Job::Append { batch, .. } => Params::of(batch, now),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let sizes = params.iter().map(|p| p.revs.len() as u64).collect();
+        let simple = |sql: &'static str| -> Request<()> {
+            let client = Arc::clone(client);
+            maybe_done(Box::pin(async move { client.batch_execute(sql).await }))
+        };
+        let appends = params
+            .into_iter()
+            .map(|p| {
+                let (client, statement) = (Arc::clone(client), statements.append.clone());
+                maybe_done(
+                    Box::pin(async move { client.execute(&statement, &p.as_sql()).await })
+                        as Pinned<_>,
+                )
+            })
+            .collect();
+        Some(Self {
+            begin: simple("BEGIN"),
+            appends,
+            sizes,
+            commit: simple("COMMIT"),
         })
-        .collect::<Option<Vec<_>>>()
-    else {
-        return Ok(Outcome::NotTried);
-    };
-    let sql: Vec<_> = params.iter().map(Params::as_sql).collect();
-    let results = if let [only] = sql.as_slice() {
-        vec![conn.execute(&statements.append, only).await]
-    } else {
-        let appends = sql.iter().map(|p| conn.execute(&statements.append, p));
-        let begin = conn.batch_execute("BEGIN");
-        let commit = conn.batch_execute("COMMIT");
-        let (begun, results, committed) = send_in_order(begin, appends, commit).await;
-        // Without BEGIN, each append would have committed on its own.
-        begun?;
-        // After a failed statement, COMMIT rolls back; an error from COMMIT
-        // itself leaves the outcome unknown.
-        committed?;
-        results
-    };
-    let mut written = Vec::with_capacity(results.len());
-    for (result, p) in results.into_iter().zip(&params) {
-        match result {
-            Ok(n) => written.push(n == p.revs.len() as u64),
-            // The server refused a statement: the transaction was aborted.
-            Err(e) if e.as_db_error().is_some() => return Ok(Outcome::RolledBack),
-            Err(e) => return Err(e),
-        }
     }
-    Ok(Outcome::Committed(written))
-}
 
-type Pinned<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
-
-/// Awaits `first`, then `middle`, then `last`, polling each for the first
-/// time in that order, so their requests go out in that order on one
-/// connection and are answered in one round trip.
-async fn send_in_order<'a, A, B, C>(
-    first: impl Future<Output = A> + 'a,
-    middle: impl Iterator<Item = impl Future<Output = B> + 'a>,
-    last: impl Future<Output = C> + 'a,
-) -> (A, Vec<B>, C) {
-    let mut first: MaybeDone<Pinned<'a, A>> = maybe_done(Box::pin(first));
-    let mut middle: Vec<MaybeDone<Pinned<'a, B>>> = middle
-        .map(|f| maybe_done(Box::pin(f) as Pinned<'a, B>))
-        .collect();
-    let mut last: MaybeDone<Pinned<'a, C>> = maybe_done(Box::pin(last));
-    poll_fn(|cx| {
-        // Every one is polled, in order, on every wake-up (`&=` does not
-        // short-circuit); a finished one keeps its output and is ready at
-        // once after that.
-        let mut ready = Pin::new(&mut first).poll(cx).is_ready();
-        for f in &mut middle {
-            ready &= Pin::new(f).poll(cx).is_ready();
+    /// Polls every request, in order, so that the first poll sends them in
+    /// order; ready once `BEGIN` and every statement are answered.
+    pub(super) fn poll_statements(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // `&=` does not short-circuit: every request is polled.
+        let mut ready = Pin::new(&mut self.begin).poll(cx).is_ready();
+        for append in &mut self.appends {
+            ready &= Pin::new(append).poll(cx).is_ready();
         }
-        ready &= Pin::new(&mut last).poll(cx).is_ready();
+        let _ = Pin::new(&mut self.commit).poll(cx);
         if ready {
             Poll::Ready(())
         } else {
             Poll::Pending
         }
-    })
-    .await;
-    let outputs = (
-        take(&mut first),
-        middle.iter_mut().map(take).collect::<Option<Vec<_>>>(),
-        take(&mut last),
-    );
-    match outputs {
-        (Some(a), Some(b), Some(c)) => (a, b, c),
-        _ => unreachable!("poll_fn returns only once every future is done"),
+    }
+
+    /// What the statements did, and the `COMMIT` still under way (or
+    /// answered). Call once [`Group::poll_statements`] is ready.
+    ///
+    /// # Errors
+    ///
+    /// When it is unknown what the group wrote: `BEGIN` failed (each
+    /// statement may have committed on its own) or the connection did.
+    pub(super) fn outcome(mut self) -> (Result<Outcome, StoreError>, Commit) {
+        let outcome = (|| {
+            let begun = take(&mut self.begin).ok_or_else(not_answered)?;
+            begun.map_err(unknown)?;
+            let mut written = Vec::with_capacity(self.appends.len());
+            for (append, size) in self.appends.iter_mut().zip(&self.sizes) {
+                match take(append).ok_or_else(not_answered)? {
+                    Ok(n) => written.push(n == *size),
+                    // The server refused it: the transaction is aborted.
+                    Err(e) if e.as_db_error().is_some() => return Ok(Outcome::RolledBack),
+                    Err(e) => return Err(unknown(e)),
+                }
+            }
+            Ok(Outcome::Ran(written))
+        })();
+        (outcome, self.commit)
     }
 }
 
-fn take<T>(f: &mut MaybeDone<Pinned<'_, T>>) -> Option<T> {
-    Pin::new(f).take_output()
+/// A reply, if it has come.
+pub(super) fn take<T>(request: &mut Request<T>) -> Option<Result<T, tokio_postgres::Error>> {
+    Pin::new(request).take_output()
+}
+
+fn not_answered() -> StoreError {
+    // Not reachable once `poll_statements` was ready.
+    StoreError::Unavailable("a statement of the group was not answered".into())
+}
+
+fn unknown(e: tokio_postgres::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
 }
