@@ -5,9 +5,10 @@
 //! check, each on fresh storage: creating documents, appending and reading
 //! the op log, the append fence, `NotFound` for missing documents, the
 //! `(client, seq)` dedupe lookups, snapshots, languages, listing, many
-//! concurrent writers, durability across a reopen, and access rights
-//! (grants, the creator as admin, share links by token hash), and the
-//! lease-epoch fence between owners. SQLite alone also
+//! concurrent writers, durability across a reopen, access rights
+//! (grants, the creator as admin, share links by token hash), the
+//! lease-epoch fence between owners, and group commit (a failing append
+//! queued with others fails alone). SQLite alone also
 //! gets `sync_seam`: no write is answered before a flush that covers it.
 //!
 //! Adding a backend is one line: implement [`Backend`] (its `open` must
@@ -50,7 +51,8 @@ macro_rules! conformance_tests {
                     set_language, list_documents,
                     access_grants, access_odd_user_ids, access_creator_is_admin,
                     access_writes_grouped, share_links, share_link_fields,
-                    lease_epoch_fence, delete_document;
+                    lease_epoch_fence, delete_document, group_commit_isolates_failures,
+                    pipelined_appends_keep_order;
                 backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
             );
         }

@@ -1,12 +1,16 @@
 //! The PostgreSQL store, for several nodes sharing one database.
 //!
-//! Writes go to one writer task that owns a dedicated connection and
-//! group-commits, as the SQLite store does: every job waiting when a
-//! transaction starts goes into it, each under its own savepoint so that one
-//! job's conflict does not undo the others, and nobody is answered `Ok`
-//! before `COMMIT` has returned. One writer means one commit (one WAL flush)
-//! for many documents' appends instead of one per append, and no contention
-//! between this node's own writers. Reads go through a `bb8` pool.
+//! Writes go to one writer task (`writer`) that owns a dedicated
+//! connection and group-commits, as the SQLite store does: every job
+//! waiting when a transaction starts goes into it, and no write is durable
+//! before `COMMIT` has returned. Appends take a fast path
+//! (`fast_append`): one prepared statement each, sent with `BEGIN` and
+//! `COMMIT` in one round trip, and the next group may be sent while one
+//! `COMMIT` is under way. Whatever the fast path leaves runs each job under
+//! its own savepoint, so that one job's conflict does not undo the others.
+//! One writer means one commit (one WAL flush) for many documents' appends
+//! instead of one per append, and no contention between this node's own
+//! writers. Reads go through a `bb8` pool.
 //!
 //! The fence between nodes is the primary key on `ops (document, rev)`: a
 //! node that has lost a document's lease and still appends gets
@@ -36,7 +40,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, GenericClient, Row};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::job::{Done, Job, Reply, reply};
+mod fast_append;
+mod writer;
+
+use super::job::{Done, Job, Reply};
 pub use super::pg_tls::ConnectOptions;
 use super::pg_tls::Target;
 use super::{
@@ -246,7 +253,7 @@ impl PostgresStore {
             .spawn(move || {
                 runtime.block_on(async move {
                     let started = async {
-                        let writer = connect(&config).await?;
+                        let writer = writer::Writer::open(&config).await?;
                         let manager = PostgresConnectionManager::new(
                             config.config.clone(),
                             config.tls.clone(),
@@ -268,7 +275,7 @@ impl PostgresStore {
                     match started {
                         Ok((writer, pool)) => {
                             if started_tx.send(Ok(pool)).is_ok() {
-                                writer_loop(config, Some(writer), rx, &writer_stats).await;
+                                writer::writer_loop(config, Some(writer), rx, &writer_stats).await;
                             }
                         }
                         Err(e) => {
@@ -331,83 +338,45 @@ impl PostgresStore {
     }
 }
 
-async fn writer_loop(
-    config: Target,
-    mut client: Option<Client>,
-    mut rx: mpsc::Receiver<Job>,
-    stats: &CommitStats,
-) {
-    let mut jobs = Vec::new();
-    while rx.recv_many(&mut jobs, MAX_JOBS_PER_COMMIT).await > 0 {
-        let batch = std::mem::take(&mut jobs);
-        // A broken connection is replaced on the next batch, never for good.
-        if client.as_ref().is_none_or(Client::is_closed) {
-            client = match connect(&config).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    crate::metrics::store_error("connect");
-                    tracing::warn!("PostgreSQL writer cannot connect: {e}");
-                    for job in batch {
-                        reply(job, Err(StoreError::Unavailable(e.to_string())));
-                    }
-                    continue;
-                }
-            };
+/// Runs each job under its own savepoint in one transaction and commits
+/// once. The outcomes are only meaningful if this returns `Ok`. Plain
+/// statements rather than a `Transaction`, which would need the client
+/// mutably while the fast path's commits may still be in flight on it.
+async fn commit_jobs(
+    conn: &Client,
+    jobs: &[Job],
+) -> Result<Vec<Result<Done, StoreError>>, tokio_postgres::Error> {
+    conn.batch_execute("BEGIN").await?;
+    match savepoint_jobs(conn, jobs).await {
+        Ok(outcomes) => {
+            conn.batch_execute("COMMIT").await?;
+            Ok(outcomes)
         }
-        let Some(conn) = client.as_mut() else {
-            continue;
-        };
-        let started = std::time::Instant::now();
-        match commit_jobs(conn, &batch).await {
-            Ok(outcomes) => {
-                let ops = batch
-                    .iter()
-                    .map(|j| match j {
-                        Job::Append { batch, .. } => batch.ops.len(),
-                        _ => 0,
-                    })
-                    .sum();
-                stats.record(ops);
-                crate::metrics::group_commit(started, ops);
-                for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    reply(job, outcome);
-                }
-            }
-            Err(e) => {
-                // Nothing of this transaction is known to be committed; the
-                // callers retry, and a retried append is idempotent.
-                crate::metrics::store_error("commit");
-                tracing::warn!("PostgreSQL group commit failed: {e}");
-                if conn.is_closed() {
-                    client = None;
-                }
-                for job in batch {
-                    reply(job, Err(StoreError::Unavailable(e.to_string())));
-                }
-            }
+        Err(e) => {
+            // Where this fails too, the connection is broken, and replaced
+            // before the next batch.
+            let _ = conn.batch_execute("ROLLBACK").await;
+            Err(e)
         }
     }
 }
 
-/// Runs each job under its own savepoint in one transaction and commits
-/// once. The outcomes are only meaningful if this returns `Ok`.
-async fn commit_jobs(
-    conn: &mut Client,
+async fn savepoint_jobs(
+    conn: &Client,
     jobs: &[Job],
 ) -> Result<Vec<Result<Done, StoreError>>, tokio_postgres::Error> {
-    let mut tx = conn.transaction().await?;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let sp = tx.savepoint("job").await?;
-        let outcome = run_job(&sp, job).await;
-        if outcome.is_ok() {
-            sp.commit().await?;
+        conn.batch_execute("SAVEPOINT job").await?;
+        let outcome = run_job(conn, job).await;
+        conn.batch_execute(if outcome.is_ok() {
+            "RELEASE SAVEPOINT job"
         } else {
-            sp.rollback().await?;
-        }
+            "ROLLBACK TO SAVEPOINT job"
+        })
+        .await?;
         outcomes.push(outcome);
     }
-    tx.commit().await?;
     Ok(outcomes)
 }
 

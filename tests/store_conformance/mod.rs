@@ -9,6 +9,7 @@ mod access;
 mod delete;
 mod durability;
 mod fence;
+mod group;
 mod log;
 mod meta;
 
@@ -23,6 +24,7 @@ pub use access::*;
 pub use delete::*;
 pub use durability::*;
 pub use fence::*;
+pub use group::*;
 pub use log::*;
 pub use meta::*;
 
