@@ -50,8 +50,9 @@ macro_rules! conformance_tests {
                     set_language, list_documents,
                     access_grants, access_odd_user_ids, access_creator_is_admin,
                     access_writes_grouped, share_links, share_link_fields,
-                    lease_epoch_fence, delete_document;
-                backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
+                    lease_epoch_fence, delete_document, snapshot_deltas_random;
+                backend: concurrent_appends, reopen_keeps_data, access_survives_reopen,
+                    snapshot_deltas_survive_reopen;
             );
         }
     };
