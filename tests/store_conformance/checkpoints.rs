@@ -33,7 +33,7 @@ impl Rng {
 fn random_history(seed: u64, ops: u64) -> (Vec<Arc<OpRecord>>, Vec<String>) {
     let mut rng = Rng(seed);
     let who = client("rand");
-    let initial: String = (0..1_500).map(|i| PIECES[i % PIECES.len()]).collect();
+    let initial: String = (0..6_000).map(|i| PIECES[i % PIECES.len()]).collect();
     let mut texts = vec![initial];
     let mut records = Vec::new();
     let mut cursor = 0usize;
@@ -44,8 +44,8 @@ fn random_history(seed: u64, ops: u64) -> (Vec<Arc<OpRecord>>, Vec<String>) {
             cursor = rng.below(len as u64 + 1) as usize;
         }
         cursor = cursor.min(len);
-        let roll = rng.below(100);
-        let components: Vec<Component<'_>> = if roll < 3 && len > 10 {
+        let roll = rng.below(1_000);
+        let components: Vec<Component<'_>> = if roll < 10 && len > 10 {
             // Both ends at once: the delta spans the whole text.
             vec![
                 Component::Delete(1),
@@ -53,10 +53,10 @@ fn random_history(seed: u64, ops: u64) -> (Vec<Arc<OpRecord>>, Vec<String>) {
                 Component::Delete(1),
                 Component::Insert("€"),
             ]
-        } else if roll < 5 && len > 2_000 {
-            let cut = len / 2;
+        } else if roll < 13 && len > 2_000 {
+            let cut = len / 4;
             vec![Component::Delete(cut), Component::Retain(len - cut)]
-        } else if roll < 30 && cursor > 0 {
+        } else if roll < 300 && cursor > 0 {
             let n = (1 + rng.below(3) as usize).min(cursor);
             cursor -= n;
             vec![
