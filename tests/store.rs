@@ -52,8 +52,9 @@ macro_rules! conformance_tests {
                     access_grants, access_odd_user_ids, access_creator_is_admin,
                     access_writes_grouped, share_links, share_link_fields,
                     lease_epoch_fence, delete_document, group_commit_isolates_failures,
-                    pipelined_appends_keep_order;
-                backend: concurrent_appends, reopen_keeps_data, access_survives_reopen;
+                    pipelined_appends_keep_order, snapshot_deltas_random;
+                backend: concurrent_appends, reopen_keeps_data, access_survives_reopen,
+                    snapshot_deltas_survive_reopen;
             );
         }
     };

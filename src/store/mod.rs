@@ -17,6 +17,7 @@
 //! nodes sharing one database; schema in `sql/`). Both pass the same
 //! conformance suite in `tests/store.rs`.
 
+mod checkpoint;
 mod job;
 pub mod pg_tls;
 pub mod postgres;

@@ -43,6 +43,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 mod fast_append;
 mod writer;
 
+use super::checkpoint;
 use super::job::{Done, Job, Reply};
 pub use super::pg_tls::ConnectOptions;
 use super::pg_tls::Target;
@@ -60,6 +61,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../sql/0001_init.sql")),
     (2, include_str!("../../sql/0002_share_links.sql")),
     (3, include_str!("../../sql/0003_lease_epoch.sql")),
+    (4, include_str!("../../sql/0004_snapshot_deltas.sql")),
 ];
 
 /// Key of the advisory lock that serialises migrations between nodes that
@@ -607,20 +609,90 @@ async fn create(
 /// contain U+0000, which a PostgreSQL `text` value cannot hold, and
 /// escaping it would need an unescape on every read and a rule for text
 /// that already looks escaped.
+///
+/// It is stored whole or as a delta from the snapshot before it (see
+/// [`checkpoint`]); one already stored at `rev` is kept.
 async fn put_snapshot(
     conn: &impl GenericClient,
     id: &DocId,
     rev: Revision,
     text: &str,
 ) -> Result<(), StoreError> {
+    let at = to_sql(rev.0)?;
+    let exists = conn
+        .query_opt(
+            "SELECT 1 FROM snapshots WHERE document = $1 AND rev = $2",
+            &[&id.as_str(), &at],
+        )
+        .await
+        .map_err(pg_error)?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    let base = match rev.0.checked_sub(1) {
+        Some(before) if checkpoint::may_be_delta(text) => {
+            read_snapshot(conn, id, Revision(before)).await?
+        }
+        _ => None,
+    };
+    let plan = checkpoint::plan(rev, text, base.as_ref());
+    let (body, base, cost) = match &plan {
+        checkpoint::Plan::Full => (text, None, 0),
+        checkpoint::Plan::Delta { base, op, chain } => {
+            (op.as_str(), Some(to_sql(*base)?), to_sql(*chain)?)
+        }
+    };
     conn.execute(
-        "INSERT INTO snapshots (document, rev, text, time_ms) VALUES ($1, $2, $3, $4)
+        "INSERT INTO snapshots (document, rev, text, time_ms, base, chain_cost)
+         VALUES ($1, $2, $3, $4, $5, $6)
          ON CONFLICT (document, rev) DO NOTHING",
-        &[&id.as_str(), &to_sql(rev.0)?, &text.as_bytes(), &now_ms()],
+        &[&id.as_str(), &at, &body.as_bytes(), &now_ms(), &base, &cost],
     )
     .await
     .map_err(pg_error)?;
     Ok(())
+}
+
+/// The latest snapshot at or before `rev`, rebuilt from its chain: the
+/// row and its bases, followed one by one down to a full text.
+async fn read_snapshot(
+    conn: &impl GenericClient,
+    id: &DocId,
+    rev: Revision,
+) -> Result<Option<checkpoint::Rebuilt>, StoreError> {
+    let rows = conn
+        .query(
+            "WITH RECURSIVE link (rev, base, chain_cost, text) AS (
+                 SELECT rev, base, chain_cost, text FROM snapshots
+                 WHERE document = $1 AND rev = (
+                     SELECT max(rev) FROM snapshots WHERE document = $1 AND rev <= $2)
+                 UNION ALL
+                 SELECT s.rev, s.base, s.chain_cost, s.text FROM snapshots s, link
+                 WHERE s.document = $1 AND s.rev = link.base
+             )
+             SELECT rev, base, chain_cost, text FROM link",
+            &[&id.as_str(), &to_sql(rev.0)?],
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let rev: i64 = row.try_get(0).map_err(pg_error)?;
+            let base: Option<i64> = row.try_get(1).map_err(pg_error)?;
+            let chain: i64 = row.try_get(2).map_err(pg_error)?;
+            let body: Vec<u8> = row.try_get(3).map_err(pg_error)?;
+            Ok(checkpoint::Row {
+                rev: from_sql(rev)?,
+                base: base.map(from_sql).transpose()?,
+                chain: from_sql(chain)?,
+                body: String::from_utf8(body)
+                    .map_err(|e| StoreError::Corrupt(format!("snapshot text: {e}")))?,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    checkpoint::rebuild(rows)
 }
 
 /// True when the ops are already stored exactly: a retried append.
@@ -847,26 +919,11 @@ impl Store for PostgresStore {
         rev: Revision,
     ) -> Result<Option<Snapshot>, StoreError> {
         let id = id.clone();
-        let rev = to_sql(rev.0)?;
         self.read(move |c| async move {
-            let row = c
-                .query_opt(
-                    "SELECT rev, text FROM snapshots WHERE document = $1 AND rev <= $2
-                     ORDER BY rev DESC LIMIT 1",
-                    &[&id.as_str(), &rev],
-                )
-                .await
-                .map_err(pg_error)?;
-            row.map(|row| {
-                let rev: i64 = row.try_get(0).map_err(pg_error)?;
-                let text: Vec<u8> = row.try_get(1).map_err(pg_error)?;
-                Ok(Snapshot {
-                    rev: Revision(from_sql(rev)?),
-                    text: String::from_utf8(text)
-                        .map_err(|e| StoreError::Corrupt(format!("snapshot text: {e}")))?,
-                })
-            })
-            .transpose()
+            Ok(read_snapshot(&*c, &id, rev).await?.map(|s| Snapshot {
+                rev: s.rev,
+                text: s.text,
+            }))
         })
         .await
     }

@@ -28,6 +28,7 @@ use ropey::Rope;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use super::checkpoint;
 use super::job::{Done, Job, Reply, reply};
 use super::{
     AppendBatch, CommitStats, DocumentMeta, Durable, OpRecord, ShareLink, Snapshot, Store,
@@ -74,8 +75,10 @@ CREATE TABLE IF NOT EXISTS snapshots (
     rev         INTEGER NOT NULL,
     text        TEXT NOT NULL,
     time_ms     INTEGER NOT NULL,
+    base        INTEGER CHECK (base < rev),
+    chain_cost  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (document, rev)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS document_access (
     document    TEXT NOT NULL REFERENCES documents(id),
     user_id     TEXT NOT NULL,
@@ -186,7 +189,13 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let conn = open_connection(&path)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
-        add_epoch_column(&conn)?;
+        add_column(
+            &conn,
+            "documents",
+            "epoch",
+            "epoch INTEGER NOT NULL DEFAULT 0",
+        )?;
+        upgrade_snapshots(&conn)?;
         let (tx, rx) = std_mpsc::channel();
         let (sync_tx, sync_rx) = std_mpsc::channel();
         let stats = Arc::new(CommitStats::default());
@@ -501,22 +510,71 @@ fn run_job(conn: &Connection, job: &Job) -> Result<Done, StoreError> {
     }
 }
 
-/// Files made before lease epochs existed get the column (every document
-/// at epoch 0, which no claim has passed yet).
-fn add_epoch_column(conn: &Connection) -> Result<(), StoreError> {
+/// Files made before a column existed get it: `documents.epoch` (lease
+/// epochs; every document at 0, which no claim has passed yet).
+fn add_column(
+    conn: &Connection,
+    table: &str,
+    column: &str,
+    definition: &str,
+) -> Result<(), StoreError> {
     let has: bool = conn
         .query_row(
-            "SELECT count(*) FROM pragma_table_info('documents') WHERE name = 'epoch'",
-            [],
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2",
+            params![table, column],
             |r| r.get::<_, i64>(0),
         )
         .map(|n| n > 0)
         .map_err(unavailable)?;
     if !has {
-        conn.execute_batch("ALTER TABLE documents ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {definition}"))
             .map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// Rebuilds the snapshots table of a file made before snapshot deltas: it
+/// was `WITHOUT ROWID`, and had neither `base` nor `chain_cost` (every old
+/// snapshot is a full text, cost 0).
+///
+/// Why not `WITHOUT ROWID`: such a table is a b-tree of whole rows, and
+/// SQLite compares a key against a row that overflows its page by reading
+/// the whole row. A seek through a table of snapshots of a 1 MB text read
+/// megabytes; a rowid table keeps the keys in an index of their own. Done
+/// once, in one transaction, at open (it copies every snapshot).
+fn upgrade_snapshots(conn: &Connection) -> Result<(), StoreError> {
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = 'snapshots'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if !sql.contains("WITHOUT ROWID") {
+        return Ok(());
+    }
+    tracing::info!("rebuilding the snapshots table for snapshot deltas (once)");
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         ALTER TABLE snapshots RENAME TO snapshots_before_deltas;
+         CREATE TABLE snapshots (
+             document    TEXT NOT NULL REFERENCES documents(id),
+             rev         INTEGER NOT NULL,
+             text        TEXT NOT NULL,
+             time_ms     INTEGER NOT NULL,
+             base        INTEGER CHECK (base < rev),
+             chain_cost  INTEGER NOT NULL DEFAULT 0,
+             PRIMARY KEY (document, rev)
+         );
+         INSERT INTO snapshots (document, rev, text, time_ms)
+             SELECT document, rev, text, time_ms FROM snapshots_before_deltas;
+         DROP TABLE snapshots_before_deltas;
+         COMMIT;",
+    )
+    .map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        unavailable(e)
+    })
 }
 
 /// The document's lease epoch (see [`Store::claim`]).
@@ -667,22 +725,89 @@ fn create(
     })
 }
 
+/// Stores the snapshot whole or as a delta from the one before it (see
+/// [`checkpoint`]); one already stored at `rev` is kept.
 fn put_snapshot(
     conn: &Connection,
     id: &DocId,
     rev: Revision,
     text: &str,
 ) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO snapshots (document, rev, text, time_ms) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (document, rev) DO NOTHING",
-        params![id.as_str(), to_sql(rev.0)?, text, now_ms()],
+    let at = to_sql(rev.0)?;
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM snapshots WHERE document = ?1 AND rev = ?2")
+        .and_then(|mut stmt| stmt.exists(params![id.as_str(), at]))
+        .map_err(unavailable)?;
+    if exists {
+        return Ok(());
+    }
+    let base = match rev.0.checked_sub(1) {
+        Some(before) if checkpoint::may_be_delta(text) => {
+            read_snapshot(conn, id, Revision(before))?
+        }
+        _ => None,
+    };
+    let plan = checkpoint::plan(rev, text, base.as_ref());
+    let (body, base, cost) = match &plan {
+        checkpoint::Plan::Full => (text, None, 0),
+        checkpoint::Plan::Delta { base, op, chain } => {
+            (op.as_str(), Some(to_sql(*base)?), to_sql(*chain)?)
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO snapshots (document, rev, text, time_ms, base, chain_cost)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
+    .and_then(|mut stmt| stmt.execute(params![id.as_str(), at, body, now_ms(), base, cost]))
     .map_err(|e| match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::NotFound,
         _ => unavailable(e),
     })?;
     Ok(())
+}
+
+/// The latest snapshot at or before `rev`, rebuilt from its chain: the
+/// row and its bases, followed one by one down to a full text.
+fn read_snapshot(
+    conn: &Connection,
+    id: &DocId,
+    rev: Revision,
+) -> Result<Option<checkpoint::Rebuilt>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "WITH RECURSIVE link (rev, base, chain_cost, text) AS (
+                 SELECT rev, base, chain_cost, text FROM snapshots
+                 WHERE document = ?1 AND rev = (
+                     SELECT max(rev) FROM snapshots WHERE document = ?1 AND rev <= ?2)
+                 UNION ALL
+                 SELECT s.rev, s.base, s.chain_cost, s.text FROM snapshots s, link
+                 WHERE s.document = ?1 AND s.rev = link.base
+             )
+             SELECT rev, base, chain_cost, text FROM link",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![id.as_str(), to_sql(rev.0)?], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<i64>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    let rows = rows
+        .map(|row| {
+            let (rev, base, chain, body) = row.map_err(unavailable)?;
+            Ok(checkpoint::Row {
+                rev: from_sql(rev)?,
+                base: base.map(from_sql).transpose()?,
+                chain: from_sql(chain)?,
+                body,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    checkpoint::rebuild(rows)
 }
 
 fn to_sql(n: u64) -> Result<i64, StoreError> {
@@ -875,22 +1000,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<Snapshot>, StoreError> {
         let id = id.clone();
         self.read(move |c| {
-            let row: Option<(i64, String)> = c
-                .query_row(
-                    "SELECT rev, text FROM snapshots WHERE document = ?1 AND rev <= ?2
-                     ORDER BY rev DESC LIMIT 1",
-                    params![id.as_str(), to_sql(rev.0)?],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(unavailable)?;
-            row.map(|(rev, text)| {
-                Ok(Snapshot {
-                    rev: Revision(from_sql(rev)?),
-                    text,
-                })
-            })
-            .transpose()
+            Ok(read_snapshot(c, &id, rev)?.map(|s| Snapshot {
+                rev: s.rev,
+                text: s.text,
+            }))
         })
         .await
     }
@@ -1185,5 +1298,161 @@ impl Store for SqliteStore {
 
     fn commit_stats(&self) -> (u64, u64) {
         self.stats.read()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ot::{Component, TextOp};
+
+    fn typed(rev: u64, len: usize) -> Arc<OpRecord> {
+        Arc::new(OpRecord {
+            rev: Revision(rev),
+            client: ClientId::parse("typist").expect("client id"),
+            seq: Seq(rev),
+            author: "typist".into(),
+            op: TextOp::from_components([Component::Retain(len), Component::Insert("x")]),
+            time_ms: 0,
+        })
+    }
+
+    /// Appends `ops` one-character ops at the end of `doc`'s text (`base`
+    /// characters of 'y' to start), a snapshot every 10.
+    async fn type_with_snapshots(store: &SqliteStore, doc: &DocId, base: usize, ops: u64) {
+        let mut text = "y".repeat(base);
+        let start = store
+            .document(doc)
+            .await
+            .expect("read")
+            .expect("exists")
+            .rev
+            .0;
+        for rev in start + 1..=start + ops {
+            let op = typed(rev, text.chars().count());
+            text.push('x');
+            let snapshot = (rev % 10 == 0).then(|| (Revision(rev), Rope::from_str(&text)));
+            let batch = AppendBatch {
+                doc: doc.clone(),
+                ops: vec![op],
+                snapshot,
+                epoch: LeaseEpoch::ZERO,
+            };
+            store.append(batch).await.expect("append");
+        }
+    }
+
+    fn stored_kinds(path: &Path) -> (i64, i64, i64) {
+        let conn = Connection::open(path).expect("open");
+        conn.query_row(
+            "SELECT count(*) FILTER (WHERE base IS NULL), count(base), sum(length(text))
+             FROM snapshots",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .expect("count")
+    }
+
+    #[tokio::test]
+    async fn typing_is_kept_as_deltas() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let store = SqliteStore::open(&path).expect("open");
+        let doc = DocId::parse("typed").expect("doc id");
+        store
+            .create_document(&doc, "rust", &"y".repeat(20_000))
+            .await
+            .expect("create");
+        type_with_snapshots(&store, &doc, 20_000, 500).await;
+        let (full, deltas, bytes) = stored_kinds(&path);
+        // 50 snapshots of ~20 KB each would be ~1 MB; the deltas are a few
+        // dozen bytes each, and the chain cost ends one in ~20.
+        assert_eq!(full + deltas, 51);
+        assert!(deltas >= 45, "{full} full, {deltas} deltas");
+        assert!(bytes < 150_000, "{bytes} bytes of snapshots");
+        let snap = store
+            .snapshot_at_or_before(&doc, Revision(499))
+            .await
+            .expect("read")
+            .expect("snapshot");
+        assert_eq!(snap.rev, Revision(490));
+        assert_eq!(
+            snap.text,
+            format!("{}{}", "y".repeat(20_000), "x".repeat(490))
+        );
+    }
+
+    /// A file from before deltas (its snapshots table without `base` and
+    /// `chain_cost`) gets the columns, keeps its snapshots, and its next
+    /// snapshots are deltas on top of them.
+    #[tokio::test]
+    async fn old_files_get_snapshot_deltas() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).expect("open");
+            let old = SCHEMA
+                .replace(
+                    "    base        INTEGER CHECK (base < rev),\n    chain_cost  INTEGER NOT NULL DEFAULT 0,\n",
+                    "",
+                )
+                .replace(
+                    "PRIMARY KEY (document, rev)\n);",
+                    "PRIMARY KEY (document, rev)\n) WITHOUT ROWID;",
+                );
+            conn.execute_batch(&old).expect("old schema");
+            let has: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM pragma_table_info('snapshots') WHERE name = 'base'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("columns");
+            assert_eq!(has, 0, "the old schema has no base column");
+            let without_rowid: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema
+                     WHERE name = 'snapshots' AND sql LIKE '%WITHOUT ROWID%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("schema");
+            assert_eq!(without_rowid, 1, "the old snapshots table");
+            conn.execute(
+                "INSERT INTO documents (id, language, rev, created_ms, updated_ms)
+                 VALUES ('old', 'rust', 0, 0, 0)",
+                [],
+            )
+            .expect("document");
+            conn.execute(
+                "INSERT INTO snapshots (document, rev, text, time_ms) VALUES ('old', 0, ?1, 0)",
+                params!["y".repeat(20_000)],
+            )
+            .expect("snapshot 0");
+        }
+        let store = SqliteStore::open(&path).expect("open old file");
+        let doc = DocId::parse("old").expect("doc id");
+        type_with_snapshots(&store, &doc, 20_000, 100).await;
+        let (full, deltas, _) = stored_kinds(&path);
+        assert_eq!((full, deltas), (1, 10));
+        let without_rowid: i64 = Connection::open(&path)
+            .expect("open")
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE sql LIKE '%WITHOUT ROWID%'
+                 AND name = 'snapshots'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(without_rowid, 0, "rebuilt as a rowid table");
+        let snap = store
+            .snapshot_at_or_before(&doc, Revision(100))
+            .await
+            .expect("read")
+            .expect("snapshot");
+        assert_eq!(
+            snap.text,
+            format!("{}{}", "y".repeat(20_000), "x".repeat(100))
+        );
     }
 }

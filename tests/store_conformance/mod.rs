@@ -6,6 +6,7 @@
 //! take a [`Backend`] instead.
 
 mod access;
+mod checkpoints;
 mod delete;
 mod durability;
 mod fence;
@@ -21,6 +22,7 @@ use tandem::ot::{Component, TextOp};
 use tandem::store::{AppendBatch, OpRecord, SharedStore, StoreError};
 
 pub use access::*;
+pub use checkpoints::*;
 pub use delete::*;
 pub use durability::*;
 pub use fence::*;

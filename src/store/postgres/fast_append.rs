@@ -83,8 +83,13 @@ struct Params {
 
 impl Params {
     /// `None` when the batch is for the general path to judge: empty, not
-    /// contiguous, starting at revision 0, or out of range.
+    /// contiguous, starting at revision 0, or out of range; or carrying a
+    /// snapshot, which the general path may store as a delta from the one
+    /// before it (one batch in `--snapshot-interval` revisions).
     fn of(batch: &AppendBatch, now: i64) -> Option<Self> {
+        if batch.snapshot.is_some() {
+            return None;
+        }
         let (first, last) = (batch.ops.first()?, batch.ops.last()?);
         let contiguous = batch
             .ops
