@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Client;
 
 use super::fast_append::{self, Commit, Group, Outcome, Statements};
-use super::{MAX_JOBS_PER_COMMIT, Target, commit_jobs, connect, pg_error};
+use super::{MAX_JOBS_PER_COMMIT, Target, commit_jobs, connect};
 use crate::store::job::{Job, reply};
 use crate::store::{CommitStats, StoreError};
 
@@ -46,17 +46,19 @@ const MAX_COMMITS_IN_FLIGHT: usize = 2;
 /// The writer's connection and the statements prepared on it.
 pub(super) struct Writer {
     client: Arc<Client>,
-    statements: Statements,
+    /// Prepared at the first append, not at connect: a store may be
+    /// connected to a database before its tables exist (migrations run
+    /// separately), and preparing names them.
+    statements: tokio::sync::OnceCell<Statements>,
 }
 
 impl Writer {
-    /// Connects and prepares the fast path's statements.
+    /// Connects.
     pub(super) async fn open(config: &Target) -> Result<Self, StoreError> {
         let client = connect(config).await?;
-        let statements = Statements::prepare(&client).await.map_err(pg_error)?;
         Ok(Self {
             client: Arc::new(client),
-            statements,
+            statements: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -190,7 +192,14 @@ pub(super) async fn writer_loop(
 /// rest on the general path.
 async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, stats: &CommitStats) {
     let started = Instant::now();
-    let Some(mut group) = Group::new(&w.client, &w.statements, &batch) else {
+    let prepared = w
+        .statements
+        .get_or_try_init(|| Statements::prepare(&w.client))
+        .await;
+    let Some(mut group) = prepared
+        .ok()
+        .and_then(|statements| Group::new(&w.client, statements, &batch))
+    else {
         return commit_general(w, batch, in_flight, stats).await;
     };
     poll_fn(|cx| {
