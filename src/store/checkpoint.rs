@@ -66,6 +66,17 @@ pub(crate) enum Plan {
     Delta { base: u64, op: String, chain: u64 },
 }
 
+impl Plan {
+    /// What its row holds: the body (the text, or the delta's op), the
+    /// base revision (`None` for a full text) and the chain's cost.
+    pub(crate) fn stored<'a>(&'a self, text: &'a str) -> (&'a str, Option<u64>, u64) {
+        match self {
+            Plan::Full => (text, None, 0),
+            Plan::Delta { base, op, chain } => (op.as_str(), Some(*base), *chain),
+        }
+    }
+}
+
 /// False when `text` is stored whole whatever came before it, so a caller
 /// need not rebuild the snapshot before it to ask [`plan`].
 pub(crate) fn may_be_delta(text: &str) -> bool {

@@ -748,12 +748,8 @@ fn put_snapshot(
         _ => None,
     };
     let plan = checkpoint::plan(rev, text, base.as_ref());
-    let (body, base, cost) = match &plan {
-        checkpoint::Plan::Full => (text, None, 0),
-        checkpoint::Plan::Delta { base, op, chain } => {
-            (op.as_str(), Some(to_sql(*base)?), to_sql(*chain)?)
-        }
-    };
+    let (body, base, cost) = plan.stored(text);
+    let (base, cost) = (base.map(to_sql).transpose()?, to_sql(cost)?);
     conn.prepare_cached(
         "INSERT INTO snapshots (document, rev, text, time_ms, base, chain_cost)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
