@@ -300,7 +300,7 @@ mod tests {
             client: m.joined.client.clone(),
             rev: Revision(rev),
             seq: Seq(rev + 1),
-            op,
+            op: Box::new(op),
             selection: None,
             received: std::time::Instant::now(),
         };

@@ -232,10 +232,11 @@ pub enum Command {
         rev: Revision,
         /// Client counter.
         seq: Seq,
-        /// The parsed op.
-        op: TextOp,
+        /// The parsed op (boxed, with the cursors: every document's queue
+        /// allocates its slots at the size of the biggest command).
+        op: Box<TextOp>,
         /// Cursors after it.
-        selection: Option<Selection>,
+        selection: Option<Box<Selection>>,
         /// When the session received it (for the ack latency metric).
         received: std::time::Instant,
     },

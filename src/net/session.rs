@@ -826,8 +826,8 @@ async fn handle_message(
                 client: a.joined.client.clone(),
                 rev: Revision(rev),
                 seq: Seq(seq),
-                op,
-                selection,
+                op: Box::new(op),
+                selection: selection.map(Box::new),
                 received,
             };
             a.handle.send(cmd).await.map(|()| None).map_err(|_| {

@@ -545,7 +545,7 @@ async fn edit(
                 client: me.clone(),
                 rev: info.rev,
                 seq: Seq(seq),
-                op,
+                op: Box::new(op),
                 selection: None,
                 received: std::time::Instant::now(),
             })

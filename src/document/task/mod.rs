@@ -60,7 +60,7 @@ enum Event {
     Written(Result<Durable, StoreError>),
     Flushed(Result<(), StoreError>),
     Command(Command),
-    Done(Done),
+    Done(Box<Done>),
     Shutdown,
     Idle,
     Burst,
@@ -385,7 +385,7 @@ impl Task {
                 result = written => Event::Written(result),
                 // Held news must not wait behind a busy command queue.
                 () = sleep_until(burst_at.unwrap_or_else(Instant::now)), if burst_at.is_some() => Event::Burst,
-                Some(done) = done_rx.recv() => Event::Done(*done),
+                Some(done) = done_rx.recv() => Event::Done(done),
                 cmd = rx.recv() => match cmd {
                     Some(cmd) => Event::Command(cmd),
                     None => Event::Stop,
@@ -425,7 +425,7 @@ impl Task {
                     }
                     self.handle(cmd);
                 }
-                Event::Done(done) => self.on_done(done),
+                Event::Done(done) => self.on_done(*done),
                 Event::Shutdown => {
                     self.closing = true;
                     self.kick_all(CloseCode::GoingAway);
@@ -435,7 +435,9 @@ impl Task {
                 Event::Nothing => {}
             }
         }
-        self.stop().await;
+        // Boxed: it runs once, and inline its state (4 KB) would be in
+        // every open document's future for its whole life.
+        Box::pin(self.stop()).await;
     }
 
     /// Final snapshot before the task ends, so reopening replays nothing,
@@ -576,7 +578,7 @@ impl Task {
                 op,
                 selection,
                 ..
-            } => self.op(session, client, rev, seq, op, selection),
+            } => self.op(session, client, rev, seq, *op, selection.map(|s| *s)),
             Command::Presence {
                 session,
                 client,

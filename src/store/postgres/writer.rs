@@ -38,10 +38,12 @@ use crate::store::job::{Job, reply};
 use crate::store::{CommitStats, StoreError};
 
 /// Most commits sent and not yet answered. Two let one group's statements
-/// run while the last group's `COMMIT` flushes. More would only split the
-/// waiting jobs into more, smaller transactions, each its own WAL flush,
-/// where one larger one serves them as fast.
-const MAX_COMMITS_IN_FLIGHT: usize = 2;
+/// run while the last group's `COMMIT` flushes; a third lets the next group
+/// go out as soon as its document has its answer, which was worth about 4%
+/// on the closed loop (7,330–7,370 → 7,630–7,720 ops/s, 2026-12-07). More
+/// would only split the waiting jobs into more, smaller transactions, each
+/// its own WAL flush.
+const MAX_COMMITS_IN_FLIGHT: usize = 3;
 
 /// The writer's connection and the statements prepared on it.
 pub(super) struct Writer {
