@@ -53,7 +53,25 @@ const READERS_AT_ONCE: usize = 2 * READER_POOL;
 /// How long a connection waits on a lock held by another process.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
-const SCHEMA: &str = "
+/// The snapshots table: in [`SCHEMA`], and again where an older file's
+/// table is rebuilt for deltas ([`upgrade_snapshots`]), so the two agree.
+macro_rules! snapshots_table {
+    () => {
+        "CREATE TABLE IF NOT EXISTS snapshots (
+    document    TEXT NOT NULL REFERENCES documents(id),
+    rev         INTEGER NOT NULL,
+    text        TEXT NOT NULL,
+    time_ms     INTEGER NOT NULL,
+    base        INTEGER CHECK (base < rev),
+    chain_cost  INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (document, rev)
+);
+"
+    };
+}
+
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE IF NOT EXISTS documents (
     id          TEXT PRIMARY KEY,
     language    TEXT NOT NULL,
@@ -73,16 +91,9 @@ CREATE TABLE IF NOT EXISTS ops (
     PRIMARY KEY (document, rev),
     UNIQUE (document, client, seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS snapshots (
-    document    TEXT NOT NULL REFERENCES documents(id),
-    rev         INTEGER NOT NULL,
-    text        TEXT NOT NULL,
-    time_ms     INTEGER NOT NULL,
-    base        INTEGER CHECK (base < rev),
-    chain_cost  INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (document, rev)
-);
-CREATE TABLE IF NOT EXISTS document_access (
+",
+    snapshots_table!(),
+    "CREATE TABLE IF NOT EXISTS document_access (
     document    TEXT NOT NULL REFERENCES documents(id),
     user_id     TEXT NOT NULL,
     permission  TEXT NOT NULL CHECK (permission IN ('read', 'write', 'admin')),
@@ -100,7 +111,8 @@ CREATE TABLE IF NOT EXISTS share_links (
 CREATE UNIQUE INDEX IF NOT EXISTS share_links_token_hash ON share_links (token_hash);
 CREATE INDEX IF NOT EXISTS share_links_document ON share_links (document, created_ms DESC);
 CREATE INDEX IF NOT EXISTS documents_updated ON documents (updated_ms DESC);
-";
+"
+);
 
 /// How the syncer makes the WAL durable: everything written to the file
 /// before the call must be on disk when it returns `Ok`. The syncer calls it
@@ -662,23 +674,16 @@ fn upgrade_snapshots(conn: &Connection) -> Result<(), StoreError> {
         return Ok(());
     }
     tracing::info!("rebuilding the snapshots table for snapshot deltas (once)");
-    conn.execute_batch(
+    conn.execute_batch(concat!(
         "BEGIN IMMEDIATE;
          ALTER TABLE snapshots RENAME TO snapshots_before_deltas;
-         CREATE TABLE snapshots (
-             document    TEXT NOT NULL REFERENCES documents(id),
-             rev         INTEGER NOT NULL,
-             text        TEXT NOT NULL,
-             time_ms     INTEGER NOT NULL,
-             base        INTEGER CHECK (base < rev),
-             chain_cost  INTEGER NOT NULL DEFAULT 0,
-             PRIMARY KEY (document, rev)
-         );
-         INSERT INTO snapshots (document, rev, text, time_ms)
+         ",
+        snapshots_table!(),
+        "INSERT INTO snapshots (document, rev, text, time_ms)
              SELECT document, rev, text, time_ms FROM snapshots_before_deltas;
          DROP TABLE snapshots_before_deltas;
          COMMIT;",
-    )
+    ))
     .map_err(|e| {
         let _ = conn.execute_batch("ROLLBACK");
         unavailable(e)
