@@ -167,3 +167,111 @@ async fn postgres_writer_reconnects() {
     }
     assert_eq!(meta.expect("read").expect("exists").rev, Revision(1));
 }
+
+/// PostgreSQL only: a connection cut while a group's `COMMIT` is under way
+/// (its appends already answered as written) leaves the outcome unknown.
+/// The writer finds out after it reconnects (the append is stored, or it
+/// writes it again) instead of failing its `Durable`, so a document keeps
+/// going without closing. Several documents append pipelined, as document
+/// tasks do (retrying an append that fails `Unavailable`), while every
+/// connection of the store is cut again and again; every `Durable` must
+/// resolve `Ok`, and each log must hold each op exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commit_cut_midway_is_settled_not_failed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use futures_util::future::join_all;
+    use tandem::ids::Revision;
+    use tandem::store::StoreError;
+
+    const DOCUMENTS: usize = 4;
+    const OPS: u64 = 400;
+    let Some(backend) = TestDatabase::new().await else {
+        return;
+    };
+    let store = backend.open().await;
+    let who = store_conformance::client("alice");
+    let ids: Vec<_> = (0..DOCUMENTS)
+        .map(|d| store_conformance::doc(&format!("cut-{d}")))
+        .collect();
+    for id in &ids {
+        store.create_document(id, "rust", "").await.expect("create");
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let cutter = {
+        let (admin, name, done) = (
+            admin_client(&backend.admin_url).await,
+            backend.name.clone(),
+            Arc::clone(&done),
+        );
+        tokio::spawn(async move {
+            let mut cuts = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(3 + u64::from(cuts % 7))).await;
+                admin
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = $1 AND pid <> pg_backend_pid()",
+                        &[&name],
+                    )
+                    .await
+                    .expect("terminate the store's connections");
+                cuts += 1;
+            }
+            cuts
+        })
+    };
+    let writers = ids.iter().map(|id| {
+        let (store, who) = (Arc::clone(&store), who.clone());
+        async move {
+            let mut durables = Vec::new();
+            let mut retries = 0u32;
+            let mut rev = 1;
+            while rev <= OPS {
+                let last = (rev + rev % 2).min(OPS);
+                let ops = store_conformance::records(rev..=last, &who);
+                match store
+                    .append_ordered(store_conformance::batch(id, ops))
+                    .await
+                {
+                    Ok(durable) => {
+                        durables.push((rev, durable));
+                        rev = last + 1;
+                    }
+                    Err(StoreError::Unavailable(_)) if retries < 10_000 => {
+                        retries += 1;
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    Err(e) => panic!("{id}: append at {rev}: {e:?}"),
+                }
+            }
+            let (revs, durables): (Vec<_>, Vec<_>) = durables.into_iter().unzip();
+            let failed: Vec<_> = revs
+                .into_iter()
+                .zip(join_all(durables).await)
+                .filter_map(|(rev, r)| r.err().map(|e| format!("{rev}: {e}")))
+                .collect();
+            (retries, failed)
+        }
+    });
+    let results = join_all(writers).await;
+    done.store(true, Ordering::Relaxed);
+    let cuts = cutter.await.expect("cutter");
+    let retries: u32 = results.iter().map(|(r, _)| r).sum();
+    eprintln!("{cuts} cuts, {retries} appends retried");
+    assert!(cuts >= 10, "the connections were cut while appending");
+    for (id, (_, failed)) in ids.iter().zip(&results) {
+        assert!(failed.is_empty(), "{id}: durables failed: {failed:?}");
+    }
+    for id in &ids {
+        let stored = loop {
+            match store.ops(id, Revision(0), Revision(OPS), usize::MAX).await {
+                Err(StoreError::Unavailable(_)) => continue,
+                other => break other.expect("ops"),
+            }
+        };
+        let expected = store_conformance::owned(&store_conformance::records(1..=OPS, &who));
+        assert_eq!(stored, expected, "{id}");
+    }
+}

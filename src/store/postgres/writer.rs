@@ -12,10 +12,16 @@
 //! runs a connection's requests in order), so the round trips of one group
 //! overlap the WAL flush of the last.
 //!
-//! A failed `COMMIT` fails the `Durable` of every append in its group, and
-//! their documents reload from the store. A group sent behind it that
-//! relied on it meets the fence (`documents.rev` is not where its appends
-//! start) and writes nothing.
+//! A `COMMIT` that fails leaves its group's outcome unknown when the
+//! connection died on the way (the commit may have landed). Its appends are
+//! kept, and settled before anything else once the writer has a working
+//! connection again: each is run once more on the general path, which finds
+//! it already stored (a commit that landed) or writes it (one that rolled
+//! back); only then is its `Durable` answered. A document therefore rides
+//! out a cut connection without closing. A group sent behind the failed one
+//! that relied on it meets the fence (`documents.rev` is not where its
+//! appends start), writes nothing, and goes to the general path, which runs
+//! after the settling.
 //!
 //! Other jobs, and appends the fast path leaves untouched, run under
 //! savepoints in a transaction of their own ([`super::commit_jobs`]), once
@@ -26,7 +32,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::future::poll_fn;
 use tokio::sync::{mpsc, oneshot};
@@ -35,7 +41,7 @@ use tokio_postgres::Client;
 use super::fast_append::{self, Commit, Group, Outcome, Statements};
 use super::{MAX_JOBS_PER_COMMIT, Target, commit_jobs, connect};
 use crate::store::job::{Job, reply};
-use crate::store::{CommitStats, StoreError};
+use crate::store::{AppendBatch, CommitStats, StoreError};
 
 /// Most commits sent and not yet answered. Two let one group's statements
 /// run while the last group's `COMMIT` flushes; a third lets the next group
@@ -44,6 +50,19 @@ use crate::store::{CommitStats, StoreError};
 /// would only split the waiting jobs into more, smaller transactions, each
 /// its own WAL flush.
 const MAX_COMMITS_IN_FLIGHT: usize = 3;
+
+/// How long appends whose commit failed are tried again while the writer
+/// can connect but not commit, before their `Durable`s fail (and their
+/// documents close). When it cannot connect at all they fail at once, as
+/// every other write does.
+const UNSETTLED_LIMIT: Duration = Duration::from_secs(10);
+
+/// The pause before trying to settle them again.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// An append answered as written whose commit has not been seen to land,
+/// and whom to tell when it is settled.
+type Written = (AppendBatch, oneshot::Sender<Result<(), StoreError>>);
 
 /// The writer's connection and the statements prepared on it.
 pub(super) struct Writer {
@@ -68,8 +87,8 @@ impl Writer {
 /// A group's `COMMIT`, sent, with whom to tell when it is answered.
 struct Pending {
     commit: Commit,
-    /// The `Durable` of each append written in the group.
-    durables: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// Each append written in the group, with its `Durable`'s sender.
+    appends: Vec<Written>,
     ops: usize,
     started: Instant,
 }
@@ -79,9 +98,10 @@ impl Pending {
         Pin::new(&mut self.commit).poll(cx)
     }
 
-    /// Tells every append of the group how its `COMMIT` went. Call once
-    /// [`Pending::poll`] is ready.
-    fn settle(mut self, stats: &CommitStats) {
+    /// Tells every append of the group that its `COMMIT` landed, or, when
+    /// it failed, returns them to be settled. Call once [`Pending::poll`]
+    /// is ready.
+    fn settle(mut self, stats: &CommitStats) -> Vec<Written> {
         match fast_append::take(&mut self.commit) {
             Some(Ok(())) => {
                 // A group that wrote nothing (rolled back, or every append
@@ -90,9 +110,10 @@ impl Pending {
                     stats.record(self.ops);
                     crate::metrics::group_commit(self.started, self.ops);
                 }
-                for durable in self.durables {
+                for (_, durable) in self.appends {
                     let _ = durable.send(Ok(()));
                 }
+                Vec::new()
             }
             failed => {
                 let e = failed.map_or_else(
@@ -100,33 +121,43 @@ impl Pending {
                     |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
                 );
                 crate::metrics::store_error("commit");
-                tracing::warn!("PostgreSQL group commit failed: {e}");
-                for durable in self.durables {
-                    let _ = durable.send(Err(StoreError::Unavailable(e.clone())));
-                }
+                tracing::warn!(
+                    appends = self.appends.len(),
+                    "PostgreSQL group commit failed: {e}; settling its appends"
+                );
+                self.appends
             }
         }
     }
 }
 
-/// Commits sent and not yet answered, oldest first.
+/// Commits sent and not yet answered, oldest first, and the appends of
+/// those that failed.
 #[derive(Default)]
-struct InFlight(VecDeque<Pending>);
+struct InFlight {
+    pending: VecDeque<Pending>,
+    /// Appends of failed commits, oldest first, to settle before any other
+    /// write ([`InFlight::settle_failed`]).
+    unsettled: Vec<Written>,
+    /// When the oldest of them was first tried again and failed.
+    retrying_since: Option<Instant>,
+}
 
 impl InFlight {
     /// Polls every commit (so that the connection can hand each its reply)
     /// and settles those answered, oldest first.
     fn poll_settle(&mut self, cx: &mut Context<'_>, stats: &CommitStats) {
-        for pending in &mut self.0 {
+        for pending in &mut self.pending {
             let _ = pending.poll(cx);
         }
         while self
-            .0
+            .pending
             .front_mut()
             .is_some_and(|p| matches!(p.commit, futures_util::future::MaybeDone::Done(_)))
         {
-            if let Some(done) = self.0.pop_front() {
-                done.settle(stats);
+            if let Some(done) = self.pending.pop_front() {
+                let failed = done.settle(stats);
+                self.unsettled.extend(failed);
             }
         }
     }
@@ -135,13 +166,76 @@ impl InFlight {
     async fn drain(&mut self, stats: &CommitStats) {
         poll_fn(|cx| {
             self.poll_settle(cx, stats);
-            if self.0.is_empty() {
+            if self.pending.is_empty() {
                 Poll::Ready(())
             } else {
                 Poll::Pending
             }
         })
         .await;
+    }
+
+    /// Waits for every commit under way, then settles the appends of those
+    /// that failed, in one transaction on the general path: an append the
+    /// log already has (its commit landed) is found there, one it has not
+    /// is written. Each `Durable` is then answered with that outcome. When
+    /// the connection is broken they wait for the next one, up to
+    /// [`UNSETTLED_LIMIT`].
+    async fn settle_failed(&mut self, w: &Writer, stats: &CommitStats) {
+        self.drain(stats).await;
+        if self.unsettled.is_empty() || w.client.is_closed() {
+            return;
+        }
+        let (jobs, durables): (Vec<Job>, Vec<_>) = std::mem::take(&mut self.unsettled)
+            .into_iter()
+            .map(|(batch, durable)| {
+                // Answered through `durable`; this reply goes nowhere.
+                let (reply, _) = oneshot::channel();
+                (Job::Append { batch, reply }, durable)
+            })
+            .unzip();
+        let started = Instant::now();
+        match commit_jobs(&w.client, &jobs).await {
+            Ok(outcomes) => {
+                let ops = jobs.iter().map(job_ops).sum();
+                stats.record(ops);
+                crate::metrics::group_commit(started, ops);
+                tracing::info!(appends = jobs.len(), "appends of a failed commit settled");
+                for (durable, outcome) in durables.into_iter().zip(outcomes) {
+                    let _ = durable.send(outcome.map(|_| ()));
+                }
+                self.retrying_since = None;
+            }
+            Err(e) => {
+                crate::metrics::store_error("commit");
+                tracing::warn!("settling the appends of a failed commit failed: {e}");
+                self.unsettled = jobs
+                    .into_iter()
+                    .zip(durables)
+                    .filter_map(|(job, durable)| match job {
+                        Job::Append { batch, .. } => Some((batch, durable)),
+                        _ => None,
+                    })
+                    .collect();
+                let since = *self.retrying_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > UNSETTLED_LIMIT {
+                    self.fail_unsettled(&e);
+                } else {
+                    // Not at once again: the connection may not yet show
+                    // that it is broken.
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
+    /// Fails the `Durable` of every append waiting to be settled: their
+    /// documents close and reload from the store.
+    fn fail_unsettled(&mut self, e: &impl std::fmt::Display) {
+        for (_, durable) in self.unsettled.drain(..) {
+            let _ = durable.send(Err(StoreError::Unavailable(e.to_string())));
+        }
+        self.retrying_since = None;
     }
 }
 
@@ -156,15 +250,21 @@ pub(super) async fn writer_loop(
     let mut in_flight = InFlight::default();
     let mut jobs = Vec::new();
     loop {
+        // Appends of a failed commit wake the writer: they are settled
+        // even when nothing else comes.
         let received = poll_fn(|cx| {
             in_flight.poll_settle(cx, stats);
-            if in_flight.0.len() >= MAX_COMMITS_IN_FLIGHT {
+            if !in_flight.unsettled.is_empty() {
+                return Poll::Ready(None);
+            }
+            if in_flight.pending.len() >= MAX_COMMITS_IN_FLIGHT {
                 return Poll::Pending;
             }
             rx.poll_recv_many(cx, &mut jobs, MAX_JOBS_PER_COMMIT)
+                .map(Some)
         })
         .await;
-        if received == 0 {
+        if received == Some(0) {
             break;
         }
         let batch = std::mem::take(&mut jobs);
@@ -177,16 +277,21 @@ pub(super) async fn writer_loop(
                 Err(e) => {
                     crate::metrics::store_error("connect");
                     tracing::warn!("PostgreSQL writer cannot connect: {e}");
+                    in_flight.fail_unsettled(&e);
                     fail_all(batch, &e);
                     continue;
                 }
             };
         }
         if let Some(w) = &writer {
-            commit_batch(w, batch, &mut in_flight, stats).await;
+            in_flight.settle_failed(w, stats).await;
+            if !batch.is_empty() {
+                commit_batch(w, batch, &mut in_flight, stats).await;
+            }
         }
     }
     in_flight.drain(stats).await;
+    in_flight.fail_unsettled(&"the store is closing");
 }
 
 /// Sends a batch as a group if the fast path takes it, answers each
@@ -213,14 +318,14 @@ async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, sta
     match outcome {
         Ok(Outcome::Ran(written)) => {
             let mut rest = Vec::new();
-            let mut durables = Vec::new();
+            let mut appends = Vec::new();
             let mut ops = 0;
             for (job, written) in batch.into_iter().zip(written) {
                 match job {
                     Job::Append { batch, reply } if written => {
                         let (tx, rx) = oneshot::channel();
-                        durables.push(tx);
                         ops += batch.ops.len();
+                        appends.push((batch, tx));
                         let _ = reply.send(Ok(Box::pin(async move {
                             rx.await.unwrap_or_else(|_| {
                                 Err(StoreError::Unavailable("writer task stopped".into()))
@@ -230,9 +335,9 @@ async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, sta
                     job => rest.push(job),
                 }
             }
-            in_flight.0.push_back(Pending {
+            in_flight.pending.push_back(Pending {
                 commit,
-                durables,
+                appends,
                 ops,
                 started,
             });
@@ -243,18 +348,18 @@ async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, sta
         Ok(Outcome::RolledBack) => {
             // Nothing was written: the general path runs the whole batch,
             // after the rollback.
-            in_flight.0.push_back(Pending {
+            in_flight.pending.push_back(Pending {
                 commit,
-                durables: Vec::new(),
+                appends: Vec::new(),
                 ops: 0,
                 started,
             });
             commit_general(w, batch, in_flight, stats).await;
         }
         Err(e) => {
-            in_flight.0.push_back(Pending {
+            in_flight.pending.push_back(Pending {
                 commit,
-                durables: Vec::new(),
+                appends: Vec::new(),
                 ops: 0,
                 started,
             });
@@ -266,10 +371,11 @@ async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, sta
     }
 }
 
-/// Runs jobs on the general path, after every commit in flight, and
-/// answers each once its transaction has committed.
+/// Runs jobs on the general path, after every commit in flight and the
+/// settling of any that failed, and answers each once its transaction has
+/// committed.
 async fn commit_general(w: &Writer, jobs: Vec<Job>, in_flight: &mut InFlight, stats: &CommitStats) {
-    in_flight.drain(stats).await;
+    in_flight.settle_failed(w, stats).await;
     let started = Instant::now();
     match commit_jobs(&w.client, &jobs).await {
         Ok(outcomes) => {
