@@ -60,7 +60,7 @@ pub enum ClientMsg {
         #[serde(default)]
         user: Option<UserIn>,
         /// Extension: the client reads batched frames (a JSON array of
-        /// messages in one frame), see `net::batch`.
+        /// messages in one frame), see `document::batch`.
         #[serde(default)]
         batch: bool,
     },

@@ -275,6 +275,7 @@ mod tests {
             permission: crate::auth::Permission::Write,
             rights: Default::default(),
             outbound: tx,
+            batch: false,
             kick: kick_tx,
             origin: Default::default(),
         };

@@ -1008,6 +1008,7 @@ async fn ops_by_frame(s: &mut Socket, count: usize) -> (Vec<u64>, usize) {
             m => vec![m],
         };
         for m in msgs {
+            assert!(m.is_object(), "a batch holds messages, never a batch: {m}");
             assert_ne!(m["type"], "joined", "joined never comes in a batch");
             if m["type"] == "op" {
                 revs.push(m["rev"].as_u64().expect("rev"));

@@ -11,13 +11,13 @@
 //! follow the ops it was transformed over), and a session that joins does
 //! not get news from before its `joined`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use bytestring::ByteString;
 use tokio::time::Instant;
 
-use super::{Kick, Outbound, SessionId};
+use super::{Kick, Outbound, SessionId, batch};
 use crate::config;
 use crate::ids::{ClientId, Seq};
 use crate::protocol::User;
@@ -40,6 +40,8 @@ pub(super) struct SessionEntry {
     /// Where it comes from and when it was last heard (admin listing).
     pub origin: super::SessionOrigin,
     outbound: Outbound,
+    /// It takes several messages in one frame.
+    batch: bool,
     /// How many entries of the pending news it has been sent already.
     news_sent: usize,
     /// A frame could not be queued for it: it is being dropped, and must
@@ -55,7 +57,7 @@ impl SessionEntry {
         session: SessionId,
         user: User,
         (permission, rights): (crate::auth::Permission, super::SessionRights),
-        outbound: Outbound,
+        (outbound, batch): (Outbound, bool),
         kick: Kick,
         origin: super::SessionOrigin,
     ) -> Self {
@@ -68,6 +70,7 @@ impl SessionEntry {
             acked: None,
             origin,
             outbound,
+            batch,
             news_sent: 0,
             broken: false,
         }
@@ -238,14 +241,31 @@ impl Fanout {
 
     /// Sends the pending news to every session. Returns the sessions whose
     /// queue is full.
+    ///
+    /// A crowded document's burst holds many frames for each of many
+    /// peers. A session that batches and gets all of them (none is its
+    /// own, and it has had none yet) is sent them as one array, built once
+    /// for all such sessions: one queue slot and no copy per session,
+    /// where each frame would cost a slot and the session a copy.
     pub fn burst(&mut self) -> Vec<ClientId> {
         let mut full = Vec::new();
         if self.news.is_empty() {
             return full;
         }
         self.budget.spend(Instant::now(), self.sessions.len());
+        let news = &self.news;
+        let authors: HashSet<&ClientId> = news.iter().filter_map(|(_, e)| e.as_ref()).collect();
+        let mut shared: Option<Vec<ByteString>> = None;
         for (client, s) in &mut self.sessions {
-            if !send_news(client, s, &self.news) {
+            let whole = news.len() > 1 && s.batch && s.news_sent == 0 && !authors.contains(client);
+            let sent = if whole {
+                let frames = shared
+                    .get_or_insert_with(|| batch::batch_frames(news.iter().map(|(f, _)| &**f)));
+                send_frames(s, frames)
+            } else {
+                send_news(client, s, news)
+            };
+            if !sent {
                 full.push(client.clone());
             }
             s.news_sent = 0;
@@ -253,6 +273,17 @@ impl Fanout {
         self.news.clear();
         full
     }
+}
+
+/// Sends `s` frames made for many sessions (shared, not copied). False
+/// when its queue is full.
+fn send_frames(s: &mut SessionEntry, frames: &[ByteString]) -> bool {
+    let sent = !s.broken
+        && frames
+            .iter()
+            .all(|f| s.outbound.try_send(f.clone()).is_ok());
+    s.broken = !sent;
+    sent
 }
 
 /// Sends `s` the news it has not had. False when its queue is full (in
@@ -330,13 +361,17 @@ mod tests {
     }
 
     fn join(f: &mut Fanout, id: &str) -> (ClientId, OutboundReceiver) {
+        join_as(f, id, false)
+    }
+
+    fn join_as(f: &mut Fanout, id: &str, batched: bool) -> (ClientId, OutboundReceiver) {
         let (tx, rx) = outbound(16, usize::MAX);
         let (kick, _) = oneshot::channel();
         let client = ClientId::parse(id).expect("id");
         let rights = (crate::auth::Permission::Write, Default::default());
         f.insert(
             client.clone(),
-            SessionEntry::new(1, user(id), rights, tx, kick, Default::default()),
+            SessionEntry::new(1, user(id), rights, (tx, batched), kick, Default::default()),
         );
         (client, rx)
     }
@@ -373,6 +408,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn batching_sessions_share_one_array_per_burst() {
+        let mut f = Fanout::new(ms(0), config::DOCUMENT_WRITES_PER_SEC);
+        let (a, mut ra) = join_as(&mut f, "alice", true);
+        let (_b, mut rb) = join_as(&mut f, "bob", true);
+        let (carol, mut rc) = join_as(&mut f, "carol", true);
+        let (_d, mut rd) = join_as(&mut f, "dave", false);
+        f.news("op1".into(), Some(&a));
+        f.news("op2".into(), None);
+        f.news("op3".into(), None);
+        // Carol is answered in the middle: she gets op1 to op4 before it.
+        f.news("op4".into(), None);
+        assert!(f.reply(&carol, "ack".into()));
+        f.news("op5".into(), None);
+        assert!(f.burst().is_empty());
+        assert_eq!(drain(&mut rb), ["[op1,op2,op3,op4,op5]"], "one array");
+        assert_eq!(
+            drain(&mut ra),
+            ["op2", "op3", "op4", "op5"],
+            "an author gets the others' frames, not its own"
+        );
+        assert_eq!(drain(&mut rc), ["op1", "op2", "op3", "op4", "ack", "op5"]);
+        assert_eq!(
+            drain(&mut rd),
+            ["op1", "op2", "op3", "op4", "op5"],
+            "not batching"
+        );
+        // A lone frame goes as it is.
+        f.news("op6".into(), None);
+        assert!(f.burst().is_empty());
+        assert_eq!(drain(&mut rb), ["op6"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_session_that_missed_a_frame_gets_nothing_more() {
         let mut f = Fanout::new(ms(0), config::DOCUMENT_WRITES_PER_SEC);
         let client = ClientId::parse("slow").expect("id");
@@ -381,7 +449,14 @@ mod tests {
         let rights = (crate::auth::Permission::Write, Default::default());
         f.insert(
             client.clone(),
-            SessionEntry::new(1, user("slow"), rights, tx, kick, Default::default()),
+            SessionEntry::new(
+                1,
+                user("slow"),
+                rights,
+                (tx, false),
+                kick,
+                Default::default(),
+            ),
         );
         for op in ["op1", "op2", "op3"] {
             f.news(op.into(), None);

@@ -19,6 +19,7 @@
 //! `outbound`) is dropped with close 1013: a slow reader never slows the
 //! task or grows its memory.
 
+pub mod batch;
 mod colors;
 mod fanout;
 mod outbound;
@@ -67,6 +68,9 @@ pub struct JoinRequest {
     pub rights: SessionRights,
     /// Frames to the client.
     pub outbound: Outbound,
+    /// The client takes several messages in one frame ([`batch`]): news
+    /// may come to it as one array, built once for every such session.
+    pub batch: bool,
     /// Closes the session.
     pub kick: Kick,
     /// Where and since when it is connected (for the admin API).

@@ -4,7 +4,6 @@
 pub mod access;
 pub mod access_log;
 pub mod admin;
-pub mod batch;
 pub mod cluster;
 pub mod connections;
 pub mod forward;

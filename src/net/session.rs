@@ -41,7 +41,7 @@ const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// Frames written per wake-up before the session looks at its input again.
 const WRITE_BATCH: usize = 64;
 /// The same for a session that batches: its burst is a frame or a few
-/// ([`super::batch::BATCH_BYTES`] each), not one per message.
+/// ([`crate::document::batch::BATCH_BYTES`] each), not one per message.
 const WRITE_BATCH_BATCHED: usize = 256;
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved.
@@ -573,7 +573,7 @@ async fn write_burst(
     if burst.len() > 1 && attached.as_ref().is_some_and(|a| a.batch) {
         // The queued frames keep their bytes counted until the batch that
         // holds them is written: `burst` lives to the end of this call.
-        let frames = super::batch::batch_frames(burst.iter().map(|f| &***f));
+        let frames = crate::document::batch::batch_frames(burst.iter().map(|f| &***f));
         return write_frames(
             ws,
             frames.into_iter().map(Queued::local),
@@ -756,6 +756,7 @@ async fn handle_message(
                     permission,
                     rights: rights.clone(),
                     outbound: out_tx.clone(),
+                    batch,
                     kick: kick_tx,
                     origin: door.origin.clone(),
                 };

@@ -519,6 +519,7 @@ async fn edit(
                 permission: tandem::auth::Permission::Write,
                 rights: Default::default(),
                 outbound,
+                batch: false,
                 kick,
                 origin: Default::default(),
             }),

@@ -853,7 +853,7 @@ impl Task {
             req.session,
             user.clone(),
             (req.permission, req.rights),
-            req.outbound,
+            (req.outbound, req.batch),
             req.kick,
             req.origin,
         );

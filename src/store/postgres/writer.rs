@@ -121,10 +121,14 @@ impl Pending {
                     |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
                 );
                 crate::metrics::store_error("commit");
-                tracing::warn!(
-                    appends = self.appends.len(),
-                    "PostgreSQL group commit failed: {e}; settling its appends"
-                );
+                if self.appends.is_empty() {
+                    tracing::warn!("PostgreSQL group commit failed: {e}");
+                } else {
+                    tracing::warn!(
+                        appends = self.appends.len(),
+                        "PostgreSQL group commit failed: {e}; settling its appends"
+                    );
+                }
                 self.appends
             }
         }

@@ -8,6 +8,11 @@
 //! commas between brackets. A batch stops growing at [`BATCH_BYTES`], so a
 //! few large messages do not make one huge frame; a message larger than
 //! that goes alone, as itself (not in an array).
+//!
+//! A document builds the batch of a burst's news once, for every batching
+//! session that gets all of it (see `Fanout::burst`), and queues it as one
+//! frame. A session that joins such a batch with other frames splices its
+//! messages in: arrays are never nested, since every message is an object.
 
 use bytestring::ByteString;
 
@@ -15,7 +20,8 @@ use bytestring::ByteString;
 pub const BATCH_BYTES: usize = 64 * 1024;
 
 /// Groups `frames`, in order, into frames to write: runs of two or more as
-/// one JSON array, a lone one as it is.
+/// one JSON array, a lone one as it is. A frame that is a batch already
+/// adds its messages to the run.
 pub fn batch_frames<'a>(frames: impl IntoIterator<Item = &'a str>) -> Vec<ByteString> {
     let mut out = Vec::new();
     let mut group: Vec<&str> = Vec::new();
@@ -45,10 +51,19 @@ fn join(group: &[&str]) -> ByteString {
         if i > 0 {
             s.push(',');
         }
-        s.push_str(f);
+        s.push_str(messages(f));
     }
     s.push(']');
     ByteString::from(s)
+}
+
+/// The messages of a frame, comma-separated: a batch's without its
+/// brackets, a single message as it is.
+fn messages(frame: &str) -> &str {
+    frame
+        .strip_prefix('[')
+        .and_then(|inner| inner.strip_suffix(']'))
+        .unwrap_or(frame)
 }
 
 #[cfg(test)]
@@ -66,6 +81,27 @@ mod tests {
         assert_eq!(v[0]["type"], "ack");
         assert_eq!(v[1]["rev"], 3);
         assert!(batch_frames(std::iter::empty()).is_empty());
+    }
+
+    #[test]
+    fn a_batch_joined_with_more_frames_is_spliced_not_nested() {
+        let a = r#"{"type":"op","rev":1,"client":"x","op":["a"]}"#;
+        let b = r#"{"type":"op","rev":2,"client":"x","op":[1,"b"]}"#;
+        let ack = r#"{"type":"ack","seq":1,"rev":3}"#;
+        let batch = batch_frames([a, b]);
+        let out = batch_frames([batch[0].as_ref(), ack]);
+        assert_eq!(out.len(), 1);
+        let v: serde_json::Value = serde_json::from_str(&out[0]).expect("json");
+        let types: Vec<_> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|m| m["type"].as_str().expect("type").to_owned())
+            .collect();
+        assert_eq!(types, ["op", "op", "ack"]);
+        assert_eq!(v[1]["op"], serde_json::json!([1, "b"]));
+        // Alone, a batch goes as it is.
+        assert_eq!(batch_frames([batch[0].as_ref()]), batch);
     }
 
     #[test]
