@@ -40,7 +40,7 @@ use tokio_postgres::Client;
 
 use super::fast_append::{self, Commit, Group, Outcome, Statements};
 use super::{MAX_JOBS_PER_COMMIT, Target, commit_jobs, connect};
-use crate::store::job::{Job, reply};
+use crate::store::job::{Done, Job, reply};
 use crate::store::{AppendBatch, CommitStats, StoreError};
 
 /// Most commits sent and not yet answered. Two let one group's statements
@@ -198,12 +198,8 @@ impl InFlight {
                 (Job::Append { batch, reply }, durable)
             })
             .unzip();
-        let started = Instant::now();
-        match commit_jobs(&w.client, &jobs).await {
+        match commit_counted(&w.client, &jobs, stats).await {
             Ok(outcomes) => {
-                let ops = jobs.iter().map(job_ops).sum();
-                stats.record(ops);
-                crate::metrics::group_commit(started, ops);
                 tracing::info!(appends = jobs.len(), "appends of a failed commit settled");
                 for (durable, outcome) in durables.into_iter().zip(outcomes) {
                     let _ = durable.send(outcome.map(|_| ()));
@@ -211,7 +207,6 @@ impl InFlight {
                 self.retrying_since = None;
             }
             Err(e) => {
-                crate::metrics::store_error("commit");
                 tracing::warn!("settling the appends of a failed commit failed: {e}");
                 self.unsettled = jobs
                     .into_iter()
@@ -380,12 +375,8 @@ async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, sta
 /// committed.
 async fn commit_general(w: &Writer, jobs: Vec<Job>, in_flight: &mut InFlight, stats: &CommitStats) {
     in_flight.settle_failed(w, stats).await;
-    let started = Instant::now();
-    match commit_jobs(&w.client, &jobs).await {
+    match commit_counted(&w.client, &jobs, stats).await {
         Ok(outcomes) => {
-            let ops = jobs.iter().map(job_ops).sum();
-            stats.record(ops);
-            crate::metrics::group_commit(started, ops);
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 reply(job, outcome);
             }
@@ -393,11 +384,26 @@ async fn commit_general(w: &Writer, jobs: Vec<Job>, in_flight: &mut InFlight, st
         Err(e) => {
             // Nothing of this transaction is known to be committed; the
             // callers retry, and a retried append is idempotent.
-            crate::metrics::store_error("commit");
             tracing::warn!("PostgreSQL group commit failed: {e}");
             fail_all(jobs, &e);
         }
     }
+}
+
+/// [`commit_jobs`], counted in the commit statistics and the metrics.
+async fn commit_counted(
+    client: &Client,
+    jobs: &[Job],
+    stats: &CommitStats,
+) -> Result<Vec<Result<Done, StoreError>>, tokio_postgres::Error> {
+    let started = Instant::now();
+    let outcomes = commit_jobs(client, jobs)
+        .await
+        .inspect_err(|_| crate::metrics::store_error("commit"))?;
+    let ops = jobs.iter().map(job_ops).sum();
+    stats.record(ops);
+    crate::metrics::group_commit(started, ops);
+    Ok(outcomes)
 }
 
 fn job_ops(job: &Job) -> usize {
