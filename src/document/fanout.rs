@@ -254,7 +254,12 @@ impl Fanout {
         }
         self.budget.spend(Instant::now(), self.sessions.len());
         let news = &self.news;
-        let authors: HashSet<&ClientId> = news.iter().filter_map(|(_, e)| e.as_ref()).collect();
+        // A lone frame goes as it is: no array, and no set to build.
+        let authors: HashSet<&ClientId> = if news.len() > 1 {
+            news.iter().filter_map(|(_, e)| e.as_ref()).collect()
+        } else {
+            HashSet::new()
+        };
         let mut shared: Option<Vec<ByteString>> = None;
         for (client, s) in &mut self.sessions {
             let whole = news.len() > 1 && s.batch && s.news_sent == 0 && !authors.contains(client);

@@ -179,15 +179,19 @@ impl InFlight {
         .await;
     }
 
-    /// Waits for every commit under way, then settles the appends of those
-    /// that failed, in one transaction on the general path: an append the
-    /// log already has (its commit landed) is found there, one it has not
-    /// is written. Each `Durable` is then answered with that outcome. When
-    /// the connection is broken they wait for the next one, up to
-    /// [`UNSETTLED_LIMIT`].
+    /// If a commit failed, waits for every commit under way, then settles
+    /// the appends of those that failed, in one transaction on the general
+    /// path: an append the log already has (its commit landed) is found
+    /// there, one it has not is written. Each `Durable` is then answered
+    /// with that outcome. When the connection is broken they wait for the
+    /// next one, up to [`UNSETTLED_LIMIT`]. Without a failure it returns at
+    /// once: the commits under way stay in flight.
     async fn settle_failed(&mut self, w: &Writer, stats: &CommitStats) {
+        if self.unsettled.is_empty() {
+            return;
+        }
         self.drain(stats).await;
-        if self.unsettled.is_empty() || w.client.is_closed() {
+        if w.client.is_closed() {
             return;
         }
         let (jobs, durables): (Vec<Job>, Vec<_>) = std::mem::take(&mut self.unsettled)
@@ -374,6 +378,7 @@ async fn commit_batch(w: &Writer, batch: Vec<Job>, in_flight: &mut InFlight, sta
 /// settling of any that failed, and answers each once its transaction has
 /// committed.
 async fn commit_general(w: &Writer, jobs: Vec<Job>, in_flight: &mut InFlight, stats: &CommitStats) {
+    in_flight.drain(stats).await;
     in_flight.settle_failed(w, stats).await;
     match commit_counted(&w.client, &jobs, stats).await {
         Ok(outcomes) => {
