@@ -423,7 +423,7 @@ async fn websocket(
         .limiters
         .connection_of(user.as_ref())
         .map_err(ApiError::from)?;
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = super::outgoing::handle(&req, body)?;
     let max = state.registry.settings().limits.max_message_bytes;
     let stream = stream
         .max_frame_size(max)

@@ -13,6 +13,7 @@ pub mod http;
 pub mod limits;
 pub mod openapi;
 pub mod origin;
+pub mod outgoing;
 pub mod proxy;
 pub mod ready;
 pub mod session;

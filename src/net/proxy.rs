@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use actix_web::http::header::{AUTHORIZATION, HeaderMap};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, interval, timeout};
@@ -26,6 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::debug;
 
+use super::outgoing::Outgoing;
 use crate::cluster::NodeInfo;
 use crate::config::Settings;
 use crate::protocol::{CloseCode, ErrorCode, error_frame};
@@ -114,7 +115,7 @@ fn owner_url(base: &str, path_and_query: &str) -> String {
 
 /// Closes the client with `code` and `reason` (cut to what a close frame
 /// holds).
-async fn close_client(ws: Session, code: u16, reason: &str) {
+async fn close_client(ws: Outgoing, code: u16, reason: &str) {
     let reason = CloseReason {
         code: actix_ws::CloseCode::from(code),
         description: Some(reason.chars().take(100).collect()),
@@ -129,7 +130,7 @@ pub async fn forward(
     join: String,
     upstream: Upstream,
     settings: &Settings,
-    mut ws: Session,
+    mut ws: Outgoing,
     mut stream: AggregatedMessageStream,
     mut shutdown: watch::Receiver<bool>,
 ) {

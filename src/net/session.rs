@@ -11,19 +11,19 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseReason};
 use bytestring::ByteString;
 use tokio::sync::{oneshot, watch};
 use tokio::time::{Instant, interval, sleep_until, timeout};
 use tracing::debug;
 
 use super::limits::{IpKey, Limiters};
+use super::outgoing::Outgoing;
 use crate::auth::{Auth, AuthError, Identity, Permission};
 use crate::cluster::NodeInfo;
 use crate::config::{self, MAX_CONSECUTIVE_ERRORS};
 use crate::document::{
-    Command, DocumentHandle, JoinRequest, Joined, Outbound, OutboundReceiver, Queued, SessionId,
-    outbound,
+    Command, DocumentHandle, JoinRequest, Joined, Outbound, SessionId, outbound,
 };
 use crate::document::{SessionOrigin, SessionRights};
 use crate::ids::{ClientId, DocId, Revision, Seq};
@@ -38,11 +38,6 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 const OPEN_ATTEMPTS: usize = 3;
 /// How long a closing session may spend delivering its last frames.
 const CLOSE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Frames written per wake-up before the session looks at its input again.
-const WRITE_BATCH: usize = 64;
-/// The same for a session that batches: its burst is a frame or a few
-/// ([`crate::document::batch::BATCH_BYTES`] each), not one per message.
-const WRITE_BATCH_BATCHED: usize = 256;
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved.
 struct RateLimit {
@@ -88,7 +83,6 @@ struct Attached {
 
 enum Event {
     Incoming(Option<Result<AggregatedMessage, actix_ws::ProtocolError>>),
-    Outgoing(Option<Queued>),
     Kicked(CloseCode),
     Tick,
     Shutdown,
@@ -129,20 +123,21 @@ pub async fn run(
     identity: Result<Identity, AuthError>,
     caller: Caller,
     doc: DocId,
-    mut ws: Session,
+    mut ws: Outgoing,
     mut stream: AggregatedMessageStream,
     mut shutdown: watch::Receiver<bool>,
 ) {
     // For the access log line written when the session ends.
     let started = std::time::Instant::now();
-    let (mut bytes_in, mut bytes_out) = (0u64, 0u64);
+    let mut bytes_in = 0u64;
+    let sent = ws.sent_counter();
     // No identity, no document data: the reason, then 4401.
     let identity = match identity {
         Ok(identity) => identity,
         Err(e) => {
             let frame = error_frame(ErrorCode::Unauthenticated, &e.to_string(), None);
-            bytes_out += frame.len() as u64;
             let _ = ws.text(frame).await;
+            let bytes_out = ws.sent();
             let reason = CloseReason {
                 code: actix_ws::CloseCode::Other(CloseCode::Unauthenticated.code()),
                 description: Some("unauthenticated".into()),
@@ -162,7 +157,9 @@ pub async fn run(
     let limits = &settings.limits;
     let timing = &settings.timing;
     let session: SessionId = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
-    let (out_tx, mut out_rx) = outbound(limits.outbound_queue, limits.outbound_queue_bytes);
+    let (out_tx, out_rx) = outbound(limits.outbound_queue, limits.outbound_queue_bytes);
+    // Handed to the connection once the session has joined.
+    let mut out_rx = Some(out_rx);
     let mut attached: Option<Attached> = None;
     let mut rate = RateLimit::new(limits.rate_limit_per_sec, limits.rate_limit_burst);
     let mut errors: u32 = 0;
@@ -178,7 +175,6 @@ pub async fn run(
         let flush_at = presence
             .as_ref()
             .map(|_| presence_sent + timing.presence_interval);
-        let joined = attached.is_some();
         let kicked = async {
             match attached.as_mut() {
                 Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
@@ -187,7 +183,6 @@ pub async fn run(
         };
         let event = tokio::select! {
             msg = stream.recv() => Event::Incoming(msg),
-            frame = out_rx.recv(), if joined => Event::Outgoing(frame),
             code = kicked => Event::Kicked(code),
             _ = ticker.tick() => Event::Tick,
             _ = shutdown.changed() => Event::Shutdown,
@@ -226,14 +221,7 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if let Some(end) = answer(
-                            &mut ws,
-                            &mut out_rx,
-                            &mut attached,
-                            timing,
-                            f,
-                            &mut bytes_out,
-                        )
+                        if let Some(end) = answer(&mut ws, &mut attached, timing, f)
                         .await
                         {
                             break end;
@@ -281,14 +269,7 @@ pub async fn run(
                         _ => None,
                     };
                     let f = error_frame(ErrorCode::RateLimited, &message, seq);
-                    if let Some(end) = answer(
-                        &mut ws,
-                        &mut out_rx,
-                        &mut attached,
-                        timing,
-                        f,
-                        &mut bytes_out,
-                    )
+                    if let Some(end) = answer(&mut ws, &mut attached, timing, f)
                     .await
                     {
                         break end;
@@ -341,26 +322,24 @@ pub async fn run(
                     .as_mut()
                     .and_then(|a| a.joined.greeting.take())
                     .map(|g| g.to_frame());
-                if let Some(frame) = greeting
-                    && let Some(end) =
-                        write_burst(&mut ws, vec![frame], &mut attached, timing, &mut bytes_out)
-                            .await
-                {
-                    break end;
+                if let Some(frame) = greeting {
+                    if let Some(end) = answer(&mut ws, &mut attached, timing, frame).await {
+                        break end;
+                    }
+                    // Only now: what the document queued goes after it.
+                    let batch = attached.as_ref().is_some_and(|a| a.batch);
+                    if let Some(queue) = out_rx.take()
+                        && ws.attach(queue, batch).await.is_err()
+                    {
+                        break End::Gone;
+                    }
                 }
                 match outcome {
                     Ok(()) => errors = 0,
                     Err((code, message, seq)) => {
                         errors += 1;
                         let f = error_frame(code, &message, seq);
-                        if let Some(end) = answer(
-                            &mut ws,
-                            &mut out_rx,
-                            &mut attached,
-                            timing,
-                            f,
-                            &mut bytes_out,
-                        )
+                        if let Some(end) = answer(&mut ws, &mut attached, timing, f)
                         .await
                         {
                             break end;
@@ -384,35 +363,6 @@ pub async fn run(
                         CloseCode::TryAgainLater,
                         "document closed; reconnect".into(),
                     );
-                }
-            }
-            Event::Outgoing(None) => {
-                // The document let go of this session: with a code when it
-                // meant to, without one when its task failed.
-                let code = match attached.as_mut().map(|a| a.kick.try_recv()) {
-                    Some(Ok(code)) => code,
-                    Some(Err(oneshot::error::TryRecvError::Closed)) => CloseCode::InternalError,
-                    _ => CloseCode::TryAgainLater,
-                };
-                break End::Close(code, "dropped by document".into());
-            }
-            Event::Outgoing(Some(frame)) => {
-                let mut burst = vec![frame];
-                let most = if attached.as_ref().is_some_and(|a| a.batch) {
-                    WRITE_BATCH_BATCHED
-                } else {
-                    WRITE_BATCH
-                };
-                while burst.len() < most {
-                    match out_rx.try_recv() {
-                        Ok(f) => burst.push(f),
-                        Err(_) => break,
-                    }
-                }
-                if let Some(end) =
-                    write_burst(&mut ws, burst, &mut attached, timing, &mut bytes_out).await
-                {
-                    break end;
                 }
             }
             Event::Kicked(code) => break End::Close(code, "closed by the server".into()),
@@ -496,22 +446,16 @@ pub async fn run(
             reason = Cow::Owned(reason[..cut].to_owned());
         }
         // Frames queued before a close are still delivered (a graceful close
-        // must not lose acks already on their way), but a client that does
-        // not read gets only a bounded wait.
-        let _ = timeout(CLOSE_FLUSH_TIMEOUT, async {
-            while let Ok(f) = out_rx.try_recv() {
-                if ws.text(f.frame()).await.is_err() {
-                    return;
-                }
-                bytes_out += f.len() as u64;
-            }
-            let _ = ws
-                .close(Some(CloseReason {
-                    code: actix_ws::CloseCode::Other(code.code()),
-                    description: Some(reason.into_owned()),
-                }))
-                .await;
-        })
+        // must not lose acks already on their way: the connection writes the
+        // close after them), but a client that does not read gets only a
+        // bounded wait.
+        let _ = timeout(
+            CLOSE_FLUSH_TIMEOUT,
+            ws.close(Some(CloseReason {
+                code: actix_ws::CloseCode::Other(code.code()),
+                description: Some(reason.into_owned()),
+            })),
+        )
         .await;
     } else if let End::ClientClosed(reason) = end {
         let echo = reason.map(|r| CloseReason {
@@ -521,6 +465,7 @@ pub async fn run(
         let _ = timeout(CLOSE_FLUSH_TIMEOUT, ws.close(echo)).await;
     }
     let client = attached.as_ref().map(|a| &a.joined.client);
+    let bytes_out = sent.get();
     super::access_log::session_ended(&doc, client, started, (bytes_in, bytes_out), close_code);
 }
 
@@ -536,83 +481,30 @@ pub(super) fn is_too_big(e: &actix_ws::ProtocolError) -> bool {
     }
 }
 
-/// Writes a refusal the session makes itself, after everything the
-/// document queued before it, so it cannot overtake an ack. Returns why the
-/// session must end, if it must (see [`write_burst`]).
+/// Writes a frame the session makes itself (a refusal, the `joined`). The
+/// connection writes it after everything the document queued before it, so
+/// a refusal cannot overtake an ack. A send that waits (the client stopped
+/// reading) must not hide a kick from the document, so the two race.
+/// Returns why the session must end, if it must.
 async fn answer(
-    ws: &mut Session,
-    out_rx: &mut OutboundReceiver,
+    ws: &mut Outgoing,
     attached: &mut Option<Attached>,
     timing: &config::Timing,
     frame: ByteString,
-    sent: &mut u64,
 ) -> Option<End> {
-    let mut burst: Vec<Queued> = std::iter::from_fn(|| out_rx.try_recv().ok()).collect();
-    burst.push(frame.into());
-    write_burst(ws, burst, attached, timing, sent).await
-}
-
-/// Writes frames taken off the queue, in order and in one go: they are
-/// already serialised, so a burst costs one wake-up of the connection and
-/// one socket write, not one each. A write that blocks (the client stopped
-/// reading) must not hide a kick from the document, so the two race; a
-/// frame that can be written is written before a kick is looked at, so the
-/// error that explains the kick is not dropped. Returns why the session
-/// must end, if it must. Each frame's bytes count against the session's
-/// queue until it is written (dropped here), and are added to `sent` once
-/// written. A session that batches gets a burst of several frames as JSON
-/// arrays ([`super::batch`]).
-async fn write_burst(
-    ws: &mut Session,
-    burst: Vec<impl Into<Queued>>,
-    attached: &mut Option<Attached>,
-    timing: &config::Timing,
-    sent: &mut u64,
-) -> Option<End> {
-    let burst: Vec<Queued> = burst.into_iter().map(Into::into).collect();
-    if burst.len() > 1 && attached.as_ref().is_some_and(|a| a.batch) {
-        // The queued frames keep their bytes counted until the batch that
-        // holds them is written: `burst` lives to the end of this call.
-        let frames = crate::document::batch::batch_frames(burst.iter().map(|f| &***f));
-        return write_frames(
-            ws,
-            frames.into_iter().map(Queued::local),
-            attached,
-            timing,
-            sent,
-        )
-        .await;
-    }
-    write_frames(ws, burst, attached, timing, sent).await
-}
-
-/// Writes `frames` in order (see [`write_burst`]).
-async fn write_frames(
-    ws: &mut Session,
-    frames: impl IntoIterator<Item = Queued>,
-    attached: &mut Option<Attached>,
-    timing: &config::Timing,
-    sent: &mut u64,
-) -> Option<End> {
-    for f in frames {
-        let kicked = async {
-            match attached.as_mut() {
-                Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            r = timeout(timing.client_idle_timeout, ws.text(f.frame())) => {
-                if !matches!(r, Ok(Ok(()))) {
-                    return Some(End::Gone);
-                }
-                *sent += f.len() as u64;
-            }
-            code = kicked => return Some(End::Close(code, "closed by the server".into())),
+    let kicked = async {
+        match attached.as_mut() {
+            Some(a) => (&mut a.kick).await.unwrap_or(CloseCode::InternalError),
+            None => std::future::pending().await,
         }
+    };
+    tokio::select! {
+        biased;
+        r = timeout(timing.client_idle_timeout, ws.text(frame)) => {
+            (!matches!(r, Ok(Ok(())))).then_some(End::Gone)
+        }
+        code = kicked => Some(End::Close(code, "closed by the server".into())),
     }
-    None
 }
 
 type Refused = (ErrorCode, String, Option<Seq>);

@@ -1,0 +1,300 @@
+//! The outgoing half of a WebSocket: the response body the connection
+//! writes, and the handle ([`Outgoing`]) a session or the forwarding proxy
+//! sends through.
+//!
+//! Once a session has joined, the body reads the document's queue to it
+//! ([`OutboundReceiver`]) itself. A frame then goes from the document's task
+//! to the socket with one wake-up, the connection's, where it used to take
+//! two: the session's task, then the connection's, through actix-ws's own
+//! channel. At light load that hop was one task switch per op per peer.
+//!
+//! What the session makes itself (refusals, the `joined`, pings, the close)
+//! comes through a small channel of its own. Before the join it is the only
+//! source. After it, a frame the session makes is written only once the
+//! body has taken everything the document had queued, so a refusal cannot
+//! overtake an ack; a close is written once the queue is empty, so a kick's
+//! explanation is not lost.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use actix_codec::Encoder;
+use actix_http::ws::{Codec, Message};
+use actix_web::body::{BodyStream, MessageBody};
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseReason, Closed, MessageStream};
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+use futures_util::Stream;
+use tokio::sync::mpsc;
+
+use crate::document::{OutboundReceiver, Queued};
+
+/// Frames the session may have on their way before its sends wait (as
+/// actix-ws's own channel).
+const CONTROL_QUEUE: usize = 32;
+/// Frames taken off the document's queue per chunk handed to the
+/// connection: it writes a chunk and asks for the next.
+const WRITE_BATCH: usize = 64;
+/// The same for a session that batches: its burst is a frame or a few
+/// ([`crate::document::batch::BATCH_BYTES`] each), not one per message.
+const WRITE_BATCH_BATCHED: usize = 256;
+
+/// What the session asks of the body.
+enum Control {
+    Text(ByteString),
+    Ping(Bytes),
+    Pong(Bytes),
+    /// Read the document's queue from now on (batched frames or not).
+    Attach(OutboundReceiver, bool),
+    Close(Option<CloseReason>),
+}
+
+/// Accepts a WebSocket upgrade: the response to return, the handle to send
+/// through, and the client's messages.
+///
+/// # Errors
+///
+/// The request is not a WebSocket handshake.
+pub fn handle(
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> Result<(HttpResponse, Outgoing, MessageStream), actix_web::Error> {
+    // actix-ws does the handshake and owns the incoming side; its outgoing
+    // side is replaced with the body below.
+    let (response, _, stream) = actix_ws::handle(req, payload)?;
+    let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    let sent = Arc::new(AtomicU64::new(0));
+    let body = Body {
+        control: rx,
+        queue: None,
+        codec: Codec::new(),
+        buf: BytesMut::new(),
+        closing: None,
+        finished: false,
+        sent: Arc::clone(&sent),
+    };
+    let response = response
+        .set_body(BodyStream::new(body).boxed())
+        .map_into_boxed_body();
+    Ok((
+        response,
+        Outgoing {
+            control: Some(tx),
+            sent,
+        },
+        stream,
+    ))
+}
+
+/// Sends to one WebSocket client (see the module's documentation).
+pub struct Outgoing {
+    /// `None` once closed.
+    control: Option<mpsc::Sender<Control>>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Outgoing {
+    async fn send(&mut self, c: Control) -> Result<(), Closed> {
+        match &self.control {
+            Some(tx) => tx.send(c).await.map_err(|_| Closed),
+            None => Err(Closed),
+        }
+    }
+
+    /// Sends a frame the session made, after everything queued for it.
+    ///
+    /// # Errors
+    ///
+    /// The connection has gone.
+    pub async fn text(&mut self, frame: impl Into<ByteString>) -> Result<(), Closed> {
+        self.send(Control::Text(frame.into())).await
+    }
+
+    /// Sends a ping.
+    ///
+    /// # Errors
+    ///
+    /// The connection has gone.
+    pub async fn ping(&mut self, bytes: &[u8]) -> Result<(), Closed> {
+        self.send(Control::Ping(Bytes::copy_from_slice(bytes))).await
+    }
+
+    /// Answers a ping.
+    ///
+    /// # Errors
+    ///
+    /// The connection has gone.
+    pub async fn pong(&mut self, bytes: &[u8]) -> Result<(), Closed> {
+        self.send(Control::Pong(Bytes::copy_from_slice(bytes))).await
+    }
+
+    /// From now on the connection writes what the document queues for the
+    /// session, as batched frames if `batch`.
+    ///
+    /// # Errors
+    ///
+    /// The connection has gone.
+    pub async fn attach(&mut self, queue: OutboundReceiver, batch: bool) -> Result<(), Closed> {
+        self.send(Control::Attach(queue, batch)).await
+    }
+
+    /// Closes the WebSocket once everything queued is written.
+    ///
+    /// # Errors
+    ///
+    /// The connection has gone.
+    pub async fn close(mut self, reason: Option<CloseReason>) -> Result<(), Closed> {
+        let sent = self.send(Control::Close(reason)).await;
+        self.control = None;
+        sent
+    }
+
+    /// Bytes of text frames handed to the connection so far.
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// The same count, to read after the handle is gone.
+    pub fn sent_counter(&self) -> SentBytes {
+        SentBytes(Arc::clone(&self.sent))
+    }
+}
+
+/// Bytes of text frames a connection has been handed (see
+/// [`Outgoing::sent_counter`]).
+pub struct SentBytes(Arc<AtomicU64>);
+
+impl SentBytes {
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The response body: the frames, encoded, for the connection to write.
+struct Body {
+    control: mpsc::Receiver<Control>,
+    /// The document's queue and whether its frames are batched.
+    queue: Option<(OutboundReceiver, bool)>,
+    codec: Codec,
+    buf: BytesMut,
+    /// A close was asked for, with this reason: written once the queue is
+    /// empty.
+    closing: Option<Option<CloseReason>>,
+    finished: bool,
+    sent: Arc<AtomicU64>,
+}
+
+impl Body {
+    fn encode(&mut self, msg: Message) -> Result<(), actix_web::Error> {
+        if let Message::Text(t) = &msg {
+            self.sent.fetch_add(t.len() as u64, Ordering::Relaxed);
+        }
+        self.codec
+            .encode(msg, &mut self.buf)
+            .map_err(actix_web::Error::from)
+    }
+
+    /// Encodes what the document has queued, up to a chunk's worth, and
+    /// registers for more when the queue runs dry. Returns whether the
+    /// chunk filled (more may be waiting).
+    fn take_queued(&mut self, cx: &mut Context<'_>) -> Result<bool, actix_web::Error> {
+        let Some((queue, batch)) = self.queue.as_mut() else {
+            return Ok(false);
+        };
+        let batch = *batch;
+        let most = if batch {
+            WRITE_BATCH_BATCHED
+        } else {
+            WRITE_BATCH
+        };
+        let mut frames: Vec<Queued> = Vec::new();
+        while frames.len() < most {
+            match queue.poll_recv(cx) {
+                Poll::Ready(Some(f)) => frames.push(f),
+                Poll::Ready(None) => {
+                    self.queue = None;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let full = frames.len() == most;
+        // Each frame's bytes count against the session's queue until it is
+        // encoded here (the frames are dropped at the end of this call).
+        if batch && frames.len() > 1 {
+            let batches = crate::document::batch::batch_frames(frames.iter().map(|f| &***f));
+            for b in batches {
+                self.encode(Message::Text(b))?;
+            }
+        } else {
+            for f in &frames {
+                self.encode(Message::Text(f.frame()))?;
+            }
+        }
+        Ok(full)
+    }
+
+    /// Everything the document has queued so far.
+    fn drain_queued(&mut self, cx: &mut Context<'_>) -> Result<(), actix_web::Error> {
+        while self.take_queued(cx)? {}
+        Ok(())
+    }
+
+    fn step(&mut self, cx: &mut Context<'_>) -> Result<(), actix_web::Error> {
+        while self.closing.is_none() {
+            match self.control.poll_recv(cx) {
+                Poll::Ready(Some(Control::Text(t))) => {
+                    self.drain_queued(cx)?;
+                    self.encode(Message::Text(t))?;
+                }
+                Poll::Ready(Some(Control::Ping(b))) => self.encode(Message::Ping(b))?,
+                Poll::Ready(Some(Control::Pong(b))) => self.encode(Message::Pong(b))?,
+                Poll::Ready(Some(Control::Attach(queue, batch))) => {
+                    self.queue = Some((queue, batch));
+                }
+                Poll::Ready(Some(Control::Close(reason))) => self.closing = Some(reason),
+                // The session ended without a close (the client went):
+                // nothing more to write.
+                Poll::Ready(None) => {
+                    self.queue = None;
+                    self.finished = true;
+                    return Ok(());
+                }
+                Poll::Pending => break,
+            }
+        }
+        if let Some(reason) = self.closing.take() {
+            self.drain_queued(cx)?;
+            self.queue = None;
+            self.encode(Message::Close(reason))?;
+            self.finished = true;
+            return Ok(());
+        }
+        self.take_queued(cx).map(drop)
+    }
+}
+
+impl Stream for Body {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if !this.finished
+            && let Err(e) = this.step(cx)
+        {
+            this.finished = true;
+            return Poll::Ready(Some(Err(e)));
+        }
+        if !this.buf.is_empty() {
+            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+        }
+        if this.finished {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+}
