@@ -128,7 +128,10 @@ impl OutboundReceiver {
 
     /// The next frame, or `Pending` with `cx` woken when one comes: for a
     /// reader that is itself polled (the connection's body).
-    pub fn poll_recv(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Queued>> {
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Queued>> {
         self.rx
             .poll_recv(cx)
             .map(|frame| frame.map(|f| self.queued(f)))

@@ -65,6 +65,14 @@ pub fn handle(
     // actix-ws does the handshake and owns the incoming side; its outgoing
     // side is replaced with the body below.
     let (response, _, stream) = actix_ws::handle(req, payload)?;
+    let (outgoing, body) = pair();
+    let response = response
+        .set_body(BodyStream::new(body).boxed())
+        .map_into_boxed_body();
+    Ok((response, outgoing, stream))
+}
+
+fn pair() -> (Outgoing, Body) {
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
     let sent = Arc::new(AtomicU64::new(0));
     let body = Body {
@@ -76,17 +84,11 @@ pub fn handle(
         finished: false,
         sent: Arc::clone(&sent),
     };
-    let response = response
-        .set_body(BodyStream::new(body).boxed())
-        .map_into_boxed_body();
-    Ok((
-        response,
-        Outgoing {
-            control: Some(tx),
-            sent,
-        },
-        stream,
-    ))
+    let outgoing = Outgoing {
+        control: Some(tx),
+        sent,
+    };
+    (outgoing, body)
 }
 
 /// Sends to one WebSocket client (see the module's documentation).
@@ -119,7 +121,8 @@ impl Outgoing {
     ///
     /// The connection has gone.
     pub async fn ping(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        self.send(Control::Ping(Bytes::copy_from_slice(bytes))).await
+        self.send(Control::Ping(Bytes::copy_from_slice(bytes)))
+            .await
     }
 
     /// Answers a ping.
@@ -128,7 +131,8 @@ impl Outgoing {
     ///
     /// The connection has gone.
     pub async fn pong(&mut self, bytes: &[u8]) -> Result<(), Closed> {
-        self.send(Control::Pong(Bytes::copy_from_slice(bytes))).await
+        self.send(Control::Pong(Bytes::copy_from_slice(bytes)))
+            .await
     }
 
     /// From now on the connection writes what the document queues for the
@@ -296,5 +300,114 @@ impl Stream for Body {
             return Poll::Ready(None);
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_codec::Decoder;
+    use actix_http::ws::Frame;
+
+    use super::*;
+    use crate::document::outbound;
+
+    /// What the client reads: each frame as text, or `close` / `ping`.
+    fn decode(bytes: &[u8]) -> Vec<String> {
+        let mut codec = Codec::new().client_mode();
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).expect("a valid frame") {
+            out.push(match frame {
+                Frame::Text(t) => String::from_utf8(t.to_vec()).expect("utf-8"),
+                Frame::Close(r) => format!("close {}", r.map_or(0, |r| u16::from(r.code))),
+                Frame::Ping(_) => "ping".to_owned(),
+                other => format!("{other:?}"),
+            });
+        }
+        out
+    }
+
+    /// Everything the body has to write now (it would wait for more), and
+    /// `end` when it has ended.
+    fn written(body: &mut Body) -> Vec<String> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut bytes = Vec::new();
+        loop {
+            match Pin::new(&mut *body).poll_next(&mut cx) {
+                Poll::Ready(Some(chunk)) => bytes.extend_from_slice(&chunk.expect("a chunk")),
+                Poll::Ready(None) => {
+                    let mut out = decode(&bytes);
+                    out.push("end".to_owned());
+                    return out;
+                }
+                Poll::Pending => return decode(&bytes),
+            }
+        }
+    }
+
+    fn frame(s: &str) -> ByteString {
+        ByteString::from(s.to_owned())
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_read_only_after_the_greeting() {
+        let (mut out, mut body) = pair();
+        let (tx, rx) = outbound(16, 1 << 20);
+        tx.try_send(frame(r#"{"n":1}"#)).expect("queued");
+        out.text(frame("joined")).await.expect("sent");
+        assert_eq!(written(&mut body), ["joined"]);
+        out.attach(rx, false).await.expect("attached");
+        tx.try_send(frame(r#"{"n":2}"#)).expect("queued");
+        assert_eq!(written(&mut body), [r#"{"n":1}"#, r#"{"n":2}"#]);
+        assert_eq!(out.sent(), 6 + 7 + 7);
+        assert_eq!(tx.queued_bytes(), 0, "written frames give their bytes back");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_goes_after_what_the_document_queued_before_it() {
+        let (mut out, mut body) = pair();
+        let (tx, rx) = outbound(16, 1 << 20);
+        out.attach(rx, false).await.expect("attached");
+        assert!(written(&mut body).is_empty());
+        tx.try_send(frame("ack")).expect("queued");
+        out.text(frame("error")).await.expect("sent");
+        out.ping(b"").await.expect("sent");
+        assert_eq!(written(&mut body), ["ack", "error", "ping"]);
+    }
+
+    #[tokio::test]
+    async fn a_close_waits_for_the_queue_and_ends_the_body() {
+        let (mut out, mut body) = pair();
+        let (tx, rx) = outbound(16, 1 << 20);
+        out.attach(rx, false).await.expect("attached");
+        tx.try_send(frame("explains the kick")).expect("queued");
+        let reason = CloseReason {
+            code: actix_ws::CloseCode::Other(1013),
+            description: None,
+        };
+        out.close(Some(reason)).await.expect("sent");
+        assert_eq!(
+            written(&mut body),
+            ["explains the kick", "close 1013", "end"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batching_session_gets_its_burst_as_one_array() {
+        let (mut out, mut body) = pair();
+        let (tx, rx) = outbound(16, 1 << 20);
+        out.attach(rx, true).await.expect("attached");
+        tx.try_send(frame(r#"{"n":1}"#)).expect("queued");
+        tx.try_send(frame(r#"[{"n":2},{"n":3}]"#)).expect("queued");
+        assert_eq!(written(&mut body), [r#"[{"n":1},{"n":2},{"n":3}]"#]);
+        tx.try_send(frame(r#"{"n":4}"#)).expect("queued");
+        assert_eq!(written(&mut body), [r#"{"n":4}"#], "one alone");
+    }
+
+    #[tokio::test]
+    async fn a_session_that_ends_without_a_close_ends_the_body() {
+        let (out, mut body) = pair();
+        drop(out);
+        assert_eq!(written(&mut body), ["end"]);
     }
 }

@@ -221,9 +221,7 @@ pub async fn run(
                             "binary frames are not part of the protocol",
                             None,
                         );
-                        if let Some(end) = answer(&mut ws, &mut attached, timing, f)
-                        .await
-                        {
+                        if let Some(end) = answer(&mut ws, &mut attached, timing, f).await {
                             break end;
                         }
                         if errors > MAX_CONSECUTIVE_ERRORS {
@@ -269,9 +267,7 @@ pub async fn run(
                         _ => None,
                     };
                     let f = error_frame(ErrorCode::RateLimited, &message, seq);
-                    if let Some(end) = answer(&mut ws, &mut attached, timing, f)
-                    .await
-                    {
+                    if let Some(end) = answer(&mut ws, &mut attached, timing, f).await {
                         break end;
                     }
                     if limited_in_row > MAX_CONSECUTIVE_ERRORS {
@@ -339,9 +335,7 @@ pub async fn run(
                     Err((code, message, seq)) => {
                         errors += 1;
                         let f = error_frame(code, &message, seq);
-                        if let Some(end) = answer(&mut ws, &mut attached, timing, f)
-                        .await
-                        {
+                        if let Some(end) = answer(&mut ws, &mut attached, timing, f).await {
                             break end;
                         }
                         if code == ErrorCode::Forbidden && attached.is_none() {
