@@ -41,6 +41,11 @@ const WRITE_BATCH: usize = 64;
 /// The same for a session that batches: its burst is a frame or a few
 /// ([`crate::document::batch::BATCH_BYTES`] each), not one per message.
 const WRITE_BATCH_BATCHED: usize = 256;
+/// Bytes of frames taken per chunk, about what the connection buffers
+/// before it writes (actix-http's write buffer is 32 KiB). Frames wait in
+/// the document's queue, shared by every session a burst went to, until
+/// the connection asks for them; taken, each session has its own copy.
+const CHUNK_BYTES: usize = 32 * 1024;
 
 /// What the session asks of the body.
 enum Control {
@@ -216,9 +221,13 @@ impl Body {
             WRITE_BATCH
         };
         let mut frames: Vec<Queued> = Vec::new();
-        while frames.len() < most {
+        let mut bytes = 0;
+        while frames.len() < most && bytes < CHUNK_BYTES {
             match queue.poll_recv(cx) {
-                Poll::Ready(Some(f)) => frames.push(f),
+                Poll::Ready(Some(f)) => {
+                    bytes += f.len();
+                    frames.push(f);
+                }
                 Poll::Ready(None) => {
                     self.queue = None;
                     break;
@@ -226,7 +235,7 @@ impl Body {
                 Poll::Pending => break,
             }
         }
-        let full = frames.len() == most;
+        let full = frames.len() == most || bytes >= CHUNK_BYTES;
         // Each frame's bytes count against the session's queue until it is
         // encoded here (the frames are dropped at the end of this call).
         if batch && frames.len() > 1 {
