@@ -1,9 +1,9 @@
 //! The queue of frames from a document to one session, bounded twice: by
 //! a message count (the channel's capacity) and by bytes.
 //!
-//! The bytes counted are those of every frame sent and not yet written to
-//! the socket: in the channel, and taken off it by the session but still
-//! waiting for its write. A [`Queued`] frame gives its bytes back when it is
+//! The bytes counted are those of every frame sent and not yet handed to
+//! the connection: in the channel, and taken off it but not yet encoded
+//! (`net::outgoing`). A [`Queued`] frame gives its bytes back when it is
 //! dropped, whichever way the session ends, so the count cannot leak.
 //!
 //! A frame that would take the count over the cap is refused exactly as a
@@ -12,7 +12,8 @@
 //! queue is always taken, however big, so no frame is refused because of
 //! its own size (one op near the message limit, to a session whose cap is
 //! smaller). The `joined`, which can hold a whole document, does not come
-//! through here: the session writes it before it reads this queue.
+//! through here: the session writes it before the connection reads this
+//! queue.
 
 use std::ops::Deref;
 use std::sync::Arc;

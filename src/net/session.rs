@@ -1,5 +1,7 @@
-//! One WebSocket session: reads client messages, validates them, forwards
-//! them to the document task, and writes what the task sends back.
+//! One WebSocket session: reads client messages, validates them, and
+//! forwards them to the document task. What the task sends back goes to the
+//! socket without passing through here: once joined, the connection reads
+//! the document's queue itself ([`super::outgoing`]).
 //!
 //! Every refusal is an `error` message and changes nothing; only a broken
 //! transport, a frame over the size limit, or a client that gets nothing but
