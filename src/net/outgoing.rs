@@ -14,10 +14,16 @@
 //! body has taken everything the document had queued, so a refusal cannot
 //! overtake an ack; a close is written once the queue is empty, so a kick's
 //! explanation is not lost.
+//!
+//! A close waits for the connection to take what is queued, as long as the
+//! session lets it (five seconds). A client that has stopped reading never
+//! lets the connection ask for more, so when the session ends its handle
+//! takes the document's queue away and drops it: frames queued for a
+//! client that is gone are not kept for as long as its socket stays open.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use actix_codec::Encoder;
@@ -28,7 +34,7 @@ use actix_ws::{CloseReason, Closed, MessageStream};
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 use futures_util::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::document::{OutboundReceiver, Queued};
 
@@ -52,9 +58,18 @@ enum Control {
     Text(ByteString),
     Ping(Bytes),
     Pong(Bytes),
-    /// Read the document's queue from now on (batched frames or not).
-    Attach(OutboundReceiver, bool),
+    /// Read the document's queue from now on (it has been put in the
+    /// shared slot).
+    Attach,
     Close(Option<CloseReason>),
+}
+
+/// The document's queue to the session and whether its frames are batched:
+/// read by the body, taken away by the handle when the session ends.
+type QueueSlot = Arc<Mutex<Option<(OutboundReceiver, bool)>>>;
+
+fn lock(slot: &QueueSlot) -> std::sync::MutexGuard<'_, Option<(OutboundReceiver, bool)>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Accepts a WebSocket upgrade: the response to return, the handle to send
@@ -79,18 +94,24 @@ pub fn handle(
 
 fn pair() -> (Outgoing, Body) {
     let (tx, rx) = mpsc::channel(CONTROL_QUEUE);
+    let (done_tx, done_rx) = oneshot::channel();
     let sent = Arc::new(AtomicU64::new(0));
+    let slot = QueueSlot::default();
     let body = Body {
         control: rx,
-        queue: None,
+        slot: Arc::clone(&slot),
+        attached: false,
         codec: Codec::new(),
         buf: BytesMut::new(),
         closing: None,
         finished: false,
+        done: Some(done_tx),
         sent: Arc::clone(&sent),
     };
     let outgoing = Outgoing {
         control: Some(tx),
+        slot,
+        done: Some(done_rx),
         sent,
     };
     (outgoing, body)
@@ -100,6 +121,10 @@ fn pair() -> (Outgoing, Body) {
 pub struct Outgoing {
     /// `None` once closed.
     control: Option<mpsc::Sender<Control>>,
+    slot: QueueSlot,
+    /// Resolves when the body has handed over its last frame (the close)
+    /// or is gone.
+    done: Option<oneshot::Receiver<()>>,
     sent: Arc<AtomicU64>,
 }
 
@@ -147,18 +172,24 @@ impl Outgoing {
     ///
     /// The connection has gone.
     pub async fn attach(&mut self, queue: OutboundReceiver, batch: bool) -> Result<(), Closed> {
-        self.send(Control::Attach(queue, batch)).await
+        *lock(&self.slot) = Some((queue, batch));
+        self.send(Control::Attach).await
     }
 
-    /// Closes the WebSocket once everything queued is written.
+    /// Closes the WebSocket once everything queued is handed to the
+    /// connection, and waits for that (bound it with a timeout: a client
+    /// that does not read never lets it happen).
     ///
     /// # Errors
     ///
     /// The connection has gone.
     pub async fn close(mut self, reason: Option<CloseReason>) -> Result<(), Closed> {
-        let sent = self.send(Control::Close(reason)).await;
+        self.send(Control::Close(reason)).await?;
         self.control = None;
-        sent
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+        Ok(())
     }
 
     /// Bytes of text frames handed to the connection so far.
@@ -169,6 +200,15 @@ impl Outgoing {
     /// The same count, to read after the handle is gone.
     pub fn sent_counter(&self) -> SentBytes {
         SentBytes(Arc::clone(&self.sent))
+    }
+}
+
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        // Whatever the connection has not taken by now, it never will
+        // while its client does not read.
+        let queue = lock(&self.slot).take();
+        drop(queue);
     }
 }
 
@@ -186,14 +226,17 @@ impl SentBytes {
 /// The response body: the frames, encoded, for the connection to write.
 struct Body {
     control: mpsc::Receiver<Control>,
-    /// The document's queue and whether its frames are batched.
-    queue: Option<(OutboundReceiver, bool)>,
+    slot: QueueSlot,
+    /// The session has joined: the slot is read.
+    attached: bool,
     codec: Codec,
     buf: BytesMut,
     /// A close was asked for, with this reason: written once the queue is
     /// empty.
     closing: Option<Option<CloseReason>>,
     finished: bool,
+    /// Dropped when finished (see [`Outgoing::close`]).
+    done: Option<oneshot::Sender<()>>,
     sent: Arc<AtomicU64>,
 }
 
@@ -211,31 +254,37 @@ impl Body {
     /// registers for more when the queue runs dry. Returns whether the
     /// chunk filled (more may be waiting).
     fn take_queued(&mut self, cx: &mut Context<'_>) -> Result<bool, actix_web::Error> {
-        let Some((queue, batch)) = self.queue.as_mut() else {
+        if !self.attached {
             return Ok(false);
-        };
-        let batch = *batch;
-        let most = if batch {
-            WRITE_BATCH_BATCHED
-        } else {
-            WRITE_BATCH
-        };
+        }
         let mut frames: Vec<Queued> = Vec::new();
         let mut bytes = 0;
-        while frames.len() < most && bytes < CHUNK_BYTES {
-            match queue.poll_recv(cx) {
-                Poll::Ready(Some(f)) => {
-                    bytes += f.len();
-                    frames.push(f);
+        let (batch, full) = {
+            let mut slot = lock(&self.slot);
+            let Some((queue, batch)) = slot.as_mut() else {
+                return Ok(false);
+            };
+            let batch = *batch;
+            let most = if batch {
+                WRITE_BATCH_BATCHED
+            } else {
+                WRITE_BATCH
+            };
+            while frames.len() < most && bytes < CHUNK_BYTES {
+                match queue.poll_recv(cx) {
+                    Poll::Ready(Some(f)) => {
+                        bytes += f.len();
+                        frames.push(f);
+                    }
+                    Poll::Ready(None) => {
+                        *slot = None;
+                        break;
+                    }
+                    Poll::Pending => break,
                 }
-                Poll::Ready(None) => {
-                    self.queue = None;
-                    break;
-                }
-                Poll::Pending => break,
             }
-        }
-        let full = frames.len() == most || bytes >= CHUNK_BYTES;
+            (batch, frames.len() == most || bytes >= CHUNK_BYTES)
+        };
         // Each frame's bytes count against the session's queue until it is
         // encoded here (the frames are dropped at the end of this call).
         if batch && frames.len() > 1 {
@@ -257,6 +306,15 @@ impl Body {
         Ok(())
     }
 
+    /// Nothing more to write: the queue goes, and a waiting close returns.
+    fn finish(&mut self) {
+        self.finished = true;
+        self.attached = false;
+        let queue = lock(&self.slot).take();
+        drop(queue);
+        self.done = None;
+    }
+
     fn step(&mut self, cx: &mut Context<'_>) -> Result<(), actix_web::Error> {
         while self.closing.is_none() {
             match self.control.poll_recv(cx) {
@@ -266,15 +324,12 @@ impl Body {
                 }
                 Poll::Ready(Some(Control::Ping(b))) => self.encode(Message::Ping(b))?,
                 Poll::Ready(Some(Control::Pong(b))) => self.encode(Message::Pong(b))?,
-                Poll::Ready(Some(Control::Attach(queue, batch))) => {
-                    self.queue = Some((queue, batch));
-                }
+                Poll::Ready(Some(Control::Attach)) => self.attached = true,
                 Poll::Ready(Some(Control::Close(reason))) => self.closing = Some(reason),
                 // The session ended without a close (the client went):
                 // nothing more to write.
                 Poll::Ready(None) => {
-                    self.queue = None;
-                    self.finished = true;
+                    self.finish();
                     return Ok(());
                 }
                 Poll::Pending => break,
@@ -282,9 +337,8 @@ impl Body {
         }
         if let Some(reason) = self.closing.take() {
             self.drain_queued(cx)?;
-            self.queue = None;
             self.encode(Message::Close(reason))?;
-            self.finished = true;
+            self.finish();
             return Ok(());
         }
         self.take_queued(cx).map(drop)
@@ -299,7 +353,7 @@ impl Stream for Body {
         if !this.finished
             && let Err(e) = this.step(cx)
         {
-            this.finished = true;
+            this.finish();
             return Poll::Ready(Some(Err(e)));
         }
         if !this.buf.is_empty() {
@@ -389,16 +443,38 @@ mod tests {
         let (mut out, mut body) = pair();
         let (tx, rx) = outbound(16, 1 << 20);
         out.attach(rx, false).await.expect("attached");
+        assert!(written(&mut body).is_empty());
         tx.try_send(frame("explains the kick")).expect("queued");
         let reason = CloseReason {
             code: actix_ws::CloseCode::Other(1013),
             description: None,
         };
-        out.close(Some(reason)).await.expect("sent");
+        let closing = tokio::spawn(out.close(Some(reason)));
+        // The close is sent, and waits for the connection to take it.
+        while body.control.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        assert!(!closing.is_finished());
         assert_eq!(
             written(&mut body),
             ["explains the kick", "close 1013", "end"]
         );
+        closing.await.expect("joined").expect("closed");
+    }
+
+    #[tokio::test]
+    async fn what_a_gone_session_never_took_is_dropped() {
+        let (mut out, mut body) = pair();
+        let (tx, rx) = outbound(16, 1 << 20);
+        out.attach(rx, false).await.expect("attached");
+        assert!(written(&mut body).is_empty());
+        // The client stopped reading: the connection asks for nothing more.
+        tx.try_send(frame("never read")).expect("queued");
+        assert!(!tx.is_closed());
+        drop(out);
+        // The queue's receiving end is dropped, and with it what it held.
+        assert!(tx.is_closed(), "the document sees the session gone");
+        assert_eq!(written(&mut body), ["end"]);
     }
 
     #[tokio::test]
