@@ -52,6 +52,8 @@ const WRITE_BATCH_BATCHED: usize = 256;
 /// the document's queue, shared by every session a burst went to, until
 /// the connection asks for them; taken, each session has its own copy.
 const CHUNK_BYTES: usize = 32 * 1024;
+/// A write buffer up to this size is kept for the next chunk.
+const KEEP_BUFFER: usize = 4 * 1024;
 
 /// What the session asks of the body.
 enum Control {
@@ -285,6 +287,8 @@ impl Body {
             }
             (batch, frames.len() == most || bytes >= CHUNK_BYTES)
         };
+        // Room for the frames and their headers at once, not by doubling.
+        self.buf.reserve(bytes + frames.len() * 14 + 2);
         // Each frame's bytes count against the session's queue until it is
         // encoded here (the frames are dropped at the end of this call).
         if batch && frames.len() > 1 {
@@ -357,7 +361,18 @@ impl Stream for Body {
             return Poll::Ready(Some(Err(e)));
         }
         if !this.buf.is_empty() {
-            return Poll::Ready(Some(Ok(this.buf.split().freeze())));
+            // A big buffer goes whole, not split: a split leaves the
+            // allocation behind for the next chunk, so every connection
+            // that once wrote a big chunk kept a buffer that size for good
+            // (with 1,000 connections, 97 of the server's 239 MB in
+            // heaptrack). A small one is split and reused, which saves an
+            // allocation per frame at light load.
+            let chunk = if this.buf.capacity() > KEEP_BUFFER {
+                std::mem::take(&mut this.buf)
+            } else {
+                this.buf.split()
+            };
+            return Poll::Ready(Some(Ok(chunk.freeze())));
         }
         if this.finished {
             return Poll::Ready(None);
